@@ -1,0 +1,529 @@
+//! The connection every service holds to the kernel.
+//!
+//! One ZeroMQ DEALER socket, three tasks: a writer that owns the send half, a
+//! reader that matches replies to pending calls and hands requests and events
+//! to the service, and a keeper that sends heartbeats and watches the socket.
+//! When the kernel goes away, every pending call fails with
+//! [`FailureKind::Unavailable`] and [`Incoming`] ends: the service should
+//! exit, and the supervisor restarts it against the new kernel.
+
+use crate::message::{Body, Control, Envelope, Failure, FailureKind, Load, Message, Registration};
+use crate::names::{Deadline, MessageId, Priority, ProjectName, ServiceKind};
+use crate::{Call, Event, Reply, Request};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use zeromq::util::PeerIdentity;
+use zeromq::{
+    DealerSocket, Socket, SocketEvent, SocketOptions, SocketRecv, SocketSend, ZmqMessage,
+};
+
+/// How often a service says it is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long past its deadline a call waits for the kernel's own timeout
+/// answer before giving up locally.
+const DEADLINE_GRACE: Duration = Duration::from_millis(500);
+
+/// Where the kernel listens: `ipc://<path>` or `tcp://<host>:<port>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A Unix socket on this host.
+    Ipc(PathBuf),
+    /// TCP, for services on other hosts.
+    Tcp(String),
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("ipc://") {
+            if path.is_empty() {
+                return Err("an ipc:// endpoint needs a path".into());
+            }
+            Ok(Endpoint::Ipc(PathBuf::from(path)))
+        } else if let Some(addr) = s.strip_prefix("tcp://") {
+            if !addr.contains(':') {
+                return Err(format!("`{s}` needs a port: tcp://host:port"));
+            }
+            Ok(Endpoint::Tcp(addr.to_string()))
+        } else {
+            Err(format!(
+                "`{s}` is not an endpoint: use ipc://<path> or tcp://<host>:<port>"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Ipc(path) => write!(f, "ipc://{}", path.display()),
+            Endpoint::Tcp(addr) => write!(f, "tcp://{addr}"),
+        }
+    }
+}
+
+/// Why connecting to the kernel failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The socket failed.
+    #[error("cannot reach the kernel at {endpoint}: {source}")]
+    Socket {
+        /// Where.
+        endpoint: String,
+        /// The ZeroMQ error.
+        source: zeromq::ZmqError,
+    },
+    /// The kernel did not confirm the registration in time.
+    #[error("the kernel at {0} did not answer the registration")]
+    NoAnswer(String),
+    /// A message could not be encoded.
+    #[error(transparent)]
+    Protocol(#[from] crate::ProtocolError),
+}
+
+/// Whom a call acts for, how urgent it is, and until when it matters.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    /// The project, if the call acts for one.
+    pub project: Option<ProjectName>,
+    /// The scheduling class.
+    pub priority: Priority,
+    /// The deadline.
+    pub deadline: Deadline,
+}
+
+impl Scope {
+    /// A call the platform makes for itself.
+    pub fn platform(timeout: Duration) -> Scope {
+        Scope {
+            project: None,
+            priority: Priority::Normal,
+            deadline: Deadline::after(timeout),
+        }
+    }
+
+    /// A call acting for a project.
+    pub fn project(project: ProjectName, timeout: Duration) -> Scope {
+        Scope {
+            project: Some(project),
+            priority: Priority::Normal,
+            deadline: Deadline::after(timeout),
+        }
+    }
+
+    /// With another priority.
+    pub fn priority(mut self, priority: Priority) -> Scope {
+        self.priority = priority;
+        self
+    }
+}
+
+type PendingMap = HashMap<u64, oneshot::Sender<Result<Reply, Failure>>>;
+
+struct Shared {
+    service: ServiceKind,
+    writer: mpsc::UnboundedSender<ZmqMessage>,
+    pending: Mutex<PendingMap>,
+    next_id: AtomicU64,
+    load: Mutex<Load>,
+    alive: AtomicBool,
+}
+
+/// A handle on the connection; cheap to clone.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+/// What the kernel hands a service.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A request to answer.
+    Request(Delivery),
+    /// An event.
+    Event(Event),
+}
+
+/// A request delivered to this service.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Its envelope; `project` is set by the platform.
+    pub envelope: Envelope,
+    /// The request.
+    pub request: Request,
+    /// Where the answer goes.
+    pub responder: Responder,
+}
+
+impl Delivery {
+    /// The envelope's project, which a project-scoped request must have.
+    pub fn project(&self) -> Result<ProjectName, Failure> {
+        self.envelope
+            .project
+            .clone()
+            .ok_or_else(|| Failure::invalid(format!("{} needs a project", self.request.name())))
+    }
+}
+
+/// Answers one delivered request. Dropping it unanswered answers an internal
+/// error, so the origin never waits for nothing.
+pub struct Responder {
+    id: MessageId,
+    conn: Option<Connection>,
+}
+
+impl fmt::Debug for Responder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Responder").field("id", &self.id).finish()
+    }
+}
+
+impl Responder {
+    /// Sends the answer.
+    pub fn reply(mut self, result: Result<Reply, Failure>) {
+        if let Some(conn) = self.conn.take() {
+            conn.send_reply(self.id, result);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.send_reply(
+                self.id,
+                Err(Failure::internal(
+                    "the service dropped the request without answering",
+                )),
+            );
+        }
+    }
+}
+
+/// The stream of requests and events for this service. It ends when the
+/// kernel connection is lost.
+pub struct Incoming {
+    rx: mpsc::UnboundedReceiver<Inbound>,
+}
+
+impl Incoming {
+    /// The next request or event; `None` once the kernel is gone.
+    pub async fn next(&mut self) -> Option<Inbound> {
+        self.rx.recv().await
+    }
+}
+
+impl Connection {
+    /// Connects, registers, and starts the connection's tasks. Waits up to
+    /// `wait` for the kernel to appear.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        registration: Registration,
+        wait: Duration,
+    ) -> Result<(Connection, Incoming), ConnectError> {
+        let service = registration.service;
+        let socket_error = |source| ConnectError::Socket {
+            endpoint: endpoint.to_string(),
+            source,
+        };
+        let mut nonce = [0u8; 4];
+        let _ = getrandom::fill(&mut nonce);
+        let identity = format!("{}-{}", registration.instance, u32::from_be_bytes(nonce));
+        let mut options = SocketOptions::default();
+        options.peer_identity(PeerIdentity::try_from(identity.into_bytes()).map_err(socket_error)?);
+        options.connect_timeout(wait);
+        let mut socket = DealerSocket::with_options(options);
+        let mut monitor = socket.monitor();
+        socket
+            .connect(&endpoint.to_string())
+            .await
+            .map_err(socket_error)?;
+
+        let register = control_message(service, Control::Register(registration.clone()))?;
+        socket.send(register).await.map_err(socket_error)?;
+        let registered = async {
+            loop {
+                let frames = socket.recv().await.map_err(socket_error)?.into_vec();
+                if let Ok(Message {
+                    body: Body::Control(Control::Registered),
+                    ..
+                }) = Message::decode(&frames)
+                {
+                    return Ok::<_, ConnectError>(());
+                }
+            }
+        };
+        tokio::time::timeout(wait.max(Duration::from_secs(5)), registered)
+            .await
+            .map_err(|_| ConnectError::NoAnswer(endpoint.to_string()))??;
+
+        let (mut send_half, mut recv_half) = socket.split();
+        let (writer, mut writer_rx) = mpsc::unbounded_channel::<ZmqMessage>();
+        let (inbound, rx) = mpsc::unbounded_channel();
+        let conn = Connection {
+            shared: Arc::new(Shared {
+                service,
+                writer,
+                pending: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                load: Mutex::new(Load::default()),
+                alive: AtomicBool::new(true),
+            }),
+        };
+
+        tokio::spawn(async move {
+            while let Some(message) = writer_rx.recv().await {
+                if let Err(err) = send_half.send(message).await {
+                    tracing::warn!(cause = %err, "cannot send to the kernel");
+                }
+            }
+        });
+
+        let reader_conn = conn.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                match recv_half.recv().await {
+                    Ok(message) => {
+                        reader_conn.dispatch(message.into_vec(), &inbound, &registration)
+                    }
+                    Err(err) => {
+                        tracing::error!(cause = %err, "lost the kernel connection");
+                        return;
+                    }
+                }
+            }
+        });
+
+        let keeper_conn = conn.clone();
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = beat.tick() => {
+                        let load = keeper_conn.shared.load.lock().map(|l| l.clone()).unwrap_or_default();
+                        keeper_conn.send_control(Control::Heartbeat(load));
+                    }
+                    event = monitor.next() => match event {
+                        Some(SocketEvent::Disconnected(_)) | None => {
+                            tracing::error!("the kernel went away");
+                            break;
+                        }
+                        Some(_) => {}
+                    },
+                }
+            }
+            reader.abort();
+            keeper_conn.shut_down();
+        });
+
+        Ok((conn, Incoming { rx }))
+    }
+
+    /// Handles one message from the kernel.
+    fn dispatch(
+        &self,
+        frames: Vec<Bytes>,
+        inbound: &mpsc::UnboundedSender<Inbound>,
+        registration: &Registration,
+    ) {
+        let message = match Message::decode(&frames) {
+            Ok(message) => message,
+            Err(err) => {
+                tracing::warn!(cause = %err, "dropped a malformed message from the kernel");
+                return;
+            }
+        };
+        match message.body {
+            Body::Reply(result) => {
+                let waiter = self.pending().remove(&message.envelope.id.0);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(result);
+                }
+            }
+            Body::Request(request) => {
+                let responder = Responder {
+                    id: message.envelope.id,
+                    conn: Some(self.clone()),
+                };
+                let delivery = Delivery {
+                    envelope: message.envelope,
+                    request,
+                    responder,
+                };
+                let _ = inbound.send(Inbound::Request(delivery));
+            }
+            Body::Event(event) => {
+                let _ = inbound.send(Inbound::Event(event));
+            }
+            Body::Control(Control::Reregister) => {
+                tracing::warn!("the kernel forgot this service; registering again");
+                self.send_control(Control::Register(registration.clone()));
+            }
+            Body::Control(_) => {}
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, PendingMap> {
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn shut_down(&self) {
+        self.shared.alive.store(false, Ordering::SeqCst);
+        let waiters: Vec<_> = self.pending().drain().map(|(_, w)| w).collect();
+        for waiter in waiters {
+            let _ = waiter.send(Err(Failure::new(
+                FailureKind::Unavailable,
+                "lost the connection to the kernel",
+            )));
+        }
+    }
+
+    /// Whether the kernel connection is up.
+    pub fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::SeqCst)
+    }
+
+    /// This service's kind.
+    pub fn service(&self) -> ServiceKind {
+        self.shared.service
+    }
+
+    /// Sends a request through the kernel and waits for its reply.
+    pub async fn call<C: Call>(&self, scope: &Scope, request: C) -> Result<C::Reply, Failure> {
+        let request = request.into_request();
+        let name = request.name();
+        let reply = self.call_raw(scope, request).await?;
+        C::from_reply(reply).ok_or_else(|| {
+            Failure::internal(format!("the reply to {name} answers another request"))
+        })
+    }
+
+    async fn call_raw(&self, scope: &Scope, request: Request) -> Result<Reply, Failure> {
+        if !self.is_alive() {
+            return Err(Failure::new(
+                FailureKind::Unavailable,
+                "not connected to the kernel",
+            ));
+        }
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending().insert(id, tx);
+        let message = Message {
+            envelope: Envelope {
+                id: MessageId(id),
+                origin: self.shared.service,
+                project: scope.project.clone(),
+                priority: scope.priority,
+                deadline: scope.deadline,
+            },
+            body: Body::Request(request),
+        };
+        if let Err(failure) = self.send_message(&message) {
+            self.pending().remove(&id);
+            return Err(failure);
+        }
+        match tokio::time::timeout(scope.deadline.remaining() + DEADLINE_GRACE, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Failure::new(
+                FailureKind::Unavailable,
+                "lost the connection to the kernel",
+            )),
+            Err(_) => {
+                self.pending().remove(&id);
+                Err(Failure::new(
+                    FailureKind::Timeout,
+                    "no answer before the deadline",
+                ))
+            }
+        }
+    }
+
+    /// Broadcasts an event to every other service.
+    pub fn emit(&self, event: Event) {
+        let message = Message {
+            envelope: Envelope {
+                id: MessageId(0),
+                origin: self.shared.service,
+                project: None,
+                priority: Priority::Normal,
+                deadline: Deadline::after(Duration::from_secs(10)),
+            },
+            body: Body::Event(event),
+        };
+        if let Err(err) = self.send_message(&message) {
+            tracing::warn!(cause = %err, "cannot emit an event");
+        }
+    }
+
+    /// Sets what the next heartbeats report.
+    pub fn set_load(&self, load: Load) {
+        if let Ok(mut current) = self.shared.load.lock() {
+            *current = load;
+        }
+    }
+
+    fn send_reply(&self, id: MessageId, result: Result<Reply, Failure>) {
+        let message = Message {
+            envelope: Envelope {
+                id,
+                origin: self.shared.service,
+                project: None,
+                priority: Priority::Normal,
+                deadline: Deadline(0),
+            },
+            body: Body::Reply(result),
+        };
+        if let Err(err) = self.send_message(&message) {
+            tracing::warn!(cause = %err, "cannot send a reply");
+        }
+    }
+
+    fn send_control(&self, control: Control) {
+        match control_message(self.shared.service, control) {
+            Ok(message) => {
+                let _ = self.shared.writer.send(message);
+            }
+            Err(err) => tracing::warn!(cause = %err, "cannot encode a control message"),
+        }
+    }
+
+    fn send_message(&self, message: &Message) -> Result<(), Failure> {
+        let frames = message.encode().map_err(Failure::internal)?;
+        let message = ZmqMessage::try_from(frames.to_vec()).map_err(Failure::internal)?;
+        self.shared
+            .writer
+            .send(message)
+            .map_err(|_| Failure::new(FailureKind::Unavailable, "not connected to the kernel"))
+    }
+}
+
+fn control_message(
+    service: ServiceKind,
+    control: Control,
+) -> Result<ZmqMessage, crate::ProtocolError> {
+    let message = Message {
+        envelope: Envelope {
+            id: MessageId(0),
+            origin: service,
+            project: None,
+            priority: Priority::High,
+            deadline: Deadline(0),
+        },
+        body: Body::Control(control),
+    };
+    let frames = message.encode()?;
+    // Two frames are never empty.
+    Ok(ZmqMessage::try_from(frames.to_vec()).unwrap_or_else(|_| ZmqMessage::from(Bytes::new())))
+}

@@ -1,0 +1,139 @@
+//! Between the Doer and the Doee Executor inside one Worker.
+//!
+//! Each Worker has its own ZeroMQ socket, bind-mounted into its sandbox, so
+//! the Doer knows which Worker (and so which project) every message comes
+//! from. A message is one frame: a [`PROTOCOL_VERSION`] byte, then postcard.
+
+use crate::Payload;
+use crate::doer::{LogLine, Response, Trigger};
+use crate::message::{PROTOCOL_VERSION, ProtocolError, decode, encode};
+use crate::names::{DoeeName, InvocationId, ProjectName};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// From the Doer to a Worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Load the Doee and call its `initialize`; sent once, first.
+    Load(Load),
+    /// Run one invocation.
+    Execute(Execute),
+    /// The answer to the Worker's last [`HostCall`].
+    HostReply(Result<String, String>),
+    /// Call `terminate` and exit.
+    Stop,
+}
+
+/// What the Executor needs to load a Doee.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    /// The project (for `meta("project")`).
+    pub project: ProjectName,
+    /// The Doee (for `meta("doee")`).
+    pub doee: DoeeName,
+    /// The version.
+    pub version: u32,
+    /// The manifest's `[params]`.
+    pub params: Vec<(String, String)>,
+    /// Limits the Executor sets on itself before it loads any Doee code.
+    pub limits: Limits,
+}
+
+/// Resource limits applied inside the Worker with `setrlimit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Writable memory (`RLIMIT_DATA`), in MiB.
+    pub memory_mb: u32,
+    /// Processes and threads (`RLIMIT_NPROC`).
+    pub max_processes: u32,
+    /// Open files (`RLIMIT_NOFILE`).
+    pub max_open_files: u32,
+}
+
+/// One invocation for a Worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Execute {
+    /// The invocation's id.
+    pub id: InvocationId,
+    /// What triggered it.
+    pub trigger: Trigger,
+    /// The input bytes.
+    pub input: Payload,
+}
+
+/// From a Worker to the Doer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// The Doee is loaded and initialized.
+    Ready,
+    /// The Doee could not be loaded; the Worker exits.
+    LoadFailed(String),
+    /// An invocation ended.
+    Done(Done),
+    /// The Doee asks the platform for something; answered by
+    /// [`ToWorker::HostReply`].
+    HostCall(HostCall),
+}
+
+/// How an invocation ended inside the Worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    /// The response, or the Doee's error message.
+    pub result: Result<Response, String>,
+    /// Whether the Doee panicked: the Worker exits after this message.
+    pub panicked: bool,
+    /// The lines the Doee logged.
+    pub logs: Vec<LogLine>,
+}
+
+/// A Doee's request to the platform, made through its context.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum HostCall {
+    /// `ctx.sql(query, params_json)`.
+    Sql {
+        /// The statement.
+        query: String,
+        /// A JSON array of positional parameters.
+        params: String,
+    },
+    /// `ctx.docs().<op>(collection, json)`.
+    Doc {
+        /// `insert`, `find`, `update` or `delete`.
+        op: String,
+        /// The collection.
+        collection: String,
+        /// The operation's JSON argument.
+        json: String,
+    },
+    /// `ctx.publish(topic, payload)`.
+    Publish {
+        /// The topic.
+        topic: String,
+        /// The payload.
+        payload: Payload,
+    },
+}
+
+impl ToWorker {
+    /// The frame of this message.
+    pub fn encode(&self) -> Result<Bytes, ProtocolError> {
+        encode(self, Some(PROTOCOL_VERSION))
+    }
+
+    /// Reads a frame.
+    pub fn decode(frame: &[u8]) -> Result<ToWorker, ProtocolError> {
+        decode(frame, "message to a Worker", Some(PROTOCOL_VERSION))
+    }
+}
+
+impl FromWorker {
+    /// The frame of this message.
+    pub fn encode(&self) -> Result<Bytes, ProtocolError> {
+        encode(self, Some(PROTOCOL_VERSION))
+    }
+
+    /// Reads a frame.
+    pub fn decode(frame: &[u8]) -> Result<FromWorker, ProtocolError> {
+        decode(frame, "message from a Worker", Some(PROTOCOL_VERSION))
+    }
+}
