@@ -1,0 +1,553 @@
+//! The ISMS kernel: the only hub between services.
+//!
+//! - The IPC module ([`run`]) owns one ZeroMQ ROUTER socket and moves frames
+//!   between it and the [`Kernel`] state machine.
+//! - The Process Controller ([`processes`]) records every request until its
+//!   origin has an answer, and answers it on timeout or when its target dies.
+//! - The Scheduler ([`scheduler`]) keeps one red-black-tree ready queue per
+//!   target service and dispatches only while an instance has free capacity.
+//! - The Services Controller ([`services`]) knows every instance, its health,
+//!   capacity and restarts, and picks the instance for each dispatch.
+//!
+//! [`Kernel`] is synchronous and writes what it sends into an outbox, so the
+//! routing rules are tested without sockets.
+
+pub mod processes;
+pub mod scheduler;
+pub mod services;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use isms_ipc::kernel::{self as kernel_protocol};
+use isms_ipc::names::now_ms;
+use isms_ipc::{
+    Body, Control, Endpoint, Envelope, Failure, FailureKind, Kind, Message, MessageId, Priority,
+    RawMessage, Reply, Request, ServiceKind,
+};
+use processes::{ORPHAN_GRACE_MS, ProcessId, ProcessTable, State};
+use scheduler::{QueueLimits, ReadyQueue, Refused};
+use services::{Registered, ServicesController};
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use zeromq::{RouterSocket, Socket, SocketEvent, SocketRecv, SocketSend, ZmqMessage};
+
+/// How the kernel runs.
+#[derive(Clone, Debug)]
+pub struct KernelConfig {
+    /// Where it listens.
+    pub listen: Endpoint,
+    /// Bounds of each ready queue.
+    pub queue: QueueLimits,
+    /// Silence after which an instance is considered down.
+    pub heartbeat_timeout: Duration,
+}
+
+/// A send that takes longer than this means the peer stopped reading; the
+/// message is dropped rather than stalling every other peer.
+const SEND_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// One outgoing message: destination and frames.
+pub type Outgoing = (Bytes, [Bytes; 2]);
+
+/// The kernel's state: services, processes and ready queues.
+pub struct Kernel {
+    services: ServicesController,
+    processes: ProcessTable,
+    queues: HashMap<ServiceKind, ReadyQueue<ProcessId>>,
+    queue_limits: QueueLimits,
+    outbox: Vec<Outgoing>,
+    started_ms: u64,
+    routed: u64,
+}
+
+impl Kernel {
+    /// A kernel with no services.
+    pub fn new(queue_limits: QueueLimits, heartbeat_timeout: Duration) -> Kernel {
+        Kernel {
+            services: ServicesController::new(heartbeat_timeout),
+            processes: ProcessTable::default(),
+            queues: HashMap::new(),
+            queue_limits,
+            outbox: Vec::new(),
+            started_ms: now_ms(),
+            routed: 0,
+        }
+    }
+
+    /// Takes what is to be sent.
+    pub fn drain_outbox(&mut self) -> std::vec::Drain<'_, Outgoing> {
+        self.outbox.drain(..)
+    }
+
+    /// Handles one message from `peer`.
+    pub fn on_message(&mut self, peer: Bytes, frames: &[Bytes], now: Instant) {
+        let raw = match RawMessage::decode(frames) {
+            Ok(raw) => raw,
+            Err(err) => {
+                let who = self.describe(&peer);
+                tracing::warn!(from = %who, cause = %err, "dropped a malformed message");
+                return;
+            }
+        };
+        self.routed += 1;
+        if raw.header.kind == Kind::Control {
+            return self.on_control(peer, &raw, now);
+        }
+        let Some(origin) = self
+            .services
+            .instance(&peer)
+            .map(|i| i.registration.service)
+        else {
+            self.send_control(&peer, Control::Reregister);
+            return;
+        };
+        match raw.header.kind {
+            Kind::Request(target) => self.on_request(peer, origin, raw, target),
+            Kind::Reply => self.on_reply(peer, raw),
+            Kind::Event => {
+                let mut header = raw.header;
+                header.envelope.origin = origin;
+                let targets: Vec<Bytes> = self
+                    .services
+                    .up_peers()
+                    .filter(|p| **p != peer)
+                    .cloned()
+                    .collect();
+                for target in targets {
+                    self.push_raw(target, &header, raw.body.clone());
+                }
+            }
+            Kind::Control => {}
+        }
+    }
+
+    fn on_control(&mut self, peer: Bytes, raw: &RawMessage, now: Instant) {
+        let body = match raw.decode_body() {
+            Ok(Body::Control(control)) => control,
+            Ok(_) | Err(_) => {
+                tracing::warn!(from = %self.describe(&peer), "dropped a malformed control message");
+                return;
+            }
+        };
+        match body {
+            Control::Register(registration) => {
+                let service = registration.service;
+                let instance = registration.instance.clone();
+                match self.services.register(peer.clone(), registration, now) {
+                    Registered::New => tracing::info!(%service, %instance, "service registered"),
+                    Registered::Again => {
+                        tracing::info!(%service, %instance, "service registered again")
+                    }
+                    Registered::Restarted { previous } => {
+                        tracing::warn!(%service, %instance, "service restarted");
+                        if let Some(previous) = previous {
+                            self.fail_dispatched(
+                                &previous,
+                                &format!("the {service} restarted while handling the request"),
+                            );
+                        }
+                    }
+                }
+                self.send_control(&peer, Control::Registered);
+                self.dispatch(service, now);
+            }
+            Control::Heartbeat(load) => {
+                if !self.services.heartbeat(&peer, load, now) {
+                    self.send_control(&peer, Control::Reregister);
+                }
+            }
+            Control::Registered | Control::Reregister => {}
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        peer: Bytes,
+        origin: ServiceKind,
+        raw: RawMessage,
+        target: ServiceKind,
+    ) {
+        let mut envelope = raw.header.envelope.clone();
+        envelope.origin = origin;
+        if target == ServiceKind::Kernel {
+            return self.answer_kernel_request(&peer, envelope, &raw);
+        }
+        let queue = self
+            .queues
+            .entry(target)
+            .or_insert_with(|| ReadyQueue::new(self.queue_limits));
+        let id = self.processes.next_id();
+        match queue.push(envelope.project.clone(), envelope.priority, id) {
+            Ok(key) => {
+                let state = State::Queued {
+                    key,
+                    body: raw.body,
+                };
+                self.processes.admit(peer, envelope, target, state);
+                self.dispatch(target, Instant::now());
+            }
+            Err(refused) => {
+                let message = match refused {
+                    Refused::Full(_) => format!("the {target} is busy: {refused}"),
+                    Refused::ProjectFull(_) => format!("too many requests waiting: {refused}"),
+                };
+                self.answer(
+                    &peer,
+                    envelope.id,
+                    target,
+                    Err(Failure::new(FailureKind::Busy, message)),
+                );
+            }
+        }
+    }
+
+    fn answer_kernel_request(&mut self, peer: &Bytes, envelope: Envelope, raw: &RawMessage) {
+        let result = match raw.decode_body() {
+            Ok(Body::Request(Request::Kernel(kernel_protocol::Request::Services(_)))) => {
+                Ok(Reply::Kernel(kernel_protocol::Reply::Services(
+                    self.statuses(Instant::now()),
+                )))
+            }
+            Ok(_) => Err(Failure::invalid("not a kernel request")),
+            Err(err) => Err(Failure::invalid(format!("malformed request: {err}"))),
+        };
+        self.answer(peer, envelope.id, ServiceKind::Kernel, result);
+    }
+
+    /// The Services Controller's view, the kernel itself first.
+    pub fn statuses(&self, now: Instant) -> Vec<kernel_protocol::ServiceStatus> {
+        let mut statuses = vec![kernel_protocol::ServiceStatus {
+            service: ServiceKind::Kernel,
+            instance: "kernel".into(),
+            pid: std::process::id(),
+            state: kernel_protocol::InstanceState::Up,
+            capacity: 0,
+            in_flight: self.processes.len() as u32,
+            queued: self.queues.values().map(|q| q.len() as u32).sum(),
+            inner_queue: 0,
+            workers: 0,
+            restarts: 0,
+            handled: self.routed,
+            up_since_ms: self.started_ms,
+            heartbeat_age_ms: 0,
+        }];
+        statuses.extend(self.services.statuses(
+            |service| self.queues.get(&service).map_or(0, |q| q.len()),
+            now,
+        ));
+        statuses
+    }
+
+    fn on_reply(&mut self, peer: Bytes, raw: RawMessage) {
+        let id = raw.header.envelope.id.0;
+        let matches_peer = match self.processes.get_mut(id).map(|p| &p.state) {
+            Some(State::Running { peer: on, .. } | State::Orphaned { peer: on, .. }) => *on == peer,
+            _ => false,
+        };
+        if !matches_peer {
+            tracing::debug!(id, "dropped a reply for an unknown or expired request");
+            return;
+        }
+        let Some(process) = self.processes.finish(id) else {
+            return;
+        };
+        if let Some(instance) = self.services.instance_mut(&peer) {
+            instance.in_flight = instance.in_flight.saturating_sub(1);
+            instance.handled += 1;
+        }
+        let (since, charge, answer_origin) = match process.state {
+            State::Running { since, charge, .. } => (since, charge, true),
+            State::Orphaned { since, charge, .. } => (since, charge, false),
+            State::Queued { .. } => return,
+        };
+        if let Some(queue) = self.queues.get_mut(&process.target) {
+            queue.complete(charge, since.elapsed().as_micros() as u64);
+        }
+        if answer_origin {
+            let mut header = raw.header;
+            header.envelope.id = process.envelope.id;
+            header.envelope.origin = process.target;
+            self.push_raw(process.origin, &header, raw.body);
+        }
+        self.dispatch(process.target, Instant::now());
+    }
+
+    /// Sends queued requests for `target` while an instance has room.
+    fn dispatch(&mut self, target: ServiceKind, now: Instant) {
+        while self.queues.get(&target).is_some_and(|q| !q.is_empty()) {
+            let Some(peer) = self.services.pick(target) else {
+                return;
+            };
+            let Some(next) = self.queues.get_mut(&target).and_then(|q| q.pop()) else {
+                return;
+            };
+            let Some(process) = self.processes.get_mut(next.item) else {
+                continue;
+            };
+            let State::Queued { body, .. } = std::mem::replace(
+                &mut process.state,
+                State::Running {
+                    peer: peer.clone(),
+                    since: now,
+                    charge: next.charge,
+                },
+            ) else {
+                continue;
+            };
+            let header = isms_ipc::Header {
+                envelope: Envelope {
+                    id: MessageId(next.item),
+                    ..process.envelope.clone()
+                },
+                kind: Kind::Request(target),
+            };
+            if let Some(instance) = self.services.instance_mut(&peer) {
+                instance.in_flight += 1;
+            }
+            self.push_raw(peer, &header, body);
+        }
+    }
+
+    /// Handles the passage of time: deadlines and silent instances.
+    pub fn on_tick(&mut self, now: Instant) {
+        let now_ms = now_ms();
+        for id in self.processes.due(now_ms) {
+            self.expire(id, now_ms);
+        }
+        for peer in self.services.expire(now) {
+            let name = self.describe(&peer);
+            tracing::warn!(instance = %name, "service instance stopped sending heartbeats");
+            self.fail_dispatched(&peer, &format!("{name} stopped responding"));
+        }
+    }
+
+    fn expire(&mut self, id: ProcessId, now_ms: u64) {
+        let Some(process) = self.processes.get_mut(id) else {
+            return;
+        };
+        match &process.state {
+            State::Queued { key, .. } => {
+                let key = *key;
+                let Some(process) = self.processes.finish(id) else {
+                    return;
+                };
+                if let Some(queue) = self.queues.get_mut(&process.target) {
+                    queue.remove(key);
+                }
+                let failure = if self.services.has_up(process.target) {
+                    Failure::new(
+                        FailureKind::Timeout,
+                        format!("the {} did not get to it in time", process.target),
+                    )
+                } else {
+                    Failure::new(
+                        FailureKind::Unavailable,
+                        format!("no {} is running", process.target),
+                    )
+                };
+                self.answer(
+                    &process.origin,
+                    process.envelope.id,
+                    process.target,
+                    Err(failure),
+                );
+            }
+            State::Running {
+                peer,
+                since,
+                charge,
+            } => {
+                let (peer, since, charge) = (peer.clone(), *since, charge.clone());
+                process.state = State::Orphaned {
+                    peer,
+                    since,
+                    charge,
+                };
+                let (origin, origin_id, target) =
+                    (process.origin.clone(), process.envelope.id, process.target);
+                self.processes.reschedule(id, now_ms + ORPHAN_GRACE_MS);
+                self.answer(
+                    &origin,
+                    origin_id,
+                    target,
+                    Err(Failure::new(
+                        FailureKind::Timeout,
+                        format!("the {target} did not answer in time"),
+                    )),
+                );
+            }
+            State::Orphaned { peer, .. } => {
+                let peer = peer.clone();
+                let target = process.target;
+                self.processes.finish(id);
+                tracing::warn!(
+                    id,
+                    "a service never answered a request; freeing its capacity"
+                );
+                if let Some(instance) = self.services.instance_mut(&peer) {
+                    instance.in_flight = instance.in_flight.saturating_sub(1);
+                }
+                self.dispatch(target, Instant::now());
+            }
+        }
+    }
+
+    /// A connection closed.
+    pub fn on_disconnect(&mut self, peer: &Bytes) {
+        if self.services.mark_down(peer) {
+            let name = self.describe(peer);
+            tracing::warn!(instance = %name, "service instance disconnected");
+            self.fail_dispatched(peer, &format!("{name} stopped while handling the request"));
+        }
+    }
+
+    /// Answers the origin of every request dispatched to `peer`.
+    fn fail_dispatched(&mut self, peer: &Bytes, why: &str) {
+        for id in self.processes.dispatched_to(peer) {
+            let Some(process) = self.processes.finish(id) else {
+                continue;
+            };
+            if let State::Running { .. } = process.state {
+                self.answer(
+                    &process.origin,
+                    process.envelope.id,
+                    process.target,
+                    Err(Failure::new(FailureKind::Unavailable, why)),
+                );
+            }
+        }
+    }
+
+    fn answer(
+        &mut self,
+        peer: &Bytes,
+        id: MessageId,
+        from: ServiceKind,
+        result: Result<Reply, Failure>,
+    ) {
+        let message = Message {
+            envelope: Envelope {
+                id,
+                origin: from,
+                project: None,
+                priority: Priority::Normal,
+                deadline: isms_ipc::Deadline(0),
+            },
+            body: Body::Reply(result),
+        };
+        self.push(peer.clone(), &message);
+    }
+
+    fn send_control(&mut self, peer: &Bytes, control: Control) {
+        let message = Message {
+            envelope: Envelope {
+                id: MessageId(0),
+                origin: ServiceKind::Kernel,
+                project: None,
+                priority: Priority::High,
+                deadline: isms_ipc::Deadline(0),
+            },
+            body: Body::Control(control),
+        };
+        self.push(peer.clone(), &message);
+    }
+
+    fn push(&mut self, peer: Bytes, message: &Message) {
+        match message.encode() {
+            Ok(frames) => self.outbox.push((peer, frames)),
+            Err(err) => tracing::error!(cause = %err, "cannot encode a kernel message"),
+        }
+    }
+
+    fn push_raw(&mut self, peer: Bytes, header: &isms_ipc::Header, body: Bytes) {
+        let raw = RawMessage {
+            header: header.clone(),
+            body,
+        };
+        match raw.encode() {
+            Ok(frames) => self.outbox.push((peer, frames)),
+            Err(err) => tracing::error!(cause = %err, "cannot encode a header"),
+        }
+    }
+
+    fn describe(&self, peer: &Bytes) -> String {
+        self.services
+            .instance(peer)
+            .map(|i| i.registration.instance.clone())
+            .unwrap_or_else(|| String::from_utf8_lossy(peer).into_owned())
+    }
+}
+
+/// Binds the kernel's socket and serves until `shutdown` completes.
+pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    if let Endpoint::Ipc(path) = &config.listen {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        // A socket file left by a kernel that died would refuse the bind.
+        let _ = std::fs::remove_file(path);
+    }
+    let mut socket = RouterSocket::new();
+    let mut monitor = socket.monitor();
+    socket
+        .bind(&config.listen.to_string())
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    if let Endpoint::Ipc(path) = &config.listen {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict {}", path.display()))?;
+    }
+    tracing::info!(endpoint = %config.listen, "kernel listening");
+    let (mut send_half, mut recv_half) = socket.split();
+    let mut kernel = Kernel::new(config.queue, config.heartbeat_timeout);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            received = recv_half.recv() => match received {
+                Ok(message) => {
+                    let mut frames = message.into_vec();
+                    if frames.is_empty() {
+                        continue;
+                    }
+                    let peer = frames.remove(0);
+                    kernel.on_message(peer, &frames, Instant::now());
+                }
+                Err(err) => tracing::warn!(cause = %err, "receive failed"),
+            },
+            event = monitor.next() => {
+                if let Some(SocketEvent::Disconnected(peer)) = event {
+                    kernel.on_disconnect(&Bytes::from(Vec::from(peer)));
+                }
+            }
+            _ = tick.tick() => kernel.on_tick(Instant::now()),
+        }
+        let outgoing: Vec<Outgoing> = kernel.drain_outbox().collect();
+        for (peer, [header, body]) in outgoing {
+            let message = match ZmqMessage::try_from(vec![peer.clone(), header, body]) {
+                Ok(message) => message,
+                Err(_) => continue,
+            };
+            match tokio::time::timeout(SEND_TIMEOUT, send_half.send(message)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::debug!(cause = %err, "a peer is gone");
+                    kernel.on_disconnect(&peer);
+                }
+                Err(_) => tracing::warn!("a peer stopped reading; dropped a message for it"),
+            }
+        }
+    }
+    tracing::info!("kernel stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,145 @@
+//! The Process Controller: a record for every request that enters the
+//! system, from arrival until its origin has an answer.
+
+use crate::scheduler::{Charge, Key};
+use bytes::Bytes;
+use isms_ipc::{Envelope, ServiceKind};
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+/// How long the kernel keeps accounting for a request whose origin was
+/// already answered (timeout) while its target still works on it. Past
+/// this, the target is assumed to have lost it and its capacity is freed.
+pub const ORPHAN_GRACE_MS: u64 = 30_000;
+
+/// The kernel's id for a request, used as the message id towards its target.
+pub type ProcessId = u64;
+
+/// Where a request stands.
+#[derive(Debug)]
+pub enum State {
+    /// Waiting in its target's ready queue; the body is kept until dispatch.
+    Queued { key: Key, body: Bytes },
+    /// Dispatched to an instance that has not answered yet.
+    Running {
+        peer: Bytes,
+        since: Instant,
+        charge: Charge,
+    },
+    /// Dispatched, and its origin was already answered with a timeout; kept
+    /// so the instance's capacity is accounted for until it answers.
+    Orphaned {
+        peer: Bytes,
+        since: Instant,
+        charge: Charge,
+    },
+}
+
+/// One request in the system.
+#[derive(Debug)]
+pub struct Process {
+    /// The connection that sent it.
+    pub origin: Bytes,
+    /// Its envelope as the origin sent it (origin kind fixed by the kernel).
+    pub envelope: Envelope,
+    /// The service it is for.
+    pub target: ServiceKind,
+    /// Where it stands.
+    pub state: State,
+    /// When it arrived.
+    pub arrived: Instant,
+    /// The deadline currently indexed for it (ms since the epoch).
+    due_ms: u64,
+}
+
+/// Every request in the system, indexed by id and by deadline.
+#[derive(Default)]
+pub struct ProcessTable {
+    records: HashMap<ProcessId, Process>,
+    deadlines: BTreeSet<(u64, ProcessId)>,
+    next_id: ProcessId,
+}
+
+impl ProcessTable {
+    /// Records a queued request and returns its id.
+    pub fn admit(
+        &mut self,
+        origin: Bytes,
+        envelope: Envelope,
+        target: ServiceKind,
+        state: State,
+    ) -> ProcessId {
+        self.next_id += 1;
+        let id = self.next_id;
+        let due_ms = envelope.deadline.0;
+        self.deadlines.insert((due_ms, id));
+        self.records.insert(
+            id,
+            Process {
+                origin,
+                envelope,
+                target,
+                state,
+                arrived: Instant::now(),
+                due_ms,
+            },
+        );
+        id
+    }
+
+    /// The id the next `admit` will return.
+    pub fn next_id(&self) -> ProcessId {
+        self.next_id + 1
+    }
+
+    /// A record.
+    pub fn get_mut(&mut self, id: ProcessId) -> Option<&mut Process> {
+        self.records.get_mut(&id)
+    }
+
+    /// Moves a record's deadline.
+    pub fn reschedule(&mut self, id: ProcessId, due_ms: u64) {
+        if let Some(process) = self.records.get_mut(&id) {
+            self.deadlines.remove(&(process.due_ms, id));
+            process.due_ms = due_ms;
+            self.deadlines.insert((due_ms, id));
+        }
+    }
+
+    /// Removes a record.
+    pub fn finish(&mut self, id: ProcessId) -> Option<Process> {
+        let process = self.records.remove(&id)?;
+        self.deadlines.remove(&(process.due_ms, id));
+        Some(process)
+    }
+
+    /// The ids whose deadline is at or before `now_ms`, earliest first.
+    pub fn due(&self, now_ms: u64) -> Vec<ProcessId> {
+        self.deadlines
+            .range(..=(now_ms, ProcessId::MAX))
+            .map(|&(_, id)| id)
+            .collect()
+    }
+
+    /// The ids dispatched to `peer` (running or orphaned).
+    pub fn dispatched_to(&self, peer: &Bytes) -> Vec<ProcessId> {
+        self.records
+            .iter()
+            .filter(|(_, p)| match &p.state {
+                State::Running { peer: on, .. } | State::Orphaned { peer: on, .. } => on == peer,
+                State::Queued { .. } => false,
+            })
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// How many requests are in the system.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}

@@ -1,0 +1,321 @@
+//! The kernel's routing rules, driven without sockets.
+
+use super::*;
+use isms_ipc::doer::{Invoke, Trigger};
+use isms_ipc::{Call, Deadline, DoeeName, InvocationId, ProjectName, Registration};
+
+const COMM: &[u8] = b"comm";
+const DOER: &[u8] = b"doer-a";
+
+fn kernel() -> Kernel {
+    Kernel::new(
+        QueueLimits {
+            total: 3,
+            per_project: 2,
+        },
+        Duration::from_secs(2),
+    )
+}
+
+fn peer(id: &'static [u8]) -> Bytes {
+    Bytes::from_static(id)
+}
+
+fn send(k: &mut Kernel, from: &'static [u8], message: Message) {
+    let frames = message.encode().unwrap();
+    k.on_message(peer(from), &frames, Instant::now());
+}
+
+/// Registers and returns what the kernel sent besides `Registered` (a
+/// registration may dispatch waiting work at once).
+fn register(
+    k: &mut Kernel,
+    from: &'static [u8],
+    service: ServiceKind,
+    name: &str,
+    capacity: u32,
+) -> Vec<(Bytes, Body, Envelope)> {
+    send(
+        k,
+        from,
+        Message {
+            envelope: envelope(0, ServiceKind::Kernel, None, 60_000),
+            body: Body::Control(Control::Register(Registration {
+                service,
+                instance: name.into(),
+                pid: 1,
+                capacity,
+            })),
+        },
+    );
+    let mut out = sent(k);
+    assert!(
+        matches!(out.first(), Some((to, Body::Control(Control::Registered), _)) if to == from),
+        "{out:?}"
+    );
+    out.remove(0);
+    out
+}
+
+fn envelope(id: u64, origin: ServiceKind, project: Option<&str>, timeout_ms: u64) -> Envelope {
+    Envelope {
+        id: MessageId(id),
+        origin,
+        project: project.map(|p| ProjectName::new(p).unwrap()),
+        priority: Priority::Normal,
+        deadline: Deadline(now_ms() + timeout_ms),
+    }
+}
+
+fn invoke(k: &mut Kernel, id: u64, project: &str, timeout_ms: u64) {
+    let request = Invoke {
+        id: InvocationId(u128::from(id)),
+        doee: DoeeName::new("hello").unwrap(),
+        version: 1,
+        trigger: Trigger::Cli,
+        input: Bytes::from_static(b"x"),
+    };
+    send(
+        k,
+        COMM,
+        Message {
+            // A service cannot pose as another: the kernel fixes `origin`.
+            envelope: envelope(id, ServiceKind::Doer, Some(project), timeout_ms),
+            body: Body::Request(request.into_request()),
+        },
+    );
+}
+
+/// Everything the kernel sent: (to, body, envelope).
+fn sent(k: &mut Kernel) -> Vec<(Bytes, Body, Envelope)> {
+    let out: Vec<Outgoing> = k.drain_outbox().collect();
+    out.into_iter()
+        .map(|(to, frames)| {
+            let message = Message::decode(&frames).unwrap();
+            (to, message.body, message.envelope)
+        })
+        .collect()
+}
+
+fn reply_from_doer(k: &mut Kernel, process_id: MessageId) {
+    send(
+        k,
+        DOER,
+        Message {
+            envelope: envelope(process_id.0, ServiceKind::Doer, None, 0),
+            body: Body::Reply(Err(Failure::invalid("any answer will do"))),
+        },
+    );
+}
+
+fn setup() -> Kernel {
+    let mut k = kernel();
+    register(&mut k, COMM, ServiceKind::CommServer, "commserver-1", 8);
+    register(&mut k, DOER, ServiceKind::Doer, "doer-1", 1);
+    k
+}
+
+#[test]
+fn a_request_goes_to_its_target_and_the_reply_back_to_its_origin() {
+    let mut k = setup();
+    invoke(&mut k, 7, "demo", 5_000);
+    let out = sent(&mut k);
+    assert_eq!(out.len(), 1);
+    let (to, body, env) = &out[0];
+    assert_eq!(to, &peer(DOER));
+    assert!(matches!(body, Body::Request(Request::Doer(_))));
+    assert_eq!(
+        env.origin,
+        ServiceKind::CommServer,
+        "origin set by the kernel"
+    );
+    assert_eq!(env.project.as_ref().map(|p| p.as_str()), Some("demo"));
+
+    reply_from_doer(&mut k, env.id);
+    let out = sent(&mut k);
+    assert_eq!(out.len(), 1);
+    let (to, body, env) = &out[0];
+    assert_eq!(to, &peer(COMM));
+    assert_eq!(env.id, MessageId(7), "the origin's own id comes back");
+    assert_eq!(env.origin, ServiceKind::Doer);
+    assert!(matches!(body, Body::Reply(Err(f)) if f.message == "any answer will do"));
+}
+
+#[test]
+fn dispatch_waits_for_free_capacity() {
+    let mut k = setup();
+    invoke(&mut k, 1, "demo", 5_000);
+    invoke(&mut k, 2, "demo", 5_000);
+    let out = sent(&mut k);
+    assert_eq!(out.len(), 1, "capacity 1: the second request waits");
+    reply_from_doer(&mut k, out[0].2.id);
+    let out = sent(&mut k);
+    assert_eq!(out.len(), 2, "the reply, then the waiting request");
+    assert_eq!(out[0].0, peer(COMM));
+    assert_eq!(out[1].0, peer(DOER));
+}
+
+#[test]
+fn a_full_queue_answers_busy_at_once() {
+    let mut k = setup();
+    for id in 1..=3 {
+        invoke(&mut k, id, "demo", 5_000);
+    }
+    // One dispatched; two queued, which is the project's limit.
+    let out = sent(&mut k);
+    assert!(
+        matches!(&out[..], [(to, Body::Request(_), _)] if to == &peer(DOER)),
+        "{out:?}"
+    );
+    invoke(&mut k, 4, "demo", 5_000);
+    let out = sent(&mut k);
+    assert!(matches!(&out[..], [(to, Body::Reply(Err(f)), env)]
+        if to == &peer(COMM) && f.kind == FailureKind::Busy && env.id == MessageId(4)));
+    // Another project still gets a place, up to the total.
+    invoke(&mut k, 5, "other", 5_000);
+    assert!(sent(&mut k).is_empty(), "queued");
+    invoke(&mut k, 6, "third", 5_000);
+    assert!(
+        matches!(&sent(&mut k)[..], [(_, Body::Reply(Err(f)), _)] if f.kind == FailureKind::Busy)
+    );
+}
+
+#[test]
+fn the_origin_is_answered_when_the_deadline_passes() {
+    let mut k = setup();
+    invoke(&mut k, 1, "demo", 0); // dispatched, then times out
+    invoke(&mut k, 2, "demo", 0); // still queued, times out
+    let dispatched = sent(&mut k);
+    assert_eq!(dispatched.len(), 1);
+    std::thread::sleep(Duration::from_millis(2));
+    k.on_tick(Instant::now());
+    let out = sent(&mut k);
+    let mut ids: Vec<_> = out
+        .iter()
+        .map(|(to, body, env)| {
+            assert_eq!(to, &peer(COMM));
+            assert!(
+                matches!(body, Body::Reply(Err(f)) if f.kind == FailureKind::Timeout),
+                "{body:?}"
+            );
+            env.id.0
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec![1, 2]);
+
+    // The Doer's late reply is not forwarded, but frees its capacity.
+    reply_from_doer(&mut k, dispatched[0].2.id);
+    assert!(sent(&mut k).is_empty());
+    invoke(&mut k, 3, "demo", 5_000);
+    assert_eq!(sent(&mut k)[0].0, peer(DOER));
+}
+
+#[test]
+fn requests_for_a_service_that_is_not_running_answer_unavailable() {
+    let mut k = kernel();
+    register(&mut k, COMM, ServiceKind::CommServer, "commserver-1", 8);
+    invoke(&mut k, 1, "demo", 0);
+    assert!(
+        sent(&mut k).is_empty(),
+        "queued until a Doer appears or the deadline"
+    );
+    std::thread::sleep(Duration::from_millis(2));
+    k.on_tick(Instant::now());
+    assert!(
+        matches!(&sent(&mut k)[..], [(_, Body::Reply(Err(f)), _)] if f.kind == FailureKind::Unavailable)
+    );
+}
+
+#[test]
+fn a_dead_target_fails_its_requests_and_its_restart_is_counted() {
+    let mut k = setup();
+    invoke(&mut k, 1, "demo", 60_000);
+    invoke(&mut k, 2, "demo", 60_000);
+    assert_eq!(sent(&mut k).len(), 1);
+    k.on_disconnect(&peer(DOER));
+    let out = sent(&mut k);
+    assert!(matches!(&out[..], [(to, Body::Reply(Err(f)), env)]
+        if to == &peer(COMM) && f.kind == FailureKind::Unavailable && env.id == MessageId(1)));
+
+    // The supervisor restarts it: the waiting request goes to the new one.
+    let out = register(&mut k, b"doer-b", ServiceKind::Doer, "doer-1", 1);
+    assert!(matches!(&out[..], [(to, Body::Request(_), _)] if to == &peer(b"doer-b")));
+    let doer = k
+        .statuses(Instant::now())
+        .into_iter()
+        .find(|s| s.instance == "doer-1")
+        .unwrap();
+    assert_eq!(doer.restarts, 1);
+    assert_eq!(doer.state, kernel_protocol::InstanceState::Up);
+}
+
+#[test]
+fn an_unknown_connection_is_asked_to_register() {
+    let mut k = kernel();
+    invoke(&mut k, 1, "demo", 5_000);
+    assert!(matches!(
+        &sent(&mut k)[..],
+        [(_, Body::Control(Control::Reregister), _)]
+    ));
+}
+
+#[test]
+fn malformed_frames_are_dropped() {
+    let mut k = setup();
+    k.on_message(
+        peer(COMM),
+        &[Bytes::from_static(b"\x01garbage")],
+        Instant::now(),
+    );
+    k.on_message(
+        peer(COMM),
+        &[Bytes::from_static(b"\x01\xff\xff"), Bytes::new()],
+        Instant::now(),
+    );
+    k.on_message(peer(COMM), &[], Instant::now());
+    assert!(sent(&mut k).is_empty());
+    // Still serving.
+    invoke(&mut k, 1, "demo", 5_000);
+    assert_eq!(sent(&mut k).len(), 1);
+}
+
+#[test]
+fn the_kernel_answers_the_services_query_itself() {
+    let mut k = setup();
+    send(
+        &mut k,
+        COMM,
+        Message {
+            envelope: envelope(9, ServiceKind::CommServer, None, 5_000),
+            body: Body::Request(kernel_protocol::Services {}.into_request()),
+        },
+    );
+    let out = sent(&mut k);
+    let [(_, Body::Reply(Ok(Reply::Kernel(kernel_protocol::Reply::Services(list)))), env)] =
+        &out[..]
+    else {
+        panic!("{out:?}");
+    };
+    assert_eq!(env.id, MessageId(9));
+    let names: Vec<_> = list.iter().map(|s| s.instance.as_str()).collect();
+    assert_eq!(names, vec!["kernel", "doer-1", "commserver-1"]);
+}
+
+#[test]
+fn events_reach_every_other_instance() {
+    let mut k = setup();
+    send(
+        &mut k,
+        DOER,
+        Message {
+            envelope: envelope(0, ServiceKind::Doer, None, 5_000),
+            body: Body::Event(isms_ipc::Event::DeploymentsChanged {
+                project: ProjectName::new("demo").unwrap(),
+            }),
+        },
+    );
+    let out = sent(&mut k);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, peer(COMM));
+}
