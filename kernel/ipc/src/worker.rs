@@ -48,6 +48,10 @@ pub struct Limits {
     pub max_processes: u32,
     /// Open files (`RLIMIT_NOFILE`).
     pub max_open_files: u32,
+    /// Bytes of output one invocation may produce.
+    pub max_output_bytes: u32,
+    /// Log lines one invocation may write; later lines are dropped.
+    pub max_log_lines: u32,
 }
 
 /// One invocation for a Worker.

@@ -1,0 +1,694 @@
+//! Doer Admin: the one task that owns the Doer's state.
+//!
+//! Tasks (invocations) live in three queues by state: *pending* (waiting for
+//! a version to be prepared or for a Worker of their pool), *running* (on a
+//! Worker, by Worker), and *done* (the most recent ones, for status). The
+//! Worker Handler part keeps one pool per Doee version: up to `concurrency`
+//! Workers, reused while warm, started on demand, reaped when idle past
+//! `idle_timeout` down to `min_warm`.
+//!
+//! Everything arrives as an [`Input`] on one channel or from the kernel, so
+//! the state needs no locks.
+
+use crate::DoerConfig;
+use crate::isolation::Isolation;
+use crate::versions::{self, Prepared, VersionKey};
+use crate::worker::{self, WorkerId};
+use bytes::Bytes;
+use isms_ipc::doer::{self, DoeeFailure, Outcome, Trigger};
+use isms_ipc::worker::{Done, FromWorker, HostCall, Limits, Load, ToWorker};
+use isms_ipc::{
+    Connection, Deadline, Delivery, Failure, FailureKind, Inbound, Incoming, InvocationId, Reply,
+    Request, Responder,
+};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How long a failed version preparation is remembered before trying again.
+const RETRY_PREPARE: Duration = Duration::from_secs(3);
+/// How many finished tasks the done queue keeps.
+const DONE_KEPT: usize = 256;
+
+/// Something for the Admin to handle, besides kernel deliveries.
+pub enum Input {
+    /// A version finished preparing.
+    Prepared(VersionKey, Result<Prepared, String>),
+}
+
+/// One invocation inside the Doer.
+struct Task {
+    id: InvocationId,
+    key: VersionKey,
+    trigger: Trigger,
+    input: Bytes,
+    responder: Responder,
+    deadline: Deadline,
+}
+
+/// A finished task, as the done queue remembers it.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The invocation.
+    pub id: InvocationId,
+    /// The version.
+    pub key: VersionKey,
+    /// `ok` or the failure's message.
+    pub result: String,
+    /// How long it ran.
+    pub run: Duration,
+}
+
+enum VersionState {
+    Preparing(Vec<Task>),
+    Ready(Arc<Prepared>),
+    Failed { why: String, at: Instant },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerState {
+    /// Spawned, not yet `Ready`.
+    Starting,
+    /// Ready and free since then.
+    Idle(Instant),
+    /// Running a task; `fresh` means it is the Worker's first.
+    Busy { started: Instant, fresh: bool },
+    /// Told to stop or killed; waiting for it to exit.
+    Stopping,
+}
+
+struct Worker {
+    key: VersionKey,
+    handle: worker::Handle,
+    state: WorkerState,
+    fresh: bool,
+}
+
+#[derive(Default)]
+struct Pool {
+    workers: Vec<WorkerId>,
+}
+
+/// The Doer's state.
+pub struct Admin {
+    conn: Connection,
+    config: DoerConfig,
+    isolation: Box<dyn Isolation>,
+    inputs: mpsc::UnboundedSender<Input>,
+    worker_events: mpsc::UnboundedSender<(WorkerId, worker::Event)>,
+    versions: HashMap<VersionKey, VersionState>,
+    pools: HashMap<VersionKey, Pool>,
+    workers: HashMap<WorkerId, Worker>,
+    /// The pending queue: tasks waiting for a Worker, per version.
+    pending: HashMap<VersionKey, VecDeque<Task>>,
+    /// The running queue: tasks on a Worker.
+    running: HashMap<WorkerId, Task>,
+    /// The done queue: the most recent finished tasks.
+    done: VecDeque<Finished>,
+    timeouts: BTreeSet<(Instant, WorkerId)>,
+    /// The newest version seen of each Doee: only it keeps `min_warm` Workers.
+    newest: HashMap<(isms_ipc::ProjectName, isms_ipc::DoeeName), u32>,
+    next_worker: WorkerId,
+}
+
+impl Admin {
+    /// Serves until `shutdown` or until the kernel is gone.
+    pub async fn run(
+        conn: Connection,
+        mut incoming: Incoming,
+        config: DoerConfig,
+        isolation: Box<dyn Isolation>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let (inputs, mut inputs_rx) = mpsc::unbounded_channel();
+        let (worker_events, mut worker_events_rx) = mpsc::unbounded_channel();
+        let mut admin = Admin {
+            conn,
+            config,
+            isolation,
+            inputs,
+            worker_events,
+            versions: HashMap::new(),
+            pools: HashMap::new(),
+            workers: HashMap::new(),
+            pending: HashMap::new(),
+            running: HashMap::new(),
+            done: VecDeque::new(),
+            timeouts: BTreeSet::new(),
+            newest: HashMap::new(),
+            next_worker: 0,
+        };
+        let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
+        tokio::pin!(shutdown);
+        let result = loop {
+            let next_timeout = admin.timeouts.first().map(|&(at, _)| at);
+            tokio::select! {
+                _ = &mut shutdown => break Ok(()),
+                inbound = incoming.next() => match inbound {
+                    Some(Inbound::Request(delivery)) => admin.on_delivery(delivery),
+                    Some(Inbound::Event(_)) => {}
+                    None => break Err(anyhow::anyhow!("lost the kernel")),
+                },
+                Some(input) = inputs_rx.recv() => admin.on_input(input),
+                Some((id, event)) = worker_events_rx.recv() => admin.on_worker(id, event),
+                _ = sleep_until(next_timeout) => admin.on_timeouts(Instant::now()),
+                _ = housekeeping.tick() => admin.housekeeping(),
+            }
+        };
+        admin.stop_all();
+        result
+    }
+
+    fn on_delivery(&mut self, delivery: Delivery) {
+        let Delivery {
+            envelope,
+            request,
+            responder,
+        } = delivery;
+        let Request::Doer(doer::Request::Invoke(invoke)) = request else {
+            responder.reply(Err(Failure::invalid(format!(
+                "the Doer does not handle {}",
+                request.name()
+            ))));
+            return;
+        };
+        let Some(project) = envelope.project else {
+            responder.reply(Err(Failure::invalid("an invocation needs a project")));
+            return;
+        };
+        let key = VersionKey {
+            project,
+            doee: invoke.doee,
+            version: invoke.version,
+        };
+        let task = Task {
+            id: invoke.id,
+            key: key.clone(),
+            trigger: invoke.trigger,
+            input: invoke.input,
+            responder,
+            deadline: envelope.deadline,
+        };
+        match self.versions.get_mut(&key) {
+            Some(VersionState::Ready(_)) => self.submit(task),
+            Some(VersionState::Preparing(waiting)) => waiting.push(task),
+            Some(VersionState::Failed { why, at }) if at.elapsed() < RETRY_PREPARE => {
+                let why = why.clone();
+                self.fail(task, DoeeFailure::NotStarted(why), false, Duration::ZERO);
+            }
+            _ => {
+                self.versions
+                    .insert(key.clone(), VersionState::Preparing(vec![task]));
+                let (conn, cache, inputs) = (
+                    self.conn.clone(),
+                    self.config.cache_dir(),
+                    self.inputs.clone(),
+                );
+                tokio::spawn(async move {
+                    let result = versions::prepare(&conn, &cache, &key).await;
+                    let _ = inputs.send(Input::Prepared(key, result));
+                });
+            }
+        }
+    }
+
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Prepared(key, result) => {
+                let waiting = match self.versions.remove(&key) {
+                    Some(VersionState::Preparing(waiting)) => waiting,
+                    _ => Vec::new(),
+                };
+                match result {
+                    Ok(prepared) => {
+                        tracing::info!(version = %key, "version ready");
+                        let newest = self
+                            .newest
+                            .entry((key.project.clone(), key.doee.clone()))
+                            .or_insert(key.version);
+                        *newest = (*newest).max(key.version);
+                        self.versions
+                            .insert(key, VersionState::Ready(Arc::new(prepared)));
+                        for task in waiting {
+                            self.submit(task);
+                        }
+                    }
+                    Err(why) => {
+                        tracing::warn!(version = %key, %why, "cannot prepare version");
+                        for task in waiting {
+                            self.fail(
+                                task,
+                                DoeeFailure::NotStarted(why.clone()),
+                                false,
+                                Duration::ZERO,
+                            );
+                        }
+                        self.versions.insert(
+                            key,
+                            VersionState::Failed {
+                                why,
+                                at: Instant::now(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues a task for its version's pool and starts it if a Worker is free.
+    fn submit(&mut self, task: Task) {
+        let key = task.key.clone();
+        let queue = self.pending.entry(key.clone()).or_default();
+        if queue.len() >= self.config.queue_per_doee as usize {
+            self.fail(task, DoeeFailure::Busy, false, Duration::ZERO);
+            return;
+        }
+        queue.push_back(task);
+        self.schedule(&key);
+    }
+
+    /// Matches pending tasks of `key` with idle Workers, starting Workers
+    /// while the pool may grow.
+    fn schedule(&mut self, key: &VersionKey) {
+        loop {
+            if self.pending.get(key).is_none_or(VecDeque::is_empty) {
+                return;
+            }
+            if let Some(worker) = self.idle_worker(key) {
+                let Some(task) = self.pending.get_mut(key).and_then(VecDeque::pop_front) else {
+                    return;
+                };
+                self.start(worker, task);
+                continue;
+            }
+            let starting = self.count(key, |s| s == WorkerState::Starting);
+            let waiting = self.pending.get(key).map_or(0, VecDeque::len);
+            if starting >= waiting || !self.spawn_worker(key) {
+                return;
+            }
+        }
+    }
+
+    fn idle_worker(&self, key: &VersionKey) -> Option<WorkerId> {
+        let pool = self.pools.get(key)?;
+        pool.workers
+            .iter()
+            .copied()
+            .filter(|id| {
+                matches!(
+                    self.workers.get(id).map(|w| w.state),
+                    Some(WorkerState::Idle(_))
+                )
+            })
+            // The most recently used Worker is the warmest.
+            .max_by_key(|id| match self.workers.get(id).map(|w| w.state) {
+                Some(WorkerState::Idle(since)) => Some(since),
+                _ => None,
+            })
+    }
+
+    fn count(&self, key: &VersionKey, pred: impl Fn(WorkerState) -> bool) -> usize {
+        self.pools.get(key).map_or(0, |pool| {
+            pool.workers
+                .iter()
+                .filter(|id| self.workers.get(id).is_some_and(|w| pred(w.state)))
+                .count()
+        })
+    }
+
+    /// Starts a Worker for `key` if its pool and the Doer have room, making
+    /// room by stopping another pool's longest-idle Worker if needed.
+    fn spawn_worker(&mut self, key: &VersionKey) -> bool {
+        let Some(VersionState::Ready(prepared)) = self.versions.get(key) else {
+            return false;
+        };
+        let prepared = prepared.clone();
+        let live = self.count(key, |s| s != WorkerState::Stopping);
+        if live >= prepared.resources.concurrency as usize {
+            return false;
+        }
+        let alive = self
+            .workers
+            .values()
+            .filter(|w| w.state != WorkerState::Stopping)
+            .count();
+        if alive >= self.config.max_workers as usize && !self.evict_one_idle(key) {
+            return false;
+        }
+        self.next_worker += 1;
+        let id = self.next_worker;
+        let load = Load {
+            project: key.project.clone(),
+            doee: key.doee.clone(),
+            version: key.version,
+            params: prepared.params.clone(),
+            limits: Limits {
+                memory_mb: prepared.resources.memory_mb,
+                max_processes: self.config.worker_max_processes,
+                max_open_files: self.config.worker_max_open_files,
+                max_output_bytes: self.config.max_output_bytes,
+                max_log_lines: 1000,
+            },
+        };
+        let spawned = worker::spawn(
+            worker::Spawn {
+                id,
+                isolation: self.isolation.as_ref(),
+                executable: &self.config.executable,
+                doee: &prepared.shared_object,
+                workers_dir: &self.config.workers_dir(),
+                load,
+                start_timeout: self.config.start_timeout,
+            },
+            self.worker_events.clone(),
+        );
+        match spawned {
+            Ok(handle) => {
+                tracing::debug!(worker = id, version = %key, "starting a Worker");
+                self.workers.insert(
+                    id,
+                    Worker {
+                        key: key.clone(),
+                        handle,
+                        state: WorkerState::Starting,
+                        fresh: true,
+                    },
+                );
+                self.pools.entry(key.clone()).or_default().workers.push(id);
+                true
+            }
+            Err(err) => {
+                let why = format!("cannot start a Worker: {err:#}");
+                tracing::error!(version = %key, %why);
+                let tasks: Vec<Task> = self.pending.remove(key).unwrap_or_default().into();
+                for task in tasks {
+                    self.fail(
+                        task,
+                        DoeeFailure::NotStarted(why.clone()),
+                        false,
+                        Duration::ZERO,
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    fn evict_one_idle(&mut self, except: &VersionKey) -> bool {
+        let victim = self
+            .workers
+            .iter()
+            .filter(|(_, w)| &w.key != except)
+            .filter_map(|(&id, w)| match w.state {
+                WorkerState::Idle(since) => Some((since, id)),
+                _ => None,
+            })
+            .min();
+        match victim {
+            Some((_, id)) => {
+                self.stop_worker(id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn start(&mut self, id: WorkerId, task: Task) {
+        if task.deadline.is_past() {
+            let failure = Failure::new(
+                FailureKind::Timeout,
+                "the invocation waited too long for a Worker",
+            );
+            task.responder.reply(Err(failure));
+            return;
+        }
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        let Some(VersionState::Ready(prepared)) = self.versions.get(&task.key) else {
+            return;
+        };
+        let now = Instant::now();
+        let timeout = Duration::from_millis(u64::from(prepared.resources.timeout_ms));
+        worker.state = WorkerState::Busy {
+            started: now,
+            fresh: worker.fresh,
+        };
+        worker.fresh = false;
+        worker
+            .handle
+            .send(ToWorker::Execute(isms_ipc::worker::Execute {
+                id: task.id,
+                trigger: task.trigger.clone(),
+                input: task.input.clone(),
+            }));
+        self.timeouts.insert((now + timeout, id));
+        self.running.insert(id, task);
+    }
+
+    fn on_worker(&mut self, id: WorkerId, event: worker::Event) {
+        match event {
+            worker::Event::Message(FromWorker::Ready) => {
+                let Some(worker) = self.workers.get_mut(&id) else {
+                    return;
+                };
+                if worker.state == WorkerState::Starting {
+                    worker.state = WorkerState::Idle(Instant::now());
+                }
+                let key = worker.key.clone();
+                self.schedule(&key);
+            }
+            worker::Event::Message(FromWorker::Done(done)) => self.on_done(id, done),
+            worker::Event::Message(FromWorker::LoadFailed(why)) => {
+                let Some(key) = self.workers.get(&id).map(|w| w.key.clone()) else {
+                    return;
+                };
+                tracing::warn!(version = %key, %why, "a Worker could not load its Doee");
+                self.stop_worker(id);
+                // Every Worker of this version would fail the same way.
+                let tasks: Vec<Task> = self.pending.remove(&key).unwrap_or_default().into();
+                for task in tasks {
+                    self.fail(
+                        task,
+                        DoeeFailure::NotStarted(why.clone()),
+                        false,
+                        Duration::ZERO,
+                    );
+                }
+                self.versions.insert(
+                    key,
+                    VersionState::Failed {
+                        why,
+                        at: Instant::now(),
+                    },
+                );
+            }
+            worker::Event::Message(FromWorker::HostCall(call)) => {
+                let why = match call {
+                    HostCall::Sql { .. } | HostCall::Doc { .. } => {
+                        "databases are not available yet on this platform (DBriver is not installed)"
+                    }
+                    HostCall::Publish { .. } => {
+                        "MQTT publishing is not available yet on this platform"
+                    }
+                };
+                if let Some(worker) = self.workers.get(&id) {
+                    worker.handle.send(ToWorker::HostReply(Err(why.into())));
+                }
+            }
+            worker::Event::Exited(reason) => self.on_exited(id, reason),
+        }
+    }
+
+    fn on_done(&mut self, id: WorkerId, done: Done) {
+        let Some(task) = self.running.remove(&id) else {
+            return;
+        };
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        let WorkerState::Busy { started, fresh } = worker.state else {
+            return;
+        };
+        self.timeouts.retain(|&(_, w)| w != id);
+        let run = started.elapsed();
+        let key = worker.key.clone();
+        if done.panicked {
+            // The Executor exits by itself after a panic.
+            worker.state = WorkerState::Stopping;
+        } else {
+            worker.state = WorkerState::Idle(Instant::now());
+        }
+        let outcome = Outcome {
+            result: done.result.map_err(DoeeFailure::Error),
+            logs: done.logs,
+            cold_start: fresh,
+            run_us: run.as_micros() as u64,
+        };
+        self.finish(task, outcome, run);
+        self.schedule(&key);
+    }
+
+    fn on_exited(&mut self, id: WorkerId, reason: String) {
+        let Some(worker) = self.workers.remove(&id) else {
+            return;
+        };
+        tracing::debug!(worker = id, version = %worker.key, %reason, "Worker exited");
+        if let Some(pool) = self.pools.get_mut(&worker.key) {
+            pool.workers.retain(|&w| w != id);
+        }
+        self.timeouts.retain(|&(_, w)| w != id);
+        if let Some(task) = self.running.remove(&id) {
+            let (fresh, run) = match worker.state {
+                WorkerState::Busy { started, fresh } => (fresh, started.elapsed()),
+                _ => (false, Duration::ZERO),
+            };
+            self.fail(task, DoeeFailure::Crashed(reason.clone()), fresh, run);
+        }
+        if worker.state == WorkerState::Starting {
+            let others = self.count(&worker.key, |s| s != WorkerState::Stopping);
+            if others == 0 {
+                let tasks: Vec<Task> = self.pending.remove(&worker.key).unwrap_or_default().into();
+                for task in tasks {
+                    self.fail(
+                        task,
+                        DoeeFailure::NotStarted(reason.clone()),
+                        true,
+                        Duration::ZERO,
+                    );
+                }
+            }
+        }
+        self.schedule(&worker.key);
+    }
+
+    fn on_timeouts(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.timeouts.first() {
+            if at > now {
+                break;
+            }
+            self.timeouts.pop_first();
+            let Some(task) = self.running.remove(&id) else {
+                continue;
+            };
+            let Some(worker) = self.workers.get_mut(&id) else {
+                continue;
+            };
+            let (fresh, run) = match worker.state {
+                WorkerState::Busy { started, fresh } => (fresh, started.elapsed()),
+                _ => (false, Duration::ZERO),
+            };
+            worker.state = WorkerState::Stopping;
+            worker.handle.kill();
+            let after_ms = match self.versions.get(&task.key) {
+                Some(VersionState::Ready(p)) => p.resources.timeout_ms,
+                _ => run.as_millis() as u32,
+            };
+            self.fail(task, DoeeFailure::TimedOut { after_ms }, fresh, run);
+        }
+    }
+
+    /// Reaps idle Workers, keeps `min_warm` ones, and reports load.
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let keys: Vec<VersionKey> = self.pools.keys().cloned().collect();
+        for key in keys {
+            let min_warm = self.min_warm(&key);
+            let mut live = self.count(&key, |s| s != WorkerState::Stopping);
+            let mut idle: Vec<(Instant, WorkerId)> = self.pools[&key]
+                .workers
+                .iter()
+                .filter_map(|&id| match self.workers.get(&id)?.state {
+                    WorkerState::Idle(since) if now - since > self.config.idle_timeout => {
+                        Some((since, id))
+                    }
+                    _ => None,
+                })
+                .collect();
+            idle.sort();
+            for (_, id) in idle {
+                if live <= min_warm {
+                    break;
+                }
+                tracing::debug!(worker = id, version = %key, "reaping an idle Worker");
+                self.stop_worker(id);
+                live -= 1;
+            }
+            while live < min_warm && self.spawn_worker(&key) {
+                live += 1;
+            }
+            if self.pools.get(&key).is_some_and(|p| p.workers.is_empty())
+                && self.pending.get(&key).is_none_or(VecDeque::is_empty)
+            {
+                self.pools.remove(&key);
+            }
+        }
+        self.conn.set_load(isms_ipc::Load {
+            queue_depth: self.pending.values().map(|q| q.len() as u32).sum(),
+            workers: self.workers.len() as u32,
+        });
+    }
+
+    fn min_warm(&self, key: &VersionKey) -> usize {
+        let newest = self.newest.get(&(key.project.clone(), key.doee.clone()));
+        match self.versions.get(key) {
+            Some(VersionState::Ready(p)) if newest == Some(&key.version) => {
+                p.resources.min_warm as usize
+            }
+            _ => 0,
+        }
+    }
+
+    fn stop_worker(&mut self, id: WorkerId) {
+        if let Some(worker) = self.workers.get_mut(&id) {
+            if worker.state != WorkerState::Stopping {
+                worker.state = WorkerState::Stopping;
+                worker.handle.send(ToWorker::Stop);
+            }
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for worker in self.workers.values() {
+            worker.handle.kill();
+        }
+    }
+
+    fn fail(&mut self, task: Task, failure: DoeeFailure, cold_start: bool, run: Duration) {
+        let outcome = Outcome {
+            result: Err(failure),
+            logs: Vec::new(),
+            cold_start,
+            run_us: run.as_micros() as u64,
+        };
+        self.finish(task, outcome, run);
+    }
+
+    fn finish(&mut self, task: Task, outcome: Outcome, run: Duration) {
+        let result = match &outcome.result {
+            Ok(_) => "ok".to_string(),
+            Err(failure) => failure.message(),
+        };
+        if self.done.len() == DONE_KEPT {
+            self.done.pop_front();
+        }
+        self.done.push_back(Finished {
+            id: task.id,
+            key: task.key,
+            result,
+            run,
+        });
+        task.responder
+            .reply(Ok(Reply::Doer(doer::Reply::Invoke(outcome))));
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

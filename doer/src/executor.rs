@@ -1,0 +1,558 @@
+//! The Doee Executor: the daemon inside each Worker.
+//!
+//! It connects to the Doer over the Worker's ZeroMQ socket, receives the
+//! `Load` message, applies the Worker's limits to itself, and only then
+//! loads the Doee's shared object: no Doee code (not even its constructors)
+//! runs before the limits hold. It then calls `initialize` once, `execute`
+//! per invocation and `terminate` before it stops.
+//!
+//! Single-threaded and blocking on purpose: a Worker runs one invocation at a
+//! time, a Doee's calls to the platform block on the same link, and no
+//! runtime threads count against the Worker's memory and process limits.
+
+use bytes::Bytes;
+use doee_sdk::abi::{self, Ctx, HostApi};
+use isms_ipc::doer::{LogLevel, LogLine, Response, Trigger};
+use isms_ipc::names::now_ms;
+use isms_ipc::worker::{Done, FromWorker, HostCall, Limits, Load, ToWorker};
+use isms_ipc::zmtp::{self, BlockingLink};
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+type AbiVersionFn = unsafe extern "C" fn() -> u32;
+type InitializeFn = unsafe extern "C" fn(*mut Ctx) -> c_int;
+type ExecuteFn = unsafe extern "C" fn(*mut Ctx, *const u8, usize) -> c_int;
+type TerminateFn = unsafe extern "C" fn(*mut Ctx);
+
+/// What the Executor accepts from the Doer in one message.
+const LINK_LIMITS: zmtp::Limits = zmtp::Limits {
+    max_message: 64 << 20,
+    max_frames: 4,
+};
+
+/// A log line longer than this is cut.
+const MAX_LOG_LINE: usize = 4096;
+
+/// Runs the Executor until the Doer stops it; returns the process exit code.
+pub fn run(socket: &Path, doee: &Path) -> i32 {
+    match serve(socket, doee) {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("isms executor: {err}");
+            1
+        }
+    }
+}
+
+type Link = BlockingLink<UnixStream>;
+
+fn send(link: &mut Link, message: &FromWorker) -> Result<(), String> {
+    let frame = message.encode().map_err(|e| e.to_string())?;
+    link.send(&[&frame])
+        .map_err(|e| format!("lost the Doer: {e}"))
+}
+
+fn recv(link: &mut Link) -> Result<ToWorker, String> {
+    let frames = link.recv().map_err(|e| format!("lost the Doer: {e}"))?;
+    let [frame] = &frames[..] else {
+        return Err(format!("expected one frame, got {}", frames.len()));
+    };
+    ToWorker::decode(frame).map_err(|e| e.to_string())
+}
+
+fn serve(socket: &Path, doee: &Path) -> Result<(), String> {
+    let stream = UnixStream::connect(socket)
+        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+    let mut link = BlockingLink::handshake(stream, LINK_LIMITS).map_err(|e| e.to_string())?;
+    let ToWorker::Load(load) = recv(&mut link)? else {
+        return Err("the first message was not Load".into());
+    };
+    // From here on, `link` is reached through `host` (host calls use it from
+    // inside the Doee), so this function stops touching it directly.
+    let mut host = Host::new(&load, link);
+    match Loaded::open(doee, &load.limits, &mut host) {
+        Ok(loaded) => {
+            host.send(&FromWorker::Ready)?;
+            loaded.serve(&mut host)
+        }
+        Err(why) => {
+            host.send(&FromWorker::LoadFailed(why.clone()))?;
+            Err(why)
+        }
+    }
+}
+
+/// The loaded Doee's entry points. The library stays loaded for the life of
+/// the process.
+struct Loaded {
+    _library: libloading::Library,
+    execute: ExecuteFn,
+    terminate: TerminateFn,
+}
+
+impl Loaded {
+    fn open(path: &Path, limits: &Limits, host: &mut Host) -> Result<Loaded, String> {
+        apply_limits(limits)?;
+        // SAFETY: loading runs the library's constructors; that is the Doee's
+        // code, which is why it happens only after the limits are in place.
+        let library = unsafe { libloading::Library::new(path) }
+            .map_err(|e| format!("cannot load the Doee: {e}"))?;
+        // SAFETY: the symbols are looked up with the ABI's signatures.
+        let (initialize, execute, terminate) = unsafe {
+            let version: AbiVersionFn = *library
+                .get::<AbiVersionFn>(abi::SYMBOL_ABI_VERSION)
+                .map_err(|_| {
+                    "the shared object is not a Doee: it exports no isms_doee_abi_version"
+                        .to_string()
+                })?;
+            let found = version();
+            if found != abi::ABI_VERSION {
+                return Err(format!(
+                    "the Doee was built for ABI version {found}, but this Executor speaks version {}: rebuild it with this platform's SDK",
+                    abi::ABI_VERSION
+                ));
+            }
+            let symbol =
+                |name: &[u8]| String::from_utf8_lossy(&name[..name.len() - 1]).into_owned();
+            let initialize: InitializeFn = *library
+                .get::<InitializeFn>(abi::SYMBOL_INITIALIZE)
+                .map_err(|_| {
+                    format!(
+                        "the Doee does not export {}",
+                        symbol(abi::SYMBOL_INITIALIZE)
+                    )
+                })?;
+            let execute: ExecuteFn = *library
+                .get::<ExecuteFn>(abi::SYMBOL_EXECUTE)
+                .map_err(|_| format!("the Doee does not export {}", symbol(abi::SYMBOL_EXECUTE)))?;
+            let terminate: TerminateFn = *library
+                .get::<TerminateFn>(abi::SYMBOL_TERMINATE)
+                .map_err(|_| {
+                    format!("the Doee does not export {}", symbol(abi::SYMBOL_TERMINATE))
+                })?;
+            (initialize, execute, terminate)
+        };
+        host.begin(None);
+        // SAFETY: a live context for the duration of the call.
+        let code = unsafe { initialize(host.ctx()) };
+        if code != abi::OK {
+            let why = host
+                .error
+                .take()
+                .unwrap_or_else(|| format!("initialize returned {code}"));
+            return Err(format!("initialize failed: {why}"));
+        }
+        Ok(Loaded {
+            _library: library,
+            execute,
+            terminate,
+        })
+    }
+
+    fn serve(self, host: &mut Host) -> Result<(), String> {
+        loop {
+            match host.recv()? {
+                ToWorker::Execute(execute) => {
+                    host.begin(Some((&execute.id.to_string(), &execute.trigger)));
+                    // SAFETY: a live context and an input slice alive for the call.
+                    let code = unsafe {
+                        (self.execute)(host.ctx(), execute.input.as_ptr(), execute.input.len())
+                    };
+                    let done = host.finish(code);
+                    let panicked = done.panicked;
+                    host.send(&FromWorker::Done(done))?;
+                    if panicked {
+                        // The Doee's state can no longer be trusted.
+                        return Ok(());
+                    }
+                }
+                ToWorker::Stop => {
+                    host.begin(None);
+                    // SAFETY: a live context.
+                    unsafe { (self.terminate)(host.ctx()) };
+                    return Ok(());
+                }
+                ToWorker::Load(_) | ToWorker::HostReply(_) => {}
+            }
+        }
+    }
+}
+
+fn apply_limits(limits: &Limits) -> Result<(), String> {
+    let set = |resource, value: u64, what: &str| -> Result<(), String> {
+        let limit = libc::rlimit {
+            rlim_cur: value,
+            rlim_max: value,
+        };
+        // SAFETY: setrlimit with a valid struct.
+        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+            return Err(format!(
+                "cannot limit {what}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    };
+    set(
+        libc::RLIMIT_DATA,
+        u64::from(limits.memory_mb) << 20,
+        "memory",
+    )?;
+    set(
+        libc::RLIMIT_NPROC,
+        u64::from(limits.max_processes),
+        "processes",
+    )?;
+    set(
+        libc::RLIMIT_NOFILE,
+        u64::from(limits.max_open_files),
+        "open files",
+    )?;
+    set(libc::RLIMIT_CORE, 0, "core dumps")?;
+    Ok(())
+}
+
+/// The host side of the ABI: what the Doee's context points to.
+#[repr(C)]
+struct Host {
+    // Must stay first: the Doee gets `*mut Ctx`, cast back to `*mut Host`.
+    ctx: Ctx,
+    link: Link,
+    params: HashMap<CString, CString>,
+    fixed_meta: Vec<(CString, CString)>,
+    meta: HashMap<CString, CString>,
+    output: Vec<u8>,
+    output_overflow: bool,
+    status: Option<u16>,
+    headers: Vec<(String, String)>,
+    logs: Vec<LogLine>,
+    error: Option<String>,
+    last_error: CString,
+    max_output: usize,
+    max_logs: usize,
+}
+
+static HOST_API: HostApi = HostApi {
+    abi_version: abi::ABI_VERSION,
+    size: size_of::<HostApi>() as u32,
+    param: host_param,
+    meta: host_meta,
+    output: host_output,
+    set_status: host_set_status,
+    set_header: host_set_header,
+    error: host_error,
+    log: host_log,
+    sql: host_sql,
+    doc: host_doc,
+    publish: host_publish,
+    last_error: host_last_error,
+    free: host_free,
+};
+
+fn cstring(s: &str) -> CString {
+    CString::new(s.replace('\0', "")).unwrap_or_default()
+}
+
+impl Host {
+    fn new(load: &Load, link: Link) -> Host {
+        Host {
+            ctx: Ctx { api: &HOST_API },
+            link,
+            params: load
+                .params
+                .iter()
+                .map(|(k, v)| (cstring(k), cstring(v)))
+                .collect(),
+            fixed_meta: vec![
+                (cstring("project"), cstring(load.project.as_str())),
+                (cstring("doee"), cstring(load.doee.as_str())),
+                (cstring("version"), cstring(&load.version.to_string())),
+            ],
+            meta: HashMap::new(),
+            output: Vec::new(),
+            output_overflow: false,
+            status: None,
+            headers: Vec::new(),
+            logs: Vec::new(),
+            error: None,
+            last_error: CString::default(),
+            max_output: load.limits.max_output_bytes as usize,
+            max_logs: load.limits.max_log_lines as usize,
+        }
+    }
+
+    fn ctx(&mut self) -> *mut Ctx {
+        (self as *mut Host).cast()
+    }
+
+    fn send(&mut self, message: &FromWorker) -> Result<(), String> {
+        send(&mut self.link, message)
+    }
+
+    fn recv(&mut self) -> Result<ToWorker, String> {
+        recv(&mut self.link)
+    }
+
+    /// Resets per-invocation state; `invocation` is None outside `execute`.
+    fn begin(&mut self, invocation: Option<(&str, &Trigger)>) {
+        self.output.clear();
+        self.output_overflow = false;
+        self.status = None;
+        self.headers.clear();
+        self.logs.clear();
+        self.error = None;
+        self.meta.clear();
+        self.meta.extend(self.fixed_meta.iter().cloned());
+        let Some((id, trigger)) = invocation else {
+            return;
+        };
+        let mut put = |k: &str, v: &str| {
+            self.meta.insert(cstring(k), cstring(v));
+        };
+        put("invocation_id", id);
+        put("trigger", trigger.as_str());
+        match trigger {
+            Trigger::Http {
+                method,
+                path,
+                query,
+            } => {
+                put("method", method);
+                put("path", path);
+                put("query", query);
+            }
+            Trigger::Mqtt { topic } => put("topic", topic),
+            Trigger::Cli => {}
+        }
+    }
+
+    fn finish(&mut self, code: c_int) -> Done {
+        let logs = std::mem::take(&mut self.logs);
+        let result = if self.output_overflow {
+            Err(format!(
+                "the output is larger than {} bytes",
+                self.max_output
+            ))
+        } else if code == abi::OK {
+            Ok(Response {
+                status: self.status,
+                headers: std::mem::take(&mut self.headers),
+                body: Bytes::from(std::mem::take(&mut self.output)),
+            })
+        } else {
+            Err(self
+                .error
+                .take()
+                .unwrap_or_else(|| format!("the Doee failed (code {code})")))
+        };
+        Done {
+            result,
+            panicked: code == abi::PANICKED,
+            logs,
+        }
+    }
+
+    /// Forwards a Doee's request to the platform and waits for the answer.
+    fn host_call(&mut self, call: HostCall) -> Result<String, String> {
+        self.send(&FromWorker::HostCall(call))?;
+        loop {
+            match self.recv()? {
+                ToWorker::HostReply(result) => return result,
+                // The Doer wants the Worker gone, even mid-call.
+                ToWorker::Stop => std::process::exit(0),
+                ToWorker::Load(_) | ToWorker::Execute(_) => {
+                    return Err("the Doer sent a new task during a platform call".into());
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+/// `ctx` is the context the Executor passed to the Doee.
+unsafe fn host<'a>(ctx: *mut Ctx) -> &'a mut Host {
+    // SAFETY: the Host is repr(C) with the Ctx first, alive across the call.
+    unsafe { &mut *ctx.cast::<Host>() }
+}
+
+/// # Safety
+/// `p` is NULL or a NUL-terminated string.
+unsafe fn text<'a>(p: *const c_char) -> &'a str {
+    if p.is_null() {
+        return "";
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { CStr::from_ptr(p) }.to_str().unwrap_or("")
+}
+
+unsafe extern "C" fn host_param(ctx: *mut Ctx, name: *const c_char) -> *const c_char {
+    if name.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: ABI contract.
+    let (host, name) = unsafe { (host(ctx), CStr::from_ptr(name)) };
+    host.params
+        .get(name)
+        .map_or(std::ptr::null(), |v| v.as_ptr())
+}
+
+unsafe extern "C" fn host_meta(ctx: *mut Ctx, key: *const c_char) -> *const c_char {
+    if key.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: ABI contract.
+    let (host, key) = unsafe { (host(ctx), CStr::from_ptr(key)) };
+    host.meta.get(key).map_or(std::ptr::null(), |v| v.as_ptr())
+}
+
+unsafe extern "C" fn host_output(ctx: *mut Ctx, data: *const u8, len: usize) {
+    // SAFETY: ABI contract.
+    let host = unsafe { host(ctx) };
+    if len == 0 || data.is_null() {
+        return;
+    }
+    if host.output.len() + len > host.max_output {
+        host.output_overflow = true;
+        return;
+    }
+    // SAFETY: ABI contract: `data` points to `len` bytes.
+    host.output
+        .extend_from_slice(unsafe { std::slice::from_raw_parts(data, len) });
+}
+
+unsafe extern "C" fn host_set_status(ctx: *mut Ctx, status: u16) {
+    // SAFETY: ABI contract.
+    unsafe { host(ctx) }.status = Some(status);
+}
+
+unsafe extern "C" fn host_set_header(ctx: *mut Ctx, name: *const c_char, value: *const c_char) {
+    // SAFETY: ABI contract.
+    let (host, name, value) = unsafe { (host(ctx), text(name), text(value)) };
+    if host.headers.len() < 64 {
+        host.headers.push((name.to_string(), value.to_string()));
+    }
+}
+
+unsafe extern "C" fn host_error(ctx: *mut Ctx, message: *const c_char) {
+    // SAFETY: ABI contract.
+    let (host, message) = unsafe { (host(ctx), text(message)) };
+    host.error = Some(truncate(message, MAX_LOG_LINE));
+}
+
+unsafe extern "C" fn host_log(ctx: *mut Ctx, level: c_int, message: *const c_char) {
+    // SAFETY: ABI contract.
+    let (host, message) = unsafe { (host(ctx), text(message)) };
+    if host.logs.len() >= host.max_logs {
+        return;
+    }
+    let level = match level {
+        abi::level::ERROR => LogLevel::Error,
+        abi::level::WARN => LogLevel::Warn,
+        abi::level::DEBUG => LogLevel::Debug,
+        _ => LogLevel::Info,
+    };
+    host.logs.push(LogLine {
+        at_ms: now_ms(),
+        level,
+        message: truncate(message, MAX_LOG_LINE),
+    });
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn finish_call(host: &mut Host, result: Result<String, String>, out: *mut *mut c_char) -> c_int {
+    match result {
+        Ok(value) => {
+            if !out.is_null() {
+                // SAFETY: `out` is the Doee's valid out pointer.
+                unsafe { *out = cstring(&value).into_raw() };
+            }
+            abi::OK
+        }
+        Err(message) => {
+            if !out.is_null() {
+                // SAFETY: as above.
+                unsafe { *out = std::ptr::null_mut() };
+            }
+            host.last_error = cstring(&message);
+            abi::FAILED
+        }
+    }
+}
+
+unsafe extern "C" fn host_sql(
+    ctx: *mut Ctx,
+    query: *const c_char,
+    params: *const c_char,
+    out: *mut *mut c_char,
+) -> c_int {
+    // SAFETY: ABI contract.
+    let (host, query, params) = unsafe { (host(ctx), text(query), text(params)) };
+    let result = host.host_call(HostCall::Sql {
+        query: query.to_string(),
+        params: params.to_string(),
+    });
+    finish_call(host, result, out)
+}
+
+unsafe extern "C" fn host_doc(
+    ctx: *mut Ctx,
+    op: *const c_char,
+    collection: *const c_char,
+    json: *const c_char,
+    out: *mut *mut c_char,
+) -> c_int {
+    // SAFETY: ABI contract.
+    let (host, op, collection, json) =
+        unsafe { (host(ctx), text(op), text(collection), text(json)) };
+    let result = host.host_call(HostCall::Doc {
+        op: op.to_string(),
+        collection: collection.to_string(),
+        json: json.to_string(),
+    });
+    finish_call(host, result, out)
+}
+
+unsafe extern "C" fn host_publish(
+    ctx: *mut Ctx,
+    topic: *const c_char,
+    data: *const u8,
+    len: usize,
+) -> c_int {
+    // SAFETY: ABI contract.
+    let (host, topic) = unsafe { (host(ctx), text(topic)) };
+    let payload = if len == 0 || data.is_null() {
+        Bytes::new()
+    } else {
+        // SAFETY: ABI contract.
+        Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(data, len) })
+    };
+    let result = host.host_call(HostCall::Publish {
+        topic: topic.to_string(),
+        payload,
+    });
+    finish_call(host, result.map(|_| String::new()), std::ptr::null_mut())
+}
+
+unsafe extern "C" fn host_last_error(ctx: *mut Ctx) -> *const c_char {
+    // SAFETY: ABI contract.
+    unsafe { host(ctx) }.last_error.as_ptr()
+}
+
+unsafe extern "C" fn host_free(_ctx: *mut Ctx, p: *mut c_void) {
+    if !p.is_null() {
+        // SAFETY: every string the host hands out comes from CString::into_raw.
+        drop(unsafe { CString::from_raw(p.cast()) });
+    }
+}

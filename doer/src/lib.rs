@@ -1,0 +1,175 @@
+//! The Doer: runs Doees in sandboxed Workers.
+//!
+//! - [`admin`]: Doer Admin, the task queues and the Worker Handler's pools.
+//! - [`worker`]: one Worker's process and link.
+//! - [`isolation`]: the `bwrap`, `apptainer` and `process` backends.
+//! - [`versions`]: fetching and caching the versions to run.
+//! - [`executor`]: the Doee Executor that runs inside each Worker.
+
+pub mod admin;
+pub mod executor;
+pub mod isolation;
+pub mod versions;
+pub mod worker;
+
+use anyhow::{Context as _, bail};
+use isms_ipc::{Connection, Incoming};
+use isolation::{Backend, IsolationChoice};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the Doer runs.
+#[derive(Clone, Debug)]
+pub struct DoerConfig {
+    /// The Doer's own directory (`<data-dir>/doer`).
+    pub dir: PathBuf,
+    /// The isms executable, which runs the Executor in each Worker.
+    pub executable: PathBuf,
+    /// Which isolation to use.
+    pub isolation: IsolationChoice,
+    /// Workers across all Doees; also the Doer's capacity at the kernel.
+    pub max_workers: u32,
+    /// Invocations waiting for a Worker, per Doee version; past it, 429.
+    pub queue_per_doee: u32,
+    /// Idle time after which a Worker is stopped (down to `min_warm`).
+    pub idle_timeout: Duration,
+    /// The user Workers run as when the Doer runs as root.
+    pub worker_uid: u32,
+    /// Processes and threads per Worker.
+    pub worker_max_processes: u32,
+    /// Open files per Worker.
+    pub worker_max_open_files: u32,
+    /// Size of each Worker's private /tmp, in MiB.
+    pub worker_tmp_mb: u32,
+    /// Output bytes per invocation.
+    pub max_output_bytes: u32,
+    /// How long a Worker may take to start.
+    pub start_timeout: Duration,
+}
+
+impl DoerConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: &std::path::Path, executable: PathBuf) -> DoerConfig {
+        DoerConfig {
+            dir: data_dir.join("doer"),
+            executable,
+            isolation: IsolationChoice::Auto,
+            max_workers: 64,
+            queue_per_doee: 64,
+            idle_timeout: Duration::from_secs(60),
+            worker_uid: isolation::DEFAULT_WORKER_UID,
+            worker_max_processes: 64,
+            worker_max_open_files: 256,
+            worker_tmp_mb: 64,
+            max_output_bytes: 16 << 20,
+            start_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Where fetched shared objects are cached.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.join("cache")
+    }
+
+    /// Where Workers' run directories go.
+    pub fn workers_dir(&self) -> PathBuf {
+        self.dir.join("workers")
+    }
+
+    fn sif(&self) -> PathBuf {
+        self.dir.join("worker.sif")
+    }
+}
+
+/// Serves invocations until `shutdown` or until the kernel is gone.
+pub async fn run(
+    config: DoerConfig,
+    conn: Connection,
+    incoming: Incoming,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    for dir in [config.cache_dir(), config.workers_dir()] {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let backend = config.isolation.resolve();
+    match backend {
+        Backend::Process => tracing::warn!(
+            "Workers run WITHOUT ISOLATION (doer.isolation = process): any Doee can read and \
+             write what this user can. Use this for development only; install bubblewrap."
+        ),
+        Backend::Bwrap => probe_bwrap(&config).await?,
+        Backend::Apptainer => build_apptainer_image(&config).await?,
+    }
+    tracing::info!(%backend, "Doer ready");
+    let isolation = isolation::build(
+        backend,
+        config.worker_uid,
+        config.worker_tmp_mb,
+        config.sif(),
+    );
+    admin::Admin::run(conn, incoming, config, isolation, shutdown).await
+}
+
+/// The capacity the Doer registers with.
+pub fn capacity(config: &DoerConfig) -> u32 {
+    config.max_workers
+}
+
+/// Checks once that bubblewrap can build a sandbox here, so a broken host
+/// fails at start with a fix rather than at every invocation.
+async fn probe_bwrap(config: &DoerConfig) -> anyhow::Result<()> {
+    let mut command = tokio::process::Command::new("bwrap");
+    command.args([
+        "--unshare-all",
+        "--unshare-user",
+        "--die-with-parent",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--",
+        "/usr/bin/true",
+    ]);
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } == 0 {
+        command.uid(config.worker_uid).gid(config.worker_uid);
+    }
+    let output = command.output().await.context("cannot run bwrap")?;
+    if !output.status.success() {
+        bail!(
+            "bubblewrap cannot create a sandbox on this host: {}. Enable unprivileged user \
+             namespaces (sysctl kernel.unprivileged_userns_clone=1), or set \
+             doer.isolation = \"process\" to run Doees without isolation (development only)",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Builds the Worker image from `containers/worker.def` once.
+async fn build_apptainer_image(config: &DoerConfig) -> anyhow::Result<()> {
+    let sif = config.sif();
+    if sif.exists() {
+        return Ok(());
+    }
+    let def = config.dir.join("worker.def");
+    std::fs::write(&def, isolation::APPTAINER_DEF)?;
+    tracing::info!(image = %sif.display(), "building the Worker image (once)");
+    let output = tokio::process::Command::new("apptainer")
+        .arg("build")
+        .arg(&sif)
+        .arg(&def)
+        .output()
+        .await
+        .context("cannot run apptainer")?;
+    if !output.status.success() {
+        let _ = std::fs::remove_file(&sif);
+        bail!(
+            "cannot build the Worker image {} from containers/worker.def: {}",
+            sif.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}

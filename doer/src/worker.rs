@@ -1,0 +1,310 @@
+//! One Worker: its sandboxed process, its socket, and the task that moves
+//! messages between the two and reports to the Doer Admin.
+
+use crate::isolation::{Isolation, WorkerFiles};
+use isms_ipc::worker::{FromWorker, Load, ToWorker};
+use isms_ipc::zmtp::{self, AsyncLink};
+use std::collections::VecDeque;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::process::Child;
+use tokio::sync::mpsc;
+
+/// Identifies a Worker within this Doer.
+pub type WorkerId = u64;
+
+/// What a Worker may send the Doer in one message: the output cap plus
+/// room for logs and framing.
+pub fn link_limits(max_output_bytes: u32) -> zmtp::Limits {
+    zmtp::Limits {
+        max_message: max_output_bytes as usize + (8 << 20),
+        max_frames: 4,
+    }
+}
+
+/// What the Admin tells a Worker's task.
+#[derive(Debug)]
+pub enum Command {
+    /// Send this message to the Executor.
+    Send(ToWorker),
+    /// Kill the Worker now.
+    Kill,
+}
+
+/// What a Worker's task tells the Admin.
+#[derive(Debug)]
+pub enum Event {
+    /// A message from the Executor.
+    Message(FromWorker),
+    /// The Worker is gone; the text says why, for people.
+    Exited(String),
+}
+
+/// The Admin's handle on a Worker's task.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Handle {
+    /// Sends a message to the Executor.
+    pub fn send(&self, message: ToWorker) {
+        let _ = self.commands.send(Command::Send(message));
+    }
+
+    /// Kills the Worker.
+    pub fn kill(&self) {
+        let _ = self.commands.send(Command::Kill);
+    }
+}
+
+/// Everything needed to start a Worker.
+pub struct Spawn<'a> {
+    /// Its id.
+    pub id: WorkerId,
+    /// The backend.
+    pub isolation: &'a dyn Isolation,
+    /// The isms executable.
+    pub executable: &'a Path,
+    /// The Doee's shared object.
+    pub doee: &'a Path,
+    /// Where Workers' run directories go.
+    pub workers_dir: &'a Path,
+    /// What to load.
+    pub load: Load,
+    /// How long it may take to connect.
+    pub start_timeout: Duration,
+}
+
+/// Starts a Worker and its task; events arrive on `events` tagged with the id.
+pub fn spawn(
+    spec: Spawn<'_>,
+    events: mpsc::UnboundedSender<(WorkerId, Event)>,
+) -> anyhow::Result<Handle> {
+    let run_dir = spec.workers_dir.join(spec.id.to_string());
+    let _ = std::fs::remove_dir_all(&run_dir);
+    std::fs::create_dir_all(&run_dir)?;
+    // Traversable but not listable by the Worker's user; writable by nobody
+    // else (the sandbox binds it read-only anyway).
+    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o711))?;
+    let socket = run_dir.join("worker.sock");
+    let listener = UnixListener::bind(&socket)?;
+    let uid = spec.isolation.worker_uid();
+    std::os::unix::fs::chown(&socket, Some(uid), Some(uid))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+
+    let files = WorkerFiles {
+        executable: spec.executable,
+        doee: spec.doee,
+        run_dir: &run_dir,
+        memory_mb: spec.load.limits.memory_mb,
+    };
+    let mut launch = spec.isolation.command(&files)?;
+    launch
+        .command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = launch.command.spawn()?;
+    drop(launch);
+
+    let (commands, commands_rx) = mpsc::unbounded_channel();
+    let task = WorkerTask {
+        id: spec.id,
+        run_dir,
+        stderr_tail: Default::default(),
+        limits: link_limits(spec.load.limits.max_output_bytes),
+    };
+    let stderr = child.stderr.take();
+    tokio::spawn(task.run(
+        child,
+        stderr,
+        listener,
+        spec.load,
+        spec.start_timeout,
+        commands_rx,
+        events,
+    ));
+    Ok(Handle { commands })
+}
+
+struct WorkerTask {
+    id: WorkerId,
+    run_dir: PathBuf,
+    stderr_tail: std::sync::Arc<std::sync::Mutex<VecDeque<String>>>,
+    limits: zmtp::Limits,
+}
+
+impl WorkerTask {
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        self,
+        mut child: Child,
+        stderr: Option<tokio::process::ChildStderr>,
+        listener: UnixListener,
+        load: Load,
+        start_timeout: Duration,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        events: mpsc::UnboundedSender<(WorkerId, Event)>,
+    ) {
+        if let Some(stderr) = stderr {
+            let tail = self.stderr_tail.clone();
+            let id = self.id;
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::debug!(worker = id, "{line}");
+                    if let Ok(mut tail) = tail.lock() {
+                        if tail.len() == 8 {
+                            tail.pop_front();
+                        }
+                        tail.push_back(line.chars().take(300).collect());
+                    }
+                }
+            });
+        }
+        let why = self
+            .serve(
+                &mut child,
+                listener,
+                load,
+                start_timeout,
+                &mut commands,
+                &events,
+            )
+            .await;
+        let _ = child.start_kill();
+        let status = child.wait().await;
+        // Let the stderr reader catch the last lines.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let reason = match (why, status) {
+            (Some(why), _) => why,
+            (None, Ok(status)) => self.describe(status),
+            (None, Err(err)) => format!("cannot wait for the Worker: {err}"),
+        };
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+        let _ = events.send((self.id, Event::Exited(reason)));
+    }
+
+    /// Runs until the Worker ends; returns a reason when it is not simply
+    /// the process's exit status.
+    async fn serve(
+        &self,
+        child: &mut Child,
+        listener: UnixListener,
+        load: Load,
+        start_timeout: Duration,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+        events: &mpsc::UnboundedSender<(WorkerId, Event)>,
+    ) -> Option<String> {
+        let stream = tokio::select! {
+            accepted = tokio::time::timeout(start_timeout, listener.accept()) => match accepted {
+                Ok(Ok((stream, _))) => stream,
+                Ok(Err(err)) => return Some(format!("cannot accept the Worker: {err}")),
+                Err(_) => return Some(format!("the Worker did not connect within {start_timeout:?}")),
+            },
+            status = child.wait() => return status.ok().map(|s| format!("the Worker failed to start: {}", self.describe(s))),
+            command = commands.recv() => match command {
+                Some(Command::Kill) | None => return Some("stopped before it started".into()),
+                Some(Command::Send(_)) => return Some("a message arrived before the Worker started".into()),
+            },
+        };
+        drop(listener);
+        let mut link = match AsyncLink::handshake(stream, self.limits).await {
+            Ok(link) => link,
+            Err(err) => return Some(format!("the Worker's handshake failed: {err}")),
+        };
+        if let Err(err) = send(&mut link, &ToWorker::Load(load)).await {
+            return Some(err);
+        }
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Send(message)) => {
+                        if let Err(err) = send(&mut link, &message).await {
+                            return Some(err);
+                        }
+                    }
+                    Some(Command::Kill) | None => return None,
+                },
+                received = link.recv() => match received {
+                    Ok(frames) => match decode(&frames) {
+                        Ok(message) => {
+                            let _ = events.send((self.id, Event::Message(message)));
+                        }
+                        Err(err) => return Some(format!("the Worker broke the protocol: {err}")),
+                    },
+                    // The Worker closed its end: its exit status tells why.
+                    Err(zmtp::LinkError::Io(_)) => return None,
+                    Err(err) => return Some(format!("the Worker broke the protocol: {err}")),
+                },
+                _ = child.wait() => return None,
+            }
+        }
+    }
+
+    fn describe(&self, status: ExitStatus) -> String {
+        // bwrap reports a sandboxed process killed by signal N as 128 + N.
+        let signal = status.signal().or_else(|| {
+            status
+                .code()
+                .filter(|c| (129..160).contains(c))
+                .map(|c| c - 128)
+        });
+        let mut text = match (signal, status.code()) {
+            (Some(signal), _) => format!("killed by {}", signal_name(signal)),
+            (None, Some(0)) => "exited".to_string(),
+            (None, Some(code)) => format!("exited with code {code}"),
+            (None, None) => "ended".to_string(),
+        };
+        let last = self
+            .stderr_tail
+            .lock()
+            .ok()
+            .and_then(|tail| tail.iter().rev().find(|l| !l.trim().is_empty()).cloned());
+        if let Some(last) = last {
+            text.push_str(": ");
+            text.push_str(last.trim());
+        }
+        text
+    }
+}
+
+async fn send(
+    link: &mut AsyncLink<tokio::net::UnixStream>,
+    message: &ToWorker,
+) -> Result<(), String> {
+    let frame = message.encode().map_err(|e| e.to_string())?;
+    link.send(&[&frame])
+        .await
+        .map_err(|e| format!("cannot reach the Worker: {e}"))
+}
+
+fn decode(frames: &[bytes::Bytes]) -> Result<FromWorker, String> {
+    let [frame] = frames else {
+        return Err(format!("expected one frame, got {}", frames.len()));
+    };
+    FromWorker::decode(frame).map_err(|e| e.to_string())
+}
+
+fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGSEGV => "SIGSEGV (segmentation fault)",
+        libc::SIGABRT => "SIGABRT (aborted)",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGBUS => "SIGBUS (bus error)",
+        libc::SIGFPE => "SIGFPE (arithmetic error)",
+        libc::SIGILL => "SIGILL (illegal instruction)",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU (CPU limit)",
+        libc::SIGSYS => "SIGSYS (forbidden system call)",
+        other => return format!("signal {other}"),
+    };
+    name.to_string()
+}
