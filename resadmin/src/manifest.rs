@@ -1,0 +1,514 @@
+//! `doee.toml`: parsing and validation into a [`Manifest`] whose fields can
+//! be trusted. Every error names the field at fault.
+
+use isms_ipc::resadmin::Resources;
+use isms_ipc::{DoeeName, Priority};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The manifest's file name.
+pub const FILE: &str = "doee.toml";
+
+/// The language a Doee is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// A Rust crate built as a `cdylib`.
+    Rust,
+    /// C sources compiled with `cc`.
+    C,
+    /// C++ sources compiled with `c++`.
+    Cpp,
+}
+
+/// HTTP methods a route may allow.
+pub const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// An HTTP trigger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpTrigger {
+    /// The route within the project, starting with `/`.
+    pub route: String,
+    /// Allowed methods, upper case.
+    pub methods: Vec<String>,
+}
+
+/// An MQTT trigger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MqttTrigger {
+    /// The topic filter.
+    pub topic: String,
+    /// Where the output is published, if anywhere.
+    pub reply_topic: Option<String>,
+}
+
+/// A validated manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The Doee's name.
+    pub name: DoeeName,
+    /// Its language.
+    pub language: Language,
+    /// Source files (C and C++), relative to the Doee directory.
+    pub sources: Vec<String>,
+    /// Its scheduling class.
+    pub priority: Priority,
+    /// Parameters handed to the Doee.
+    pub params: Vec<(String, String)>,
+    /// Resource limits.
+    pub resources: Resources,
+    /// HTTP triggers.
+    pub http: Vec<HttpTrigger>,
+    /// MQTT triggers.
+    pub mqtt: Vec<MqttTrigger>,
+}
+
+/// Bounds on resources, so one manifest cannot ask for the whole machine.
+pub mod bounds {
+    /// Longest timeout, ms.
+    pub const TIMEOUT_MS: std::ops::RangeInclusive<u32> = 1..=300_000;
+    /// Memory per Worker, MiB.
+    pub const MEMORY_MB: std::ops::RangeInclusive<u32> = 16..=8192;
+    /// Workers per Doee.
+    pub const CONCURRENCY: std::ops::RangeInclusive<u32> = 1..=64;
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("doee.toml: {0}")]
+pub struct ManifestError(pub String);
+
+fn invalid<T>(message: impl Into<String>) -> Result<T, ManifestError> {
+    Err(ManifestError(message.into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: String,
+    language: String,
+    sources: Option<Vec<String>>,
+    priority: Option<String>,
+    #[serde(default)]
+    params: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    resources: RawResources,
+    #[serde(default)]
+    triggers: RawTriggers,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    timeout_ms: Option<i64>,
+    memory_mb: Option<i64>,
+    concurrency: Option<i64>,
+    min_warm: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTriggers {
+    #[serde(default)]
+    http: Vec<RawHttp>,
+    #[serde(default)]
+    mqtt: Vec<RawMqtt>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    route: String,
+    methods: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    topic: String,
+    reply_topic: Option<String>,
+}
+
+impl Manifest {
+    /// Parses and validates the text of a `doee.toml`.
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let raw: Raw = toml::from_str(text)
+            .map_err(|e| ManifestError(e.message().to_string() + &location(text, e.span())))?;
+        let name = DoeeName::new(raw.name).map_err(|e| ManifestError(format!("`name`: {e}")))?;
+        let language = match raw.language.as_str() {
+            "rust" => Language::Rust,
+            "c" => Language::C,
+            "cpp" | "c++" => Language::Cpp,
+            other => {
+                return invalid(format!(
+                    "`language` must be \"rust\", \"c\" or \"cpp\" (got \"{other}\")"
+                ));
+            }
+        };
+        let sources = match (language, raw.sources) {
+            (Language::Rust, Some(_)) => {
+                return invalid(
+                    "`sources` is for c and cpp Doees; a rust Doee builds the crate in its directory",
+                );
+            }
+            (Language::Rust, None) => Vec::new(),
+            (_, None) => return invalid("`sources` must list the C or C++ files to compile"),
+            (_, Some(sources)) if sources.is_empty() => {
+                return invalid("`sources` must not be empty");
+            }
+            (_, Some(sources)) => {
+                for (i, source) in sources.iter().enumerate() {
+                    check_relative_path(source)
+                        .map_err(|why| ManifestError(format!("`sources[{i}]` {why}")))?;
+                }
+                sources
+            }
+        };
+        let priority = match raw.priority.as_deref() {
+            None => Priority::Normal,
+            Some(p) => p
+                .parse()
+                .map_err(|e| ManifestError(format!("`priority`: {e}")))?,
+        };
+        if raw.params.len() > 64 {
+            return invalid("`params` may hold at most 64 entries");
+        }
+        let mut params = Vec::with_capacity(raw.params.len());
+        for (key, value) in raw.params {
+            if key.is_empty()
+                || key.len() > 64
+                || !key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            {
+                return invalid(format!(
+                    "`params.{key}`: a parameter name is 1 to 64 of a-z, A-Z, 0-9, _ . -"
+                ));
+            }
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => {
+                    return invalid(format!(
+                        "`params.{key}` must be a string, number or boolean"
+                    ));
+                }
+            };
+            if value.len() > 4096 || value.contains('\0') {
+                return invalid(format!(
+                    "`params.{key}` must be at most 4096 bytes, without NUL"
+                ));
+            }
+            params.push((key, value));
+        }
+        let defaults = Resources::default();
+        let field =
+            |value: Option<i64>, default: u32, name: &str, range: std::ops::RangeInclusive<u32>| {
+                let value = value.unwrap_or(i64::from(default));
+                match u32::try_from(value) {
+                    Ok(v) if range.contains(&v) => Ok(v),
+                    _ => invalid(format!(
+                        "`resources.{name}` must be between {} and {} (got {value})",
+                        range.start(),
+                        range.end()
+                    )),
+                }
+            };
+        let resources = Resources {
+            timeout_ms: field(
+                raw.resources.timeout_ms,
+                defaults.timeout_ms,
+                "timeout_ms",
+                bounds::TIMEOUT_MS,
+            )?,
+            memory_mb: field(
+                raw.resources.memory_mb,
+                defaults.memory_mb,
+                "memory_mb",
+                bounds::MEMORY_MB,
+            )?,
+            concurrency: field(
+                raw.resources.concurrency,
+                defaults.concurrency,
+                "concurrency",
+                bounds::CONCURRENCY,
+            )?,
+            min_warm: 0,
+        };
+        let resources = Resources {
+            min_warm: field(
+                raw.resources.min_warm,
+                defaults.min_warm,
+                "min_warm",
+                0..=resources.concurrency,
+            )?,
+            ..resources
+        };
+        let mut http = Vec::new();
+        for (i, trigger) in raw.triggers.http.into_iter().enumerate() {
+            check_route(&trigger.route)
+                .map_err(|why| ManifestError(format!("`triggers.http[{i}].route` {why}")))?;
+            if http.iter().any(|h: &HttpTrigger| h.route == trigger.route) {
+                return invalid(format!(
+                    "`triggers.http[{i}].route` repeats \"{}\"",
+                    trigger.route
+                ));
+            }
+            let methods = match trigger.methods {
+                None => vec!["GET".to_string(), "POST".to_string()],
+                Some(methods) if methods.is_empty() => {
+                    return invalid(format!("`triggers.http[{i}].methods` must not be empty"));
+                }
+                Some(methods) => {
+                    let mut upper = Vec::new();
+                    for method in methods {
+                        let m = method.to_ascii_uppercase();
+                        if !METHODS.contains(&m.as_str()) {
+                            return invalid(format!(
+                                "`triggers.http[{i}].methods`: unknown method \"{method}\" (use {})",
+                                METHODS.join(", ")
+                            ));
+                        }
+                        if !upper.contains(&m) {
+                            upper.push(m);
+                        }
+                    }
+                    upper
+                }
+            };
+            http.push(HttpTrigger {
+                route: trigger.route,
+                methods,
+            });
+        }
+        let mut mqtt = Vec::new();
+        for (i, trigger) in raw.triggers.mqtt.into_iter().enumerate() {
+            check_topic(&trigger.topic, true)
+                .map_err(|why| ManifestError(format!("`triggers.mqtt[{i}].topic` {why}")))?;
+            if let Some(reply) = &trigger.reply_topic {
+                check_topic(reply, false).map_err(|why| {
+                    ManifestError(format!("`triggers.mqtt[{i}].reply_topic` {why}"))
+                })?;
+            }
+            mqtt.push(MqttTrigger {
+                topic: trigger.topic,
+                reply_topic: trigger.reply_topic,
+            });
+        }
+        Ok(Manifest {
+            name,
+            language,
+            sources,
+            priority,
+            params,
+            resources,
+            http,
+            mqtt,
+        })
+    }
+}
+
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) if span.start <= text.len() => {
+            let line = text[..span.start].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        _ => String::new(),
+    }
+}
+
+/// A path inside the Doee directory: relative, no `..`, printable.
+pub fn check_relative_path(path: &str) -> Result<(), String> {
+    if path.is_empty() || path.len() > 255 {
+        return Err("must be a path of 1 to 255 characters".into());
+    }
+    if path.starts_with('/') || path.split('/').any(|part| part == ".." || part.is_empty()) {
+        return Err(format!(
+            "must be a relative path inside the Doee directory (got \"{path}\")"
+        ));
+    }
+    if path.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(format!("contains a forbidden character (got {path:?})"));
+    }
+    Ok(())
+}
+
+fn check_route(route: &str) -> Result<(), String> {
+    if !route.starts_with('/') || route.len() > 200 {
+        return Err(format!(
+            "must start with / and be at most 200 characters (got \"{route}\")"
+        ));
+    }
+    if route.len() > 1 && route.ends_with('/') {
+        return Err(format!("must not end with / (got \"{route}\")"));
+    }
+    if !route
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+    {
+        return Err(format!(
+            "may contain only letters, digits and / - _ . ~ (got \"{route}\")"
+        ));
+    }
+    if route.contains("//") || route.split('/').any(|s| s == "." || s == "..") {
+        return Err(format!(
+            "must not contain empty, . or .. segments (got \"{route}\")"
+        ));
+    }
+    Ok(())
+}
+
+/// An MQTT topic (or, with `filter`, a topic filter with `+` and `#`).
+pub fn check_topic(topic: &str, filter: bool) -> Result<(), String> {
+    if topic.is_empty() || topic.len() > 1024 {
+        return Err("must be 1 to 1024 bytes".into());
+    }
+    if topic.contains('\0') {
+        return Err("must not contain NUL".into());
+    }
+    let levels: Vec<&str> = topic.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        let wild = level.contains('+') || level.contains('#');
+        if !filter && wild {
+            return Err(format!("must not contain wildcards (got \"{topic}\")"));
+        }
+        if wild && *level != "+" && *level != "#" {
+            return Err(format!(
+                "wildcards must fill a whole level (got \"{topic}\")"
+            ));
+        }
+        if *level == "#" && i + 1 != levels.len() {
+            return Err(format!("# must be the last level (got \"{topic}\")"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC_EXAMPLE: &str = r#"
+name = "threshold"          # [a-z0-9-]{1,63}
+language = "c"
+sources = ["src/threshold.c"]
+priority = "normal"
+
+[params]
+limit = "25"
+
+[resources]
+timeout_ms = 2000
+memory_mb = 64
+concurrency = 4
+min_warm = 0
+
+[[triggers.http]]
+route = "/threshold"
+methods = ["POST"]
+
+[[triggers.mqtt]]
+topic = "greenhouse/+/temp"
+reply_topic = "greenhouse/alerts"
+"#;
+
+    #[test]
+    fn the_spec_example_parses() {
+        let m = Manifest::parse(SPEC_EXAMPLE).unwrap();
+        assert_eq!(m.name.as_str(), "threshold");
+        assert_eq!(m.language, Language::C);
+        assert_eq!(m.params, vec![("limit".into(), "25".into())]);
+        assert_eq!(m.http[0].methods, vec!["POST"]);
+        assert_eq!(m.mqtt[0].reply_topic.as_deref(), Some("greenhouse/alerts"));
+    }
+
+    #[test]
+    fn defaults_fill_what_is_missing() {
+        let m = Manifest::parse("name = \"hello\"\nlanguage = \"rust\"\n").unwrap();
+        assert_eq!(m.resources, Resources::default());
+        assert_eq!(m.priority, Priority::Normal);
+        assert!(m.http.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("name = \"Hello\"\nlanguage = \"rust\"", "`name`"),
+            ("name = \"x\"\nlanguage = \"go\"", "`language`"),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\nsources = [\"a.c\"]",
+                "`sources`",
+            ),
+            ("name = \"x\"\nlanguage = \"c\"", "`sources`"),
+            (
+                "name = \"x\"\nlanguage = \"c\"\nsources = [\"../a.c\"]",
+                "`sources[0]`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"c\"\nsources = [\"/etc/passwd\"]",
+                "`sources[0]`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\npriority = \"urgent\"",
+                "`priority`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[resources]\ntimeout_ms = 0",
+                "`resources.timeout_ms`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[resources]\nmemory_mb = -1",
+                "`resources.memory_mb`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[resources]\nconcurrency = 2\nmin_warm = 3",
+                "`resources.min_warm`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.http]]\nroute = \"nope\"",
+                "`triggers.http[0].route`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.http]]\nroute = \"/a/../b\"",
+                "`triggers.http[0].route`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.http]]\nroute = \"/a\"\nmethods = [\"FETCH\"]",
+                "`triggers.http[0].methods`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.mqtt]]\ntopic = \"a/#/b\"",
+                "`triggers.mqtt[0].topic`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.mqtt]]\ntopic = \"a\"\nreply_topic = \"b/+\"",
+                "`triggers.mqtt[0].reply_topic`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[params]\n\"a b\" = \"1\"",
+                "`params.a b`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\nextra = 1",
+                "unknown field `extra`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[resources]\ncpu = 1",
+                "unknown field `cpu`",
+            ),
+            ("language = \"rust\"", "missing field `name`"),
+            ("name = [", "line 1"),
+        ];
+        for (text, expected) in cases {
+            let err = Manifest::parse(text).unwrap_err().to_string();
+            assert!(
+                err.contains(expected),
+                "for {text:?}: expected {expected:?} in {err:?}"
+            );
+            assert!(err.starts_with("doee.toml: "), "{err}");
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The Doee SDK as shipped inside the platform, so Doees build offline
+//! against exactly the ABI this platform's Executor speaks.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The SDK's files, relative to its crate root.
+pub const FILES: &[(&str, &str)] = &[
+    ("Cargo.toml", include_str!("../../doee-sdk/Cargo.toml")),
+    ("src/lib.rs", include_str!("../../doee-sdk/src/lib.rs")),
+    ("src/abi.rs", include_str!("../../doee-sdk/src/abi.rs")),
+    (
+        "src/testing.rs",
+        include_str!("../../doee-sdk/src/testing.rs"),
+    ),
+];
+
+/// Writes the SDK crate to `dir/doee-sdk` (rewriting files that differ) and
+/// returns the crate's directory.
+pub fn install(dir: &Path) -> io::Result<PathBuf> {
+    let root = dir.join("doee-sdk");
+    for (relative, content) in FILES {
+        let path = root.join(relative);
+        if std::fs::read_to_string(&path).is_ok_and(|existing| existing == *content) {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, content)?;
+    }
+    Ok(root)
+}
