@@ -11,6 +11,7 @@
 //! the state needs no locks.
 
 use crate::DoerConfig;
+use crate::area::WorkerArea;
 use crate::isolation::Isolation;
 use crate::versions::{self, Prepared, VersionKey};
 use crate::worker::{self, WorkerId};
@@ -95,6 +96,7 @@ struct Pool {
 pub struct Admin {
     conn: Connection,
     config: DoerConfig,
+    area: WorkerArea,
     isolation: Box<dyn Isolation>,
     inputs: mpsc::UnboundedSender<Input>,
     worker_events: mpsc::UnboundedSender<(WorkerId, worker::Event)>,
@@ -119,6 +121,7 @@ impl Admin {
         conn: Connection,
         mut incoming: Incoming,
         config: DoerConfig,
+        area: WorkerArea,
         isolation: Box<dyn Isolation>,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
@@ -127,6 +130,7 @@ impl Admin {
         let mut admin = Admin {
             conn,
             config,
+            area,
             isolation,
             inputs,
             worker_events,
@@ -203,7 +207,7 @@ impl Admin {
                     .insert(key.clone(), VersionState::Preparing(vec![task]));
                 let (conn, cache, inputs) = (
                     self.conn.clone(),
-                    self.config.cache_dir(),
+                    self.area.cache_dir(),
                     self.inputs.clone(),
                 );
                 tokio::spawn(async move {
@@ -357,9 +361,9 @@ impl Admin {
             worker::Spawn {
                 id,
                 isolation: self.isolation.as_ref(),
-                executable: &self.config.executable,
+                executable: &self.area.executable,
                 doee: &prepared.shared_object,
-                workers_dir: &self.config.workers_dir(),
+                workers_dir: &self.area.workers_dir(),
                 load,
                 start_timeout: self.config.start_timeout,
             },
@@ -643,11 +647,11 @@ impl Admin {
     }
 
     fn stop_worker(&mut self, id: WorkerId) {
-        if let Some(worker) = self.workers.get_mut(&id) {
-            if worker.state != WorkerState::Stopping {
-                worker.state = WorkerState::Stopping;
-                worker.handle.send(ToWorker::Stop);
-            }
+        if let Some(worker) = self.workers.get_mut(&id)
+            && worker.state != WorkerState::Stopping
+        {
+            worker.state = WorkerState::Stopping;
+            worker.handle.send(ToWorker::Stop);
         }
     }
 

@@ -357,14 +357,12 @@ impl Host {
     /// Forwards a Doee's request to the platform and waits for the answer.
     fn host_call(&mut self, call: HostCall) -> Result<String, String> {
         self.send(&FromWorker::HostCall(call))?;
-        loop {
-            match self.recv()? {
-                ToWorker::HostReply(result) => return result,
-                // The Doer wants the Worker gone, even mid-call.
-                ToWorker::Stop => std::process::exit(0),
-                ToWorker::Load(_) | ToWorker::Execute(_) => {
-                    return Err("the Doer sent a new task during a platform call".into());
-                }
+        match self.recv()? {
+            ToWorker::HostReply(result) => result,
+            // The Doer wants the Worker gone, even mid-call.
+            ToWorker::Stop => std::process::exit(0),
+            ToWorker::Load(_) | ToWorker::Execute(_) => {
+                Err("the Doer sent a new task during a platform call".into())
             }
         }
     }

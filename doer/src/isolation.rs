@@ -136,13 +136,19 @@ pub trait Isolation: Send + Sync {
     fn worker_uid(&self) -> u32;
 }
 
-/// Builds the backend for `backend`.
-pub fn build(backend: Backend, worker_uid: u32, tmp_mb: u32, sif: PathBuf) -> Box<dyn Isolation> {
-    let uid = if is_root() { worker_uid } else { current_uid() };
+/// The uid Workers run as: the configured one when the Doer runs as root
+/// (`RLIMIT_NPROC` does not bind root), the Doer's own otherwise.
+pub fn worker_uid(configured: u32) -> u32 {
+    let own = current_uid();
+    if own == 0 { configured } else { own }
+}
+
+/// Builds the backend for Workers running as `uid`.
+pub fn build(backend: Backend, uid: u32, tmp_mb: u32, sif: PathBuf) -> Box<dyn Isolation> {
     match backend {
         Backend::Bwrap => Box::new(Bwrap { uid, tmp_mb }),
         Backend::Apptainer => Box::new(Apptainer { uid, sif }),
-        Backend::Process => Box::new(Process { uid: current_uid() }),
+        Backend::Process => Box::new(Process { uid }),
     }
 }
 
@@ -151,8 +157,11 @@ fn current_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
-fn is_root() -> bool {
-    current_uid() == 0
+/// Runs the command as `uid` when that is not the Doer's own.
+fn run_as(command: &mut Command, uid: u32) {
+    if uid != current_uid() {
+        command.uid(uid).gid(uid);
+    }
 }
 
 /// Bubblewrap, following `containers/worker.bwrap`.
@@ -184,7 +193,7 @@ impl Bwrap {
 
 /// `/bin`, `/lib`, `/lib64`, `/sbin` as the host has them: a symlink into
 /// `/usr` (merged /usr) or a directory to bind read-only.
-fn system_links() -> Vec<String> {
+pub fn system_links() -> Vec<String> {
     let mut args = Vec::new();
     for dir in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
         let Ok(meta) = std::fs::symlink_metadata(dir) else {
@@ -292,9 +301,7 @@ impl Isolation for Bwrap {
             SANDBOX_DOEE,
         ]);
         command.env_clear();
-        if self.uid != current_uid() {
-            command.uid(self.uid).gid(self.uid);
-        }
+        run_as(&mut command, self.uid);
         Ok(PassedFds::open(files)?.install(command))
     }
 
@@ -348,6 +355,7 @@ impl Isolation for Apptainer {
         if let Some(path) = std::env::var_os("PATH") {
             command.env("PATH", path);
         }
+        run_as(&mut command, self.uid);
         Ok(Launch::plain(command))
     }
 
@@ -376,6 +384,7 @@ impl Isolation for Process {
             .arg("--doee")
             .arg(files.doee)
             .env_clear();
+        run_as(&mut command, self.uid);
         Ok(Launch::plain(command))
     }
 

@@ -7,6 +7,7 @@
 //! - [`executor`]: the Doee Executor that runs inside each Worker.
 
 pub mod admin;
+pub mod area;
 pub mod executor;
 pub mod isolation;
 pub mod versions;
@@ -67,16 +68,6 @@ impl DoerConfig {
         }
     }
 
-    /// Where fetched shared objects are cached.
-    pub fn cache_dir(&self) -> PathBuf {
-        self.dir.join("cache")
-    }
-
-    /// Where Workers' run directories go.
-    pub fn workers_dir(&self) -> PathBuf {
-        self.dir.join("workers")
-    }
-
     fn sif(&self) -> PathBuf {
         self.dir.join("worker.sif")
     }
@@ -89,10 +80,8 @@ pub async fn run(
     incoming: Incoming,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    for dir in [config.cache_dir(), config.workers_dir()] {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    let uid = isolation::worker_uid(config.worker_uid);
+    let area = area::WorkerArea::prepare(&config.dir, &config.executable, uid)?;
     let backend = config.isolation.resolve();
     match backend {
         Backend::Process => tracing::warn!(
@@ -102,14 +91,9 @@ pub async fn run(
         Backend::Bwrap => probe_bwrap(&config).await?,
         Backend::Apptainer => build_apptainer_image(&config).await?,
     }
-    tracing::info!(%backend, "Doer ready");
-    let isolation = isolation::build(
-        backend,
-        config.worker_uid,
-        config.worker_tmp_mb,
-        config.sif(),
-    );
-    admin::Admin::run(conn, incoming, config, isolation, shutdown).await
+    tracing::info!(%backend, uid, area = %area.dir.display(), "Doer ready");
+    let isolation = isolation::build(backend, uid, config.worker_tmp_mb, config.sif());
+    admin::Admin::run(conn, incoming, config, area, isolation, shutdown).await
 }
 
 /// The capacity the Doer registers with.
@@ -121,16 +105,17 @@ pub fn capacity(config: &DoerConfig) -> u32 {
 /// fails at start with a fix rather than at every invocation.
 async fn probe_bwrap(config: &DoerConfig) -> anyhow::Result<()> {
     let mut command = tokio::process::Command::new("bwrap");
-    command.args([
-        "--unshare-all",
-        "--unshare-user",
-        "--die-with-parent",
-        "--ro-bind",
-        "/usr",
-        "/usr",
-        "--",
-        "/usr/bin/true",
-    ]);
+    command
+        .args([
+            "--unshare-all",
+            "--unshare-user",
+            "--die-with-parent",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+        ])
+        .args(isolation::system_links())
+        .args(["--", "/usr/bin/true"]);
     // SAFETY: getuid cannot fail.
     if unsafe { libc::getuid() } == 0 {
         command.uid(config.worker_uid).gid(config.worker_uid);

@@ -75,8 +75,13 @@ pub async fn prepare(
             return Err(format!("the binary of {key} does not match its hash"));
         }
         let partial = cache.join(format!("{}.so.partial", spec.sha256));
+        // Readable by the Workers' uid, which may not be ours.
         tokio::fs::write(&partial, &bytes)
             .await
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o644))
+            })
             .and_then(|()| std::fs::rename(&partial, &path))
             .map_err(|e| format!("cannot cache the binary of {key}: {e}"))?;
     }

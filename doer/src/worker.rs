@@ -134,6 +134,16 @@ pub fn spawn(
     Ok(Handle { commands })
 }
 
+/// How a Worker's link ended.
+enum Ending {
+    /// The Admin asked for the Worker to be killed.
+    Killed,
+    /// The Executor closed its end or exited.
+    Closed,
+    /// Something went wrong on our side of the link.
+    Failed(String),
+}
+
 struct WorkerTask {
     id: WorkerId,
     run_dir: PathBuf,
@@ -169,7 +179,7 @@ impl WorkerTask {
                 }
             });
         }
-        let why = self
+        let ending = self
             .serve(
                 &mut child,
                 listener,
@@ -179,7 +189,27 @@ impl WorkerTask {
                 &events,
             )
             .await;
-        let _ = child.start_kill();
+        let why = match ending {
+            Ending::Closed => {
+                // The Executor went away by itself: give the sandbox a moment
+                // to report how (a signal, an exit code) before killing it.
+                if tokio::time::timeout(Duration::from_secs(2), child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = child.start_kill();
+                }
+                None
+            }
+            Ending::Killed => {
+                let _ = child.start_kill();
+                None
+            }
+            Ending::Failed(why) => {
+                let _ = child.start_kill();
+                Some(why)
+            }
+        };
         let status = child.wait().await;
         // Let the stderr reader catch the last lines.
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -192,8 +222,7 @@ impl WorkerTask {
         let _ = events.send((self.id, Event::Exited(reason)));
     }
 
-    /// Runs until the Worker ends; returns a reason when it is not simply
-    /// the process's exit status.
+    /// Runs until the Worker ends.
     async fn serve(
         &self,
         child: &mut Child,
@@ -202,49 +231,55 @@ impl WorkerTask {
         start_timeout: Duration,
         commands: &mut mpsc::UnboundedReceiver<Command>,
         events: &mpsc::UnboundedSender<(WorkerId, Event)>,
-    ) -> Option<String> {
+    ) -> Ending {
         let stream = tokio::select! {
             accepted = tokio::time::timeout(start_timeout, listener.accept()) => match accepted {
                 Ok(Ok((stream, _))) => stream,
-                Ok(Err(err)) => return Some(format!("cannot accept the Worker: {err}")),
-                Err(_) => return Some(format!("the Worker did not connect within {start_timeout:?}")),
+                Ok(Err(err)) => return Ending::Failed(format!("cannot accept the Worker: {err}")),
+                Err(_) => return Ending::Failed(format!("the Worker did not connect within {start_timeout:?}")),
             },
-            status = child.wait() => return status.ok().map(|s| format!("the Worker failed to start: {}", self.describe(s))),
+            status = child.wait() => return match status {
+                Ok(status) => Ending::Failed(format!("the Worker failed to start: {}", self.describe(status))),
+                Err(err) => Ending::Failed(format!("the Worker failed to start: {err}")),
+            },
             command = commands.recv() => match command {
-                Some(Command::Kill) | None => return Some("stopped before it started".into()),
-                Some(Command::Send(_)) => return Some("a message arrived before the Worker started".into()),
+                Some(Command::Kill) | None => return Ending::Failed("stopped before it started".into()),
+                Some(Command::Send(_)) => return Ending::Failed("a message arrived before the Worker started".into()),
             },
         };
         drop(listener);
+        if let Err(why) = check_peer(&stream, child.id()) {
+            return Ending::Failed(why);
+        }
         let mut link = match AsyncLink::handshake(stream, self.limits).await {
             Ok(link) => link,
-            Err(err) => return Some(format!("the Worker's handshake failed: {err}")),
+            Err(err) => return Ending::Failed(format!("the Worker's handshake failed: {err}")),
         };
         if let Err(err) = send(&mut link, &ToWorker::Load(load)).await {
-            return Some(err);
+            return Ending::Failed(err);
         }
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Send(message)) => {
                         if let Err(err) = send(&mut link, &message).await {
-                            return Some(err);
+                            return Ending::Failed(err);
                         }
                     }
-                    Some(Command::Kill) | None => return None,
+                    Some(Command::Kill) | None => return Ending::Killed,
                 },
                 received = link.recv() => match received {
                     Ok(frames) => match decode(&frames) {
                         Ok(message) => {
                             let _ = events.send((self.id, Event::Message(message)));
                         }
-                        Err(err) => return Some(format!("the Worker broke the protocol: {err}")),
+                        Err(err) => return Ending::Failed(format!("the Worker broke the protocol: {err}")),
                     },
                     // The Worker closed its end: its exit status tells why.
-                    Err(zmtp::LinkError::Io(_)) => return None,
-                    Err(err) => return Some(format!("the Worker broke the protocol: {err}")),
+                    Err(zmtp::LinkError::Io(_)) => return Ending::Closed,
+                    Err(err) => return Ending::Failed(format!("the Worker broke the protocol: {err}")),
                 },
-                _ = child.wait() => return None,
+                _ = child.wait() => return Ending::Closed,
             }
         }
     }
@@ -263,11 +298,13 @@ impl WorkerTask {
             (None, Some(code)) => format!("exited with code {code}"),
             (None, None) => "ended".to_string(),
         };
-        let last = self
-            .stderr_tail
-            .lock()
-            .ok()
-            .and_then(|tail| tail.iter().rev().find(|l| !l.trim().is_empty()).cloned());
+        // The last line that says something: not Rust's backtrace hint.
+        let last = self.stderr_tail.lock().ok().and_then(|tail| {
+            tail.iter()
+                .rev()
+                .find(|l| !l.trim().is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+                .cloned()
+        });
         if let Some(last) = last {
             text.push_str(": ");
             text.push_str(last.trim());
@@ -291,6 +328,42 @@ fn decode(frames: &[bytes::Bytes]) -> Result<FromWorker, String> {
         return Err(format!("expected one frame, got {}", frames.len()));
     };
     FromWorker::decode(frame).map_err(|e| e.to_string())
+}
+
+/// Refuses a connection from anything but a descendant of the Worker's own
+/// process: the socket directory is reachable by the Workers' uid, so
+/// another process of that uid could otherwise pose as the Worker.
+fn check_peer(stream: &tokio::net::UnixStream, child: Option<u32>) -> Result<(), String> {
+    let refused = |why: &str| {
+        Err(format!(
+            "refused a connection to the Worker's socket: {why}"
+        ))
+    };
+    let Some(child) = child else {
+        return refused("the Worker's process is gone");
+    };
+    let Some(mut pid) = stream.peer_cred().ok().and_then(|cred| cred.pid()) else {
+        return refused("the peer's process is unknown");
+    };
+    // Sandboxes add a process or two between our child and the Executor.
+    for _ in 0..6 {
+        if pid as u32 == child {
+            return Ok(());
+        }
+        match parent_of(pid) {
+            Some(parent) if parent > 1 => pid = parent,
+            _ => break,
+        }
+    }
+    refused("it does not come from the Worker's process")
+}
+
+/// The parent of a process, from `/proc/<pid>/stat`.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid …", where comm may hold spaces and parentheses.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn signal_name(signal: i32) -> String {
