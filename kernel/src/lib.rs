@@ -316,8 +316,7 @@ impl Kernel {
         for id in self.processes.due(now_ms) {
             self.expire(id, now_ms);
         }
-        for peer in self.services.expire(now) {
-            let name = self.describe(&peer);
+        for (peer, name) in self.services.expire(now) {
             tracing::warn!(instance = %name, "service instance stopped sending heartbeats");
             self.fail_dispatched(&peer, &format!("{name} stopped responding"));
         }
@@ -396,8 +395,8 @@ impl Kernel {
 
     /// A connection closed.
     pub fn on_disconnect(&mut self, peer: &Bytes) {
+        let name = self.describe(peer);
         if self.services.mark_down(peer) {
-            let name = self.describe(peer);
             tracing::warn!(instance = %name, "service instance disconnected");
             self.fail_dispatched(peer, &format!("{name} stopped while handling the request"));
         }

@@ -380,7 +380,10 @@ mod tests {
             })
             .collect();
         assert_eq!(order[0], 999);
-        assert!(order[1..].iter().all(|&i| i >= 100 && i < 999), "{order:?}");
+        assert!(
+            order[1..].iter().all(|&i| (100..999).contains(&i)),
+            "{order:?}"
+        );
     }
 
     #[test]

@@ -144,19 +144,19 @@ impl ServicesController {
     }
 
     /// Marks down every instance silent for longer than the heartbeat
-    /// timeout, and returns their connections.
-    pub fn expire(&mut self, now: Instant) -> Vec<Bytes> {
-        let silent: Vec<Bytes> = self
+    /// timeout, and returns their connections and names.
+    pub fn expire(&mut self, now: Instant) -> Vec<(Bytes, String)> {
+        let silent: Vec<(Bytes, String)> = self
             .by_name
-            .values()
-            .filter(|i| {
+            .iter()
+            .filter(|(_, i)| {
                 i.state == InstanceState::Up && now - i.last_heartbeat > self.heartbeat_timeout
             })
-            .map(|i| i.peer.clone())
+            .map(|(name, i)| (i.peer.clone(), name.clone()))
             .collect();
         silent
             .into_iter()
-            .filter(|peer| self.mark_down(peer))
+            .filter(|(peer, _)| self.mark_down(peer))
             .collect()
     }
 
@@ -303,7 +303,7 @@ mod tests {
         );
         assert_eq!(
             services.expire(start + Duration::from_millis(300)),
-            vec![a.clone()]
+            vec![(a.clone(), "doer-1".to_string())]
         );
         assert!(!services.has_up(ServiceKind::Doer));
         assert!(

@@ -147,6 +147,13 @@ macro_rules! name_type {
                 &self.0
             }
         }
+
+        // Sound: Hash and Eq are derived from the inner string.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
     };
 }
 

@@ -1,5 +1,6 @@
 //! The bounded ZMTP peer of the Worker link speaks real ZeroMQ: it exchanges
 //! messages with the `zeromq` crate's DEALER in both roles.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 
 use bytes::Bytes;
 use isms_ipc::zmtp::{AsyncLink, BlockingLink, Limits};
