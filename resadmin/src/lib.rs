@@ -26,6 +26,7 @@ use isms_ipc::{
 };
 use manifest::Manifest;
 use std::future::Future;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,8 +97,17 @@ pub async fn run(
     mut incoming: Incoming,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    for dir in [
+    // Private: the data directory above may be searchable by the Workers' uid.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(config.dir())
+        .with_context(|| format!("cannot create {}", config.dir().display()))?;
+    std::fs::set_permissions(
         config.dir(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )?;
+    for dir in [
         config.sources_dir(),
         config.binaries_dir(),
         config.cargo_home.clone(),
