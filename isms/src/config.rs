@@ -1,0 +1,415 @@
+//! The platform's configuration: built-in defaults, an optional TOML file,
+//! and `ISMS_<SECTION>_<KEY>` environment variables, in rising precedence.
+//!
+//! Every option lives in the one [`Config`] tree; the environment variable of
+//! each is derived from the defaults, so the list in `isms up --help`, the
+//! variables and the file can never drift apart.
+
+use anyhow::{Context as _, bail};
+use isms_commserver::CommServerConfig;
+use isms_control_gate::ControlGateConfig;
+use isms_doer::DoerConfig;
+use isms_doer::isolation::IsolationChoice;
+use isms_ipc::Endpoint;
+use isms_kernel::KernelConfig;
+use isms_kernel::scheduler::QueueLimits;
+use isms_resadmin::ResadminConfig;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The Control Gate.
+    pub control_gate: ControlGateSection,
+    /// The CommServer.
+    pub commserver: CommServerSection,
+    /// The kernel.
+    pub kernel: KernelSection,
+    /// The Doer.
+    pub doer: DoerSection,
+    /// Resadmin.
+    pub resadmin: ResadminSection,
+}
+
+/// `[control_gate]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlGateSection {
+    /// Dashboard, REST API and metrics.
+    pub addr: String,
+    /// Largest Doee upload, MiB.
+    pub max_upload_mb: u32,
+}
+
+impl Default for ControlGateSection {
+    fn default() -> Self {
+        ControlGateSection {
+            addr: "127.0.0.1:7780".into(),
+            max_upload_mb: 16,
+        }
+    }
+}
+
+/// `[commserver]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommServerSection {
+    /// HTTP triggers.
+    pub http_addr: String,
+    /// Largest HTTP request body, KiB.
+    pub max_body_kb: u32,
+    /// Time an invocation may wait in queues beyond the Doee's timeout, ms.
+    pub queue_allowance_ms: u32,
+}
+
+impl Default for CommServerSection {
+    fn default() -> Self {
+        CommServerSection {
+            http_addr: "127.0.0.1:7781".into(),
+            max_body_kb: 1024,
+            queue_allowance_ms: 1000,
+        }
+    }
+}
+
+/// `[kernel]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelSection {
+    /// Where services reach the kernel; empty means `ipc://<data-dir>/run/kernel.sock`.
+    pub listen: String,
+    /// Requests waiting per target service.
+    pub queue_limit: u32,
+    /// Requests waiting per target service from one project.
+    pub project_queue_limit: u32,
+    /// Silence after which a service instance is down, ms.
+    pub heartbeat_timeout_ms: u32,
+}
+
+impl Default for KernelSection {
+    fn default() -> Self {
+        KernelSection {
+            listen: String::new(),
+            queue_limit: 4096,
+            project_queue_limit: 1024,
+            heartbeat_timeout_ms: 3000,
+        }
+    }
+}
+
+/// `[doer]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DoerSection {
+    /// `auto`, `apptainer`, `bwrap` or `process`.
+    pub isolation: String,
+    /// Workers across all Doees.
+    pub max_workers: u32,
+    /// Invocations waiting for a Worker per Doee version.
+    pub queue_per_doee: u32,
+    /// Idle time before a Worker is stopped, seconds.
+    pub idle_timeout_s: u32,
+    /// The uid Workers run as when the platform runs as root.
+    pub worker_uid: u32,
+    /// Processes and threads per Worker.
+    pub worker_max_processes: u32,
+    /// Size of each Worker's private /tmp, MiB.
+    pub worker_tmp_mb: u32,
+    /// Largest output of one invocation, MiB.
+    pub max_output_mb: u32,
+}
+
+impl Default for DoerSection {
+    fn default() -> Self {
+        DoerSection {
+            isolation: "auto".into(),
+            max_workers: 64,
+            queue_per_doee: 64,
+            idle_timeout_s: 60,
+            worker_uid: isms_doer::isolation::DEFAULT_WORKER_UID,
+            worker_max_processes: 64,
+            worker_tmp_mb: 64,
+            max_output_mb: 16,
+        }
+    }
+}
+
+/// `[resadmin]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResadminSection {
+    /// Longest build, seconds.
+    pub build_timeout_s: u32,
+    /// Lifetime of a login token, hours.
+    pub token_ttl_hours: u32,
+    /// Cargo target directory shared by builds; empty means `<data-dir>/resadmin/target`.
+    pub build_target_dir: String,
+    /// `CARGO_HOME` for builds; empty means `<data-dir>/resadmin/cargo-home`.
+    pub cargo_home: String,
+}
+
+impl Default for ResadminSection {
+    fn default() -> Self {
+        ResadminSection {
+            build_timeout_s: 600,
+            token_ttl_hours: 720,
+            build_target_dir: String::new(),
+            cargo_home: String::new(),
+        }
+    }
+}
+
+/// The environment variable of an option.
+pub fn env_name(section: &str, key: &str) -> String {
+    format!("ISMS_{}_{}", section.to_uppercase(), key.to_uppercase())
+}
+
+fn defaults_table() -> toml::Table {
+    toml::Table::try_from(Config::default()).unwrap_or_default()
+}
+
+impl Config {
+    /// Loads defaults, then `file`, then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (section, keys) in defaults_table() {
+            let toml::Value::Table(keys) = keys else {
+                continue;
+            };
+            for (key, default) in keys {
+                let name = env_name(&section, &key);
+                let Ok(raw) = std::env::var(&name) else {
+                    continue;
+                };
+                let value = match default {
+                    toml::Value::Integer(_) => raw
+                        .trim()
+                        .parse::<i64>()
+                        .map(toml::Value::Integer)
+                        .map_err(|_| {
+                            anyhow::anyhow!("{name} must be a whole number (got `{raw}`)")
+                        })?,
+                    toml::Value::Boolean(_) => raw
+                        .trim()
+                        .parse::<bool>()
+                        .map(toml::Value::Boolean)
+                        .map_err(|_| {
+                            anyhow::anyhow!("{name} must be true or false (got `{raw}`)")
+                        })?,
+                    _ => toml::Value::String(raw),
+                };
+                let entry = table
+                    .entry(section.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let toml::Value::Table(entry) = entry {
+                    entry.insert(key, value);
+                }
+            }
+        }
+        let origin = file.map_or("the environment".to_string(), |p| {
+            format!("{} or the environment", p.display())
+        });
+        Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| anyhow::anyhow!("invalid configuration in {origin}: {}", e.message()))
+    }
+
+    /// Every option with its default and variable, for `isms up --help`.
+    pub fn options_help() -> String {
+        let mut out =
+            String::from("Options (in the --config TOML file, or as environment variables):\n");
+        for (section, keys) in defaults_table() {
+            let toml::Value::Table(keys) = keys else {
+                continue;
+            };
+            for (key, default) in keys {
+                let default = match default {
+                    toml::Value::String(s) if s.is_empty() => "(see docs)".to_string(),
+                    other => other.to_string(),
+                };
+                out.push_str(&format!(
+                    "  {:<34} {:<42} default {}\n",
+                    format!("{section}.{key}"),
+                    env_name(&section, &key),
+                    default
+                ));
+            }
+        }
+        out
+    }
+
+    /// The kernel's endpoint.
+    pub fn kernel_endpoint(&self, data_dir: &Path) -> anyhow::Result<Endpoint> {
+        let endpoint = if self.kernel.listen.is_empty() {
+            Endpoint::Ipc(data_dir.join("run").join("kernel.sock"))
+        } else {
+            self.kernel
+                .listen
+                .parse()
+                .map_err(|e| anyhow::anyhow!("kernel.listen: {e}"))?
+        };
+        if let Endpoint::Ipc(path) = &endpoint {
+            check_socket_path(path, "the kernel's socket")?;
+        }
+        Ok(endpoint)
+    }
+
+    /// The kernel's configuration.
+    pub fn kernel(&self, data_dir: &Path) -> anyhow::Result<KernelConfig> {
+        Ok(KernelConfig {
+            listen: self.kernel_endpoint(data_dir)?,
+            queue: QueueLimits {
+                total: self.kernel.queue_limit.max(1) as usize,
+                per_project: self.kernel.project_queue_limit.max(1) as usize,
+            },
+            heartbeat_timeout: Duration::from_millis(u64::from(
+                self.kernel.heartbeat_timeout_ms.max(500),
+            )),
+        })
+    }
+
+    /// The isolation the Doer will use.
+    pub fn isolation(&self) -> anyhow::Result<IsolationChoice> {
+        self.doer
+            .isolation
+            .parse()
+            .map_err(|e| anyhow::anyhow!("doer.isolation: {e}"))
+    }
+
+    /// The Doer's configuration.
+    pub fn doer(&self, data_dir: &Path) -> anyhow::Result<DoerConfig> {
+        let executable = std::env::current_exe().context("cannot find the isms executable")?;
+        let mut doer = DoerConfig::new(data_dir, executable);
+        doer.isolation = self.isolation()?;
+        doer.max_workers = self.doer.max_workers.max(1);
+        doer.queue_per_doee = self.doer.queue_per_doee;
+        doer.idle_timeout = Duration::from_secs(u64::from(self.doer.idle_timeout_s));
+        doer.worker_uid = self.doer.worker_uid;
+        doer.worker_max_processes = self.doer.worker_max_processes.max(1);
+        doer.worker_tmp_mb = self.doer.worker_tmp_mb.max(1);
+        doer.max_output_bytes = self.doer.max_output_mb.clamp(1, 1024) << 20;
+        // The longest Worker socket path: <data>/doer/workers/<id>/worker.sock.
+        check_socket_path(
+            &doer
+                .dir
+                .join("workers")
+                .join("18446744073709551615")
+                .join("worker.sock"),
+            "Worker sockets",
+        )?;
+        Ok(doer)
+    }
+
+    /// Resadmin's configuration.
+    pub fn resadmin(&self, data_dir: &Path) -> ResadminConfig {
+        let mut resadmin = ResadminConfig::new(data_dir);
+        resadmin.build_timeout =
+            Duration::from_secs(u64::from(self.resadmin.build_timeout_s.max(1)));
+        resadmin.token_ttl =
+            Duration::from_secs(u64::from(self.resadmin.token_ttl_hours.max(1)) * 3600);
+        if !self.resadmin.build_target_dir.is_empty() {
+            resadmin.build_target_dir = PathBuf::from(&self.resadmin.build_target_dir);
+        }
+        if !self.resadmin.cargo_home.is_empty() {
+            resadmin.cargo_home = PathBuf::from(&self.resadmin.cargo_home);
+        }
+        resadmin.archive.max_compressed = u64::from(self.control_gate.max_upload_mb) << 20;
+        resadmin
+    }
+
+    /// The CommServer's configuration.
+    pub fn commserver(&self) -> anyhow::Result<CommServerConfig> {
+        Ok(CommServerConfig {
+            http_addr: parse_addr("commserver.http_addr", &self.commserver.http_addr)?,
+            max_body_bytes: (self.commserver.max_body_kb as usize) << 10,
+            queue_allowance: Duration::from_millis(u64::from(self.commserver.queue_allowance_ms)),
+        })
+    }
+
+    /// The Control Gate's configuration.
+    pub fn control_gate(&self) -> anyhow::Result<ControlGateConfig> {
+        Ok(ControlGateConfig {
+            addr: parse_addr("control_gate.addr", &self.control_gate.addr)?,
+            max_upload_bytes: (self.control_gate.max_upload_mb as usize) << 20,
+        })
+    }
+
+    /// Checks every section, so `isms up` fails before starting anything.
+    pub fn validate(&self, data_dir: &Path) -> anyhow::Result<()> {
+        self.kernel(data_dir)?;
+        self.doer(data_dir)?;
+        self.commserver()?;
+        self.control_gate()?;
+        Ok(())
+    }
+}
+
+fn parse_addr(option: &str, value: &str) -> anyhow::Result<SocketAddr> {
+    value
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{option}: `{value}` is not an address like 127.0.0.1:7780"))
+}
+
+/// Unix socket paths are limited to 107 bytes.
+fn check_socket_path(path: &Path, what: &str) -> anyhow::Result<()> {
+    let len = path.as_os_str().len();
+    if len > 107 {
+        bail!(
+            "{what} would be at {} ({len} bytes), past the 107-byte limit of Unix socket paths: \
+             use a shorter --data-dir",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_option_has_an_env_name_in_the_help() {
+        let help = Config::options_help();
+        assert!(help.contains("control_gate.addr"));
+        assert!(help.contains("ISMS_CONTROL_GATE_ADDR"));
+        assert!(help.contains("ISMS_DOER_ISOLATION"));
+        assert!(help.contains("ISMS_COMMSERVER_HTTP_ADDR"));
+    }
+
+    #[test]
+    fn a_file_overrides_defaults_and_typos_are_refused() {
+        let dir = std::env::temp_dir().join(format!("isms-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("isms.toml");
+        std::fs::write(
+            &file,
+            "[doer]\nmax_workers = 7\n[control_gate]\naddr = \"127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.doer.max_workers, 7);
+        assert_eq!(config.control_gate.addr, "127.0.0.1:9");
+        std::fs::write(&file, "[doer]\nmax_worker = 7\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("max_worker"), "{err}");
+    }
+
+    #[test]
+    fn long_data_directories_are_refused_with_a_fix() {
+        let config = Config::default();
+        let long = PathBuf::from("/tmp").join("x".repeat(120));
+        let err = config.kernel(&long).unwrap_err().to_string();
+        assert!(err.contains("shorter --data-dir"), "{err}");
+    }
+}
