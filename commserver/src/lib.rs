@@ -28,14 +28,15 @@ pub struct CommServerConfig {
 /// The capacity the CommServer registers with (it serves no requests yet).
 pub const CAPACITY: u32 = 16;
 
-/// Serves HTTP triggers until `shutdown` or until the kernel is gone.
-pub async fn run(
+/// The CommServer with its HTTP port bound, ready to join the kernel.
+pub struct Prepared {
     config: CommServerConfig,
-    conn: Connection,
-    mut incoming: Incoming,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let routes = Arc::new(routes::Routes::default());
+    listener: tokio::net::TcpListener,
+}
+
+/// Binds the HTTP port, so a port in use fails before the CommServer tells
+/// the kernel it is up.
+pub async fn prepare(config: CommServerConfig) -> anyhow::Result<Prepared> {
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| {
@@ -45,31 +46,45 @@ pub async fn run(
             )
         })?;
     tracing::info!(addr = %config.http_addr, "HTTP triggers listening");
-    let server = http::Server::new(config, conn.clone(), routes.clone());
-    let reloads = routes.clone().keep_loaded(conn.clone());
-    tokio::pin!(shutdown);
-    tokio::pin!(reloads);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            () = &mut reloads => anyhow::bail!("the route loader stopped"),
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => server.serve(stream),
-                Err(err) => {
-                    tracing::warn!(cause = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            inbound = incoming.next() => match inbound {
-                Some(Inbound::Event(Event::DeploymentsChanged { project })) => {
-                    tracing::debug!(%project, "routes changed");
-                    routes.request_reload();
-                }
-                Some(Inbound::Request(delivery)) => {
-                    delivery.responder.reply(Err(isms_ipc::Failure::invalid("the CommServer takes no requests yet")));
-                }
-                None => anyhow::bail!("lost the kernel"),
-            },
+    Ok(Prepared { config, listener })
+}
+
+impl Prepared {
+    /// Serves HTTP triggers until `shutdown` or until the kernel is gone.
+    pub async fn serve(
+        self,
+        conn: Connection,
+        mut incoming: Incoming,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let Prepared { config, listener } = self;
+        let routes = Arc::new(routes::Routes::default());
+        let server = http::Server::new(config, conn.clone(), routes.clone());
+        let reloads = routes.clone().keep_loaded(conn.clone());
+        tokio::pin!(shutdown);
+        tokio::pin!(reloads);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                () = &mut reloads => anyhow::bail!("the route loader stopped"),
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => server.serve(stream),
+                    Err(err) => {
+                        tracing::warn!(cause = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                inbound = incoming.next() => match inbound {
+                    Some(Inbound::Event(Event::DeploymentsChanged { project })) => {
+                        tracing::debug!(%project, "routes changed");
+                        routes.request_reload();
+                    }
+                    Some(Inbound::Request(delivery)) => {
+                        delivery.responder.reply(Err(isms_ipc::Failure::invalid("the CommServer takes no requests yet")));
+                    }
+                                    None => anyhow::bail!("lost the kernel"),
+                },
+            }
         }
     }
 }

@@ -44,45 +44,60 @@ const API_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest JSON body accepted.
 const MAX_JSON: usize = 64 * 1024;
 
-/// Serves the API until `shutdown` or until the kernel is gone.
-pub async fn run(
+/// The Control Gate with its port bound, ready to join the kernel.
+pub struct Prepared {
     config: ControlGateConfig,
-    conn: Connection,
-    mut incoming: Incoming,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+    listener: tokio::net::TcpListener,
+}
+
+/// Binds the API's port, so a port in use fails before the Control Gate
+/// tells the kernel it is up.
+pub async fn prepare(config: ControlGateConfig) -> anyhow::Result<Prepared> {
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for the API on {}: {e}", config.addr))?;
     tracing::info!(addr = %config.addr, "Control Gate listening");
-    let gate = Arc::new(Gate { config, conn });
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let gate = gate.clone();
-                    tokio::spawn(async move {
-                        let service = service_fn(move |request| {
-                            let gate = gate.clone();
-                            async move { Ok::<_, std::convert::Infallible>(gate.handle(request).await) }
+    Ok(Prepared { config, listener })
+}
+
+impl Prepared {
+    /// Serves the API until `shutdown` or until the kernel is gone.
+    pub async fn serve(
+        self,
+        conn: Connection,
+        mut incoming: Incoming,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let Prepared { config, listener } = self;
+        let gate = Arc::new(Gate { config, conn });
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let gate = gate.clone();
+                        tokio::spawn(async move {
+                            let service = service_fn(move |request| {
+                                let gate = gate.clone();
+                                async move { Ok::<_, std::convert::Infallible>(gate.handle(request).await) }
+                            });
+                            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                         });
-                        let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                    });
-                }
-                Err(err) => {
-                    tracing::warn!(cause = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            inbound = incoming.next() => match inbound {
-                Some(Inbound::Request(delivery)) => {
-                    delivery.responder.reply(Err(Failure::invalid("the Control Gate takes no requests")));
-                }
-                Some(Inbound::Event(_)) => {}
-                None => anyhow::bail!("lost the kernel"),
-            },
+                    }
+                    Err(err) => {
+                        tracing::warn!(cause = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                inbound = incoming.next() => match inbound {
+                    Some(Inbound::Request(delivery)) => {
+                        delivery.responder.reply(Err(Failure::invalid("the Control Gate takes no requests")));
+                    }
+                                    Some(Inbound::Event(_)) => {}
+                    None => anyhow::bail!("lost the kernel"),
+                },
+            }
         }
     }
 }

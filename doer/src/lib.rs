@@ -73,13 +73,16 @@ impl DoerConfig {
     }
 }
 
-/// Serves invocations until `shutdown` or until the kernel is gone.
-pub async fn run(
+/// The Doer with its worker area and sandbox checked, ready to join the kernel.
+pub struct Prepared {
     config: DoerConfig,
-    conn: Connection,
-    incoming: Incoming,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+    area: area::WorkerArea,
+    isolation: Box<dyn isolation::Isolation>,
+}
+
+/// Prepares the worker area and checks the isolation backend: all that must
+/// hold before the Doer tells the kernel it is up.
+pub async fn prepare(config: DoerConfig) -> anyhow::Result<Prepared> {
     let uid = isolation::worker_uid(config.worker_uid);
     let area = area::WorkerArea::prepare(&config.dir, &config.executable, uid)?;
     let backend = config.isolation.resolve();
@@ -93,7 +96,31 @@ pub async fn run(
     }
     tracing::info!(%backend, uid, area = %area.dir.display(), "Doer ready");
     let isolation = isolation::build(backend, uid, config.worker_tmp_mb, config.sif());
-    admin::Admin::run(conn, incoming, config, area, isolation, shutdown).await
+    Ok(Prepared {
+        config,
+        area,
+        isolation,
+    })
+}
+
+impl Prepared {
+    /// Serves invocations until `shutdown` or until the kernel is gone.
+    pub async fn serve(
+        self,
+        conn: Connection,
+        incoming: Incoming,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        admin::Admin::run(
+            conn,
+            incoming,
+            self.config,
+            self.area,
+            self.isolation,
+            shutdown,
+        )
+        .await
+    }
 }
 
 /// The capacity the Doer registers with.

@@ -64,39 +64,54 @@ async fn serve(
     data_dir: &Path,
     config: &Config,
 ) -> anyhow::Result<()> {
-    if service == ServiceKind::Kernel {
-        return isms_kernel::run(config.kernel(data_dir)?, shutdown_signal()).await;
-    }
-    let capacity = match service {
-        ServiceKind::Doer => isms_doer::capacity(&config.doer(data_dir)?),
-        ServiceKind::Resadmin => isms_resadmin::CAPACITY,
-        ServiceKind::CommServer => isms_commserver::CAPACITY,
-        ServiceKind::ControlGate => isms_control_gate::CAPACITY,
-        ServiceKind::Kernel => 0,
-    };
     let endpoint = config.kernel_endpoint(data_dir)?;
+    // Each service prepares everything it needs first, and joins the kernel
+    // only once it can serve: being registered is what "up" means.
+    let join = |capacity| join(service, instance, capacity, &endpoint);
+    let shutdown = shutdown_signal();
+    match service {
+        ServiceKind::Kernel => isms_kernel::run(config.kernel(data_dir)?, shutdown).await,
+        ServiceKind::Doer => {
+            let doer = config.doer(data_dir)?;
+            let capacity = isms_doer::capacity(&doer);
+            let prepared = isms_doer::prepare(doer).await?;
+            let (conn, incoming) = join(capacity).await?;
+            prepared.serve(conn, incoming, shutdown).await
+        }
+        ServiceKind::Resadmin => {
+            let prepared = isms_resadmin::prepare(config.resadmin(data_dir)).await?;
+            let (conn, incoming) = join(isms_resadmin::CAPACITY).await?;
+            prepared.serve(conn, incoming, shutdown).await
+        }
+        ServiceKind::CommServer => {
+            let prepared = isms_commserver::prepare(config.commserver()?).await?;
+            let (conn, incoming) = join(isms_commserver::CAPACITY).await?;
+            prepared.serve(conn, incoming, shutdown).await
+        }
+        ServiceKind::ControlGate => {
+            let prepared = isms_control_gate::prepare(config.control_gate()?).await?;
+            let (conn, incoming) = join(isms_control_gate::CAPACITY).await?;
+            prepared.serve(conn, incoming, shutdown).await
+        }
+    }
+}
+
+/// Connects to the kernel and registers.
+async fn join(
+    service: ServiceKind,
+    instance: &str,
+    capacity: u32,
+    endpoint: &isms_ipc::Endpoint,
+) -> anyhow::Result<(Connection, isms_ipc::Incoming)> {
     let registration = Registration {
         service,
         instance: instance.to_string(),
         pid: std::process::id(),
         capacity,
     };
-    let (conn, incoming) = Connection::connect(&endpoint, registration, KERNEL_WAIT)
+    let joined = Connection::connect(endpoint, registration, KERNEL_WAIT)
         .await
         .with_context(|| format!("the {service} cannot join the kernel"))?;
     tracing::info!(%service, %instance, "registered with the kernel");
-    let shutdown = shutdown_signal();
-    match service {
-        ServiceKind::Doer => isms_doer::run(config.doer(data_dir)?, conn, incoming, shutdown).await,
-        ServiceKind::Resadmin => {
-            isms_resadmin::run(config.resadmin(data_dir), conn, incoming, shutdown).await
-        }
-        ServiceKind::CommServer => {
-            isms_commserver::run(config.commserver()?, conn, incoming, shutdown).await
-        }
-        ServiceKind::ControlGate => {
-            isms_control_gate::run(config.control_gate()?, conn, incoming, shutdown).await
-        }
-        ServiceKind::Kernel => Ok(()),
-    }
+    Ok(joined)
 }

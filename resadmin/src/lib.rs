@@ -90,13 +90,16 @@ struct State {
     builder: builder::Builder,
 }
 
-/// Serves until `shutdown` or until the kernel is gone.
-pub async fn run(
+/// Resadmin with its state open, ready to join the kernel.
+pub struct Prepared {
+    store: Store,
     config: ResadminConfig,
-    conn: Connection,
-    mut incoming: Incoming,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+    sdk_dir: PathBuf,
+}
+
+/// Opens the state, creates the initial admin and installs the SDK: all
+/// that must hold before Resadmin tells the kernel it is up.
+pub async fn prepare(config: ResadminConfig) -> anyhow::Result<Prepared> {
     // Private: the data directory above may be searchable by the Workers' uid.
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -127,35 +130,56 @@ pub async fn run(
     }
     create_initial_admin(&store, &config).await?;
     let sdk_dir = sdk::install(&config.dir()).context("cannot install the Doee SDK")?;
-    let builder = builder::Builder::start(
-        store.clone(),
-        conn.clone(),
-        builder::BuildConfig {
-            sdk_dir,
-            target_dir: config.build_target_dir.clone(),
-            cargo_home: config.cargo_home.clone(),
-            binaries_dir: config.binaries_dir(),
-            timeout: config.build_timeout,
-        },
-    );
-    let state = Arc::new(State {
+    Ok(Prepared {
         store,
         config,
-        builder,
-    });
-    tracing::info!("Resadmin ready");
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            inbound = incoming.next() => match inbound {
-                Some(Inbound::Request(delivery)) => {
-                    let state = state.clone();
-                    tokio::spawn(async move { state.handle(delivery).await });
-                }
-                Some(Inbound::Event(_)) => {}
-                None => anyhow::bail!("lost the kernel"),
+        sdk_dir,
+    })
+}
+
+impl Prepared {
+    /// Serves until `shutdown` or until the kernel is gone.
+    pub async fn serve(
+        self,
+        conn: Connection,
+        mut incoming: Incoming,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let Prepared {
+            store,
+            config,
+            sdk_dir,
+        } = self;
+        let builder = builder::Builder::start(
+            store.clone(),
+            conn.clone(),
+            builder::BuildConfig {
+                sdk_dir,
+                target_dir: config.build_target_dir.clone(),
+                cargo_home: config.cargo_home.clone(),
+                binaries_dir: config.binaries_dir(),
+                timeout: config.build_timeout,
             },
+        );
+        let state = Arc::new(State {
+            store,
+            config,
+            builder,
+        });
+        tracing::info!("Resadmin ready");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                inbound = incoming.next() => match inbound {
+                    Some(Inbound::Request(delivery)) => {
+                        let state = state.clone();
+                        tokio::spawn(async move { state.handle(delivery).await });
+                    }
+                                    Some(Inbound::Event(_)) => {}
+                    None => anyhow::bail!("lost the kernel"),
+                },
+            }
         }
     }
 }

@@ -1,0 +1,93 @@
+//! A Doee that misbehaves on purpose, for the sandbox tests. Its `mode`
+//! parameter picks the misdeed; `echo` is the healthy control.
+
+use doee_sdk::{Context, Doee, Error, export_doee};
+use std::fmt::Write as _;
+
+#[derive(Default)]
+struct Misbehave {
+    mode: String,
+}
+
+unsafe extern "C" {
+    fn fork() -> i32;
+}
+
+impl Doee for Misbehave {
+    fn initialize(&mut self, ctx: &mut Context) -> Result<(), Error> {
+        self.mode = ctx.param("mode").unwrap_or("echo").to_string();
+        Ok(())
+    }
+
+    fn execute(&mut self, ctx: &mut Context, input: &[u8]) -> Result<Vec<u8>, Error> {
+        match self.mode.as_str() {
+                        "echo" => Ok(input.to_vec()),
+            "respond" => {
+                ctx.set_status(201);
+                ctx.set_header("x-answer", "42");
+                ctx.set_header("content-length", "999");
+                ctx.log(doee_sdk::Level::Info, "responded");
+                Ok(format!("{} via {}", ctx.meta("method").unwrap_or("?"), ctx.meta("trigger").unwrap_or("?")).into_bytes())
+            }
+            "panic" => panic!("misbehave panics on purpose"),
+            "segfault" => {
+                // SAFETY: it is not; that is the point.
+                unsafe { std::ptr::null_mut::<u64>().write_volatile(42) };
+                Ok(Vec::new())
+            }
+            "spin" => loop {
+                std::hint::spin_loop();
+            },
+            "allocate" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    // Touch every page so the memory is really used.
+                    hoard.push(vec![1u8; 1 << 20]);
+                }
+            }
+            "fork-bomb" => loop {
+                // Every process keeps forking until the limit stops it.
+                // SAFETY: fork in a process that then only forks again.
+                unsafe { fork() };
+            },
+            // Tries to reach the address in the input (a host listener).
+            "connect" => {
+                let target = String::from_utf8_lossy(input).to_string();
+                let mut out = String::new();
+                for addr in [target.as_str(), "1.1.1.1:80"] {
+                    let result = addr
+                        .parse()
+                        .map_err(|e: std::net::AddrParseError| e.to_string())
+                        .and_then(|a| {
+                            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_millis(300))
+                                .map_err(|e| e.to_string())
+                        });
+                    let _ = writeln!(out, "{addr}: {}", match result {
+                        Ok(_) => "CONNECTED".to_string(),
+                        Err(e) => format!("refused ({e})"),
+                    });
+                }
+                Ok(out.into_bytes())
+            }
+            // Tries to write outside /tmp and to read the paths in the input.
+            "escape" => {
+                let mut out = String::new();
+                for path in ["/etc/isms-escape", "/usr/isms-escape", "/isms/escape", "/run/isms/escape", "/escape"] {
+                    let result = std::fs::write(path, b"x");
+                    let _ = writeln!(out, "write {path}: {}", if result.is_ok() { "WRITTEN" } else { "refused" });
+                }
+                let tmp = std::fs::write("/tmp/allowed", b"x").and_then(|()| std::fs::read("/tmp/allowed"));
+                let _ = writeln!(out, "write /tmp/allowed: {}", if tmp.is_ok() { "ok" } else { "FAILED" });
+                for path in String::from_utf8_lossy(input).split_whitespace() {
+                    let result = std::fs::read(path).map(|_| ()).or_else(|_| std::fs::read_dir(path).map(|_| ()));
+                    let _ = writeln!(out, "read {path}: {}", if result.is_ok() { "READ" } else { "refused" });
+                }
+                ctx.log(doee_sdk::Level::Info, "escape probes done");
+                Ok(out.into_bytes())
+            }
+            other => Err(Error::new(format!("unknown mode {other}"))),
+        }
+    }
+}
+
+export_doee!(Misbehave);

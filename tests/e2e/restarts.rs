@@ -1,0 +1,54 @@
+//! `kill -9` of a service: the supervisor restarts it, the Services
+//! Controller reports the restart, and invocations work again in seconds.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
+
+use isms_test_support::{Options, eventually};
+use std::time::{Duration, Instant};
+
+#[test]
+fn killed_services_come_back_and_are_reported() {
+    let p = Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR")).start();
+    p.login_admin();
+    p.run(&["project", "create", "ops"]);
+    p.deploy_misbehave("ops", "echo", "echo", "");
+    assert_eq!(p.trigger("/ops/echo", b"ok").status, 200);
+
+    for service in ["doer", "commserver", "resadmin"] {
+        let pid = p.pid_of(service);
+        // SAFETY: killing a process of our own platform.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let killed = Instant::now();
+        let status = eventually(
+            Duration::from_secs(15),
+            &format!("the {service} to come back"),
+            || {
+                let s = p.service(service);
+                (s["status"] == "up" && s["pid"].as_u64() != Some(u64::from(pid))).then_some(s)
+            },
+        );
+        assert!(status["restarts"].as_u64().unwrap() >= 1, "{status}");
+        eventually(Duration::from_secs(15), "invocations to work again", || {
+            let r = isms_test_support::http::try_request(
+                "POST",
+                &format!("{}/ops/echo", p.triggers),
+                &[],
+                b"ok",
+            )
+            .ok()?;
+            (r.status == 200).then_some(())
+        });
+        eprintln!(
+            "{service}: serving again {:?} after kill -9",
+            killed.elapsed()
+        );
+        assert!(
+            p.output()
+                .contains(&format!("the {service} was killed by signal 9")),
+            "the supervisor did not report the {service}'s death:\n{}",
+            p.output()
+        );
+    }
+    // The restarted Resadmin still builds and serves.
+    p.deploy_misbehave("ops", "again", "echo", "");
+    assert_eq!(p.trigger("/ops/again", b"yes").text(), "yes");
+}

@@ -1,0 +1,165 @@
+//! Misbehaving Doees fail only their own invocation, and the sandbox keeps
+//! Doees away from the network and the host.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
+
+use isms_test_support::{Options, Platform};
+use std::time::{Duration, Instant};
+
+fn platform() -> Platform {
+    Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR"))
+        .env("ISMS_DOER_WORKER_MAX_PROCESSES", "32")
+        .start()
+}
+
+fn healthy(p: &Platform) {
+    let r = p.trigger("/lab/echo", b"still here");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "still here"),
+        "the platform did not recover"
+    );
+}
+
+/// Processes of the Workers' user (uid 65534 when the tests run as root).
+fn worker_processes() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("status")).is_ok_and(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("65534"))
+            })
+        })
+        .count()
+}
+
+#[test]
+fn misbehaving_doees_fail_only_their_own_invocation() {
+    let p = platform();
+    p.login_admin();
+    p.run(&["project", "create", "lab"]);
+    p.deploy_misbehave("lab", "echo", "echo", "");
+    p.deploy_misbehave("lab", "panics", "panic", "");
+    p.deploy_misbehave("lab", "segfaults", "segfault", "");
+    p.deploy_misbehave("lab", "spins", "spin", "[resources]\ntimeout_ms = 1000\n");
+    p.deploy_misbehave("lab", "hoards", "allocate", "[resources]\nmemory_mb = 64\n");
+    p.deploy_misbehave(
+        "lab",
+        "forks",
+        "fork-bomb",
+        "[resources]\ntimeout_ms = 1500\n",
+    );
+    healthy(&p);
+
+    let cases: [(&str, u16, &str); 3] = [
+        (
+            "panics",
+            500,
+            "the Doee panicked: misbehave panics on purpose",
+        ),
+        ("segfaults", 500, "SIGSEGV"),
+        ("hoards", 500, "memory allocation"),
+    ];
+    for (doee, status, message) in cases {
+        let r = p.trigger(&format!("/lab/{doee}"), b"");
+        assert_eq!(r.status, status, "{doee}: {}", r.text());
+        let json = r.json();
+        assert!(
+            json["error"].as_str().unwrap().contains(message),
+            "{doee}: {}",
+            r.text()
+        );
+        assert_eq!(json["invocation_id"].as_str().map(str::len), Some(32));
+        healthy(&p);
+    }
+
+    let started = Instant::now();
+    let r = p.trigger("/lab/spins", b"");
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("timeout of 1000 ms"), "{}", r.text());
+    assert!(
+        took >= Duration::from_millis(1000) && took < Duration::from_millis(2500),
+        "took {took:?}"
+    );
+    healthy(&p);
+
+    // The fork bomb hits the per-Worker process limit and dies with its Worker.
+    let root = unsafe { libc::getuid() } == 0;
+    let before = worker_processes();
+    let bomb = {
+        let url = format!("{}/lab/forks", p.triggers);
+        std::thread::spawn(move || isms_test_support::http::request("POST", &url, &[], b""))
+    };
+    let mut peak = 0;
+    while !bomb.is_finished() {
+        peak = peak.max(worker_processes());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(bomb.join().unwrap().status, 504);
+    if root {
+        // 32 processes for the bomb's Worker, plus the sandbox's own.
+        assert!(
+            peak <= before + 36,
+            "the fork bomb reached {peak} processes (from {before})"
+        );
+        isms_test_support::eventually(Duration::from_secs(5), "the bomb's processes to go", || {
+            (worker_processes() <= before).then_some(())
+        });
+    } else {
+        eprintln!("not root: the process count of the Workers' uid is not checked");
+    }
+    healthy(&p);
+}
+
+#[test]
+fn the_sandbox_refuses_the_network_and_the_host() {
+    let p = platform();
+    p.login_admin();
+    p.run(&["project", "create", "lab"]);
+    p.deploy_misbehave("lab", "echo", "echo", "");
+    p.deploy_misbehave("lab", "dialer", "connect", "");
+    p.deploy_misbehave("lab", "escaper", "escape", "");
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let r = p.trigger("/lab/dialer", target.as_bytes());
+    assert_eq!(r.status, 200);
+    let report = r.text();
+    assert!(
+        !report.contains("CONNECTED"),
+        "a Doee reached the network:\n{report}"
+    );
+    let refused = |report: &str| report.lines().filter(|l| l.contains(": refused")).count();
+    assert_eq!(refused(&report), 2, "{report}");
+    assert!(listener.accept().is_err(), "the host listener was reached");
+
+    let secrets = [
+        p.data_dir.display().to_string(),
+        p.data_dir.join("resadmin/state.db").display().to_string(),
+        p.data_dir
+            .join("initial-admin-password")
+            .display()
+            .to_string(),
+        env!("CARGO_MANIFEST_DIR").to_string(),
+        "/etc/passwd".to_string(),
+    ];
+    let r = p.trigger("/lab/escaper", secrets.join(" ").as_bytes());
+    assert_eq!(r.status, 200);
+    let report = r.text();
+    assert!(
+        !report.contains("WRITTEN") && !report.contains("READ"),
+        "the sandbox leaked:\n{report}"
+    );
+    assert!(report.contains("write /tmp/allowed: ok"), "{report}");
+    assert_eq!(refused(&report), 5 + secrets.len(), "{report}");
+    healthy(&p);
+}

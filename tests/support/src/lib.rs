@@ -1,0 +1,322 @@
+//! Helpers for the end-to-end tests: a real platform (`isms up`) on free
+//! loopback ports in a private temporary directory, the real CLI against it,
+//! and a plain HTTP client. Everything is stopped and removed on drop.
+//!
+//! Tests never use the default ports or `./isms-data`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test support may panic.
+
+pub mod http;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The fixture Doees under `tests/doees`.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("doees")
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh directory under /tmp, short enough for Unix socket paths.
+pub fn temp_dir(label: &str) -> PathBuf {
+    let mut nonce = [0u8; 4];
+    getrandom::fill(&mut nonce).unwrap();
+    let dir = PathBuf::from("/tmp").join(format!("isms-{label}-{:08x}", u32::from_be_bytes(nonce)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How to start a platform.
+pub struct Options {
+    exe: PathBuf,
+    build_cache: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Options {
+    /// The `isms` binary to run and a directory where Doee builds may share
+    /// their cargo target (kept across tests to make builds fast).
+    pub fn new(exe: &str, build_cache: &str) -> Options {
+        Options {
+            exe: PathBuf::from(exe),
+            build_cache: PathBuf::from(build_cache).join("doee-builds"),
+            env: Vec::new(),
+        }
+    }
+
+    /// Sets an option through its environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Options {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts `isms up` and waits until it is healthy.
+    pub fn start(self) -> Platform {
+        let root = temp_dir("e2e");
+        let data_dir = root.join("data");
+        let (api_port, http_port) = (free_port(), free_port());
+        let mut command = Command::new(&self.exe);
+        command
+            .arg("up")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("ISMS_CONTROL_GATE_ADDR", format!("127.0.0.1:{api_port}"))
+            .env(
+                "ISMS_COMMSERVER_HTTP_ADDR",
+                format!("127.0.0.1:{http_port}"),
+            )
+            .env("ISMS_RESADMIN_BUILD_TARGET_DIR", &self.build_cache)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("cannot start isms up");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    output.lock().unwrap().push_str(&format!("{line}\n"));
+                }
+            });
+        }
+        let platform = Platform {
+            root,
+            data_dir,
+            api: format!("http://127.0.0.1:{api_port}"),
+            triggers: format!("http://127.0.0.1:{http_port}"),
+            exe: self.exe,
+            child,
+            output,
+        };
+        let started = Instant::now();
+        loop {
+            if platform.output().contains("ISMS is up.") {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                panic!("the platform did not start:\n{}", platform.output());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        platform
+    }
+}
+
+/// A running platform.
+pub struct Platform {
+    /// The test's temporary directory.
+    pub root: PathBuf,
+    /// The platform's data directory.
+    pub data_dir: PathBuf,
+    /// The Control Gate, `http://127.0.0.1:<port>`.
+    pub api: String,
+    /// The HTTP trigger base, `http://127.0.0.1:<port>`.
+    pub triggers: String,
+    exe: PathBuf,
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Platform {
+    /// What `isms up` printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// The `isms` CLI, pointed at this platform with its own config directory.
+    pub fn cli(&self) -> Command {
+        let mut command = Command::new(&self.exe);
+        command
+            .env("ISMS_URL", &self.api)
+            .env("XDG_CONFIG_HOME", self.root.join("config"))
+            .env("XDG_DATA_HOME", self.root.join("share"))
+            .env_remove("ISMS_TOKEN")
+            .current_dir(&self.root);
+        command
+    }
+
+    /// Runs the CLI and returns its output, asserting it succeeded.
+    pub fn run(&self, args: &[&str]) -> String {
+        let output = self.cli().args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "isms {} failed:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs the CLI, whatever the outcome.
+    pub fn try_run(&self, args: &[&str]) -> Output {
+        self.cli().args(args).output().unwrap()
+    }
+
+    /// `isms login` as the initial admin, the way the README shows it.
+    pub fn login_admin(&self) {
+        let password = std::fs::File::open(self.data_dir.join("initial-admin-password")).unwrap();
+        let output = self
+            .cli()
+            .args(["login", "--username", "admin", "--password-stdin"])
+            .stdin(password)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "login failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The admin's stored token.
+    pub fn token(&self) -> String {
+        let text = std::fs::read_to_string(self.root.join("config/isms/credentials.toml")).unwrap();
+        let table: toml::Table = text.parse().unwrap();
+        table["token"].as_str().unwrap().to_string()
+    }
+
+    /// POSTs to an HTTP trigger: `/<project>/<route>`.
+    pub fn trigger(&self, path: &str, body: &[u8]) -> http::Response {
+        http::request("POST", &format!("{}{path}", self.triggers), &[], body)
+    }
+
+    /// The Services Controller's view, from the API.
+    pub fn services(&self) -> serde_json::Value {
+        http::request(
+            "GET",
+            &format!("{}/api/v1/system/services", self.api),
+            &[],
+            b"",
+        )
+        .json()
+    }
+
+    /// One service instance from the Services Controller's view.
+    pub fn service(&self, name: &str) -> serde_json::Value {
+        self.services()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in the services list"))
+    }
+
+    /// Copies the `misbehave` fixture as a Doee called `name` doing `mode`,
+    /// deploys it into `project` and waits for its build.
+    pub fn deploy_misbehave(&self, project: &str, name: &str, mode: &str, extra_manifest: &str) {
+        let dir = self.root.join(format!("doee-{name}"));
+        copy_dir(&fixtures().join("misbehave"), &dir);
+        let manifest = format!(
+            "name = \"{name}\"\nlanguage = \"rust\"\n\n[params]\nmode = \"{mode}\"\n\n\
+             [[triggers.http]]\nroute = \"/{name}\"\nmethods = [\"POST\"]\n{extra_manifest}"
+        );
+        std::fs::write(dir.join("doee.toml"), manifest).unwrap();
+        self.run(&[
+            "deploy",
+            dir.to_str().unwrap(),
+            "--project",
+            project,
+            "--wait",
+        ]);
+    }
+
+    /// The pid of a service, from the Services Controller.
+    pub fn pid_of(&self, service: &str) -> u32 {
+        self.service(service)["pid"].as_u64().unwrap() as u32
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "---- isms up printed:\n{}", self.output());
+            for service in ["kernel", "resadmin", "doer", "commserver", "control-gate"] {
+                let log = std::fs::read_to_string(
+                    self.data_dir.join("logs").join(format!("{service}.log")),
+                )
+                .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let _ = writeln!(err, "---- {service}.log (last lines):");
+                for line in tail.iter().rev() {
+                    let _ = writeln!(err, "{line}");
+                }
+            }
+        }
+        if std::env::var_os("ISMS_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// Copies a directory tree (files and directories only).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() != "target" {
+                copy_dir(&entry.path(), &target);
+            }
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
