@@ -2,7 +2,14 @@
 //!
 //! Tasks (invocations) live in three queues by state: *pending* (waiting for
 //! a version to be prepared or for a Worker of their pool), *running* (on a
-//! Worker, by Worker), and *done* (the most recent ones, for status). The
+//! Worker, by Worker), and *done* (the most recent ones, for status).
+//!
+//! When every Worker of a pool is busy and the pool cannot grow, the next
+//! task is sent ahead to a busy Worker (*prefetched*): it starts the moment
+//! the current one ends, without the Worker sleeping in between. A
+//! prefetched task has provably not started until its Worker's previous
+//! `Done` arrives, so a Worker that dies or times out first hands it back to
+//! the pending queue rather than failing it. The
 //! Worker Handler part keeps one pool per Doee version: up to `concurrency`
 //! Workers, reused while warm, started on demand, reaped when idle past
 //! `idle_timeout` down to `min_warm`.
@@ -107,6 +114,8 @@ pub struct Admin {
     pending: HashMap<VersionKey, VecDeque<Task>>,
     /// The running queue: tasks on a Worker.
     running: HashMap<WorkerId, Task>,
+    /// Tasks sent ahead to a busy Worker, which starts them next.
+    prefetched: HashMap<WorkerId, Task>,
     /// The done queue: the most recent finished tasks.
     done: VecDeque<Finished>,
     timeouts: BTreeSet<(Instant, WorkerId)>,
@@ -139,6 +148,7 @@ impl Admin {
             workers: HashMap::new(),
             pending: HashMap::new(),
             running: HashMap::new(),
+            prefetched: HashMap::new(),
             done: VecDeque::new(),
             timeouts: BTreeSet::new(),
             newest: HashMap::new(),
@@ -291,9 +301,47 @@ impl Admin {
             let starting = self.count(key, |s| s == WorkerState::Starting);
             let waiting = self.pending.get(key).map_or(0, VecDeque::len);
             if starting >= waiting || !self.spawn_worker(key) {
+                if starting == 0 {
+                    self.prefetch(key);
+                }
                 return;
             }
         }
+    }
+
+    /// Sends the next pending tasks ahead to busy Workers that have none.
+    fn prefetch(&mut self, key: &VersionKey) {
+        let Some(pool) = self.pools.get(key) else {
+            return;
+        };
+        let busy: Vec<WorkerId> = pool
+            .workers
+            .iter()
+            .copied()
+            .filter(|id| {
+                !self.prefetched.contains_key(id)
+                    && matches!(
+                        self.workers.get(id).map(|w| w.state),
+                        Some(WorkerState::Busy { .. })
+                    )
+            })
+            .collect();
+        for id in busy {
+            let Some(task) = self.pending.get_mut(key).and_then(VecDeque::pop_front) else {
+                return;
+            };
+            let Some(worker) = self.workers.get(&id) else {
+                continue;
+            };
+            worker.handle.send(execute(&task));
+            self.prefetched.insert(id, task);
+        }
+    }
+
+    /// Puts a task that never started back at the head of its queue.
+    fn requeue(&mut self, task: Task) {
+        let key = task.key.clone();
+        self.pending.entry(key).or_default().push_front(task);
     }
 
     fn idle_worker(&self, key: &VersionKey) -> Option<WorkerId> {
@@ -442,13 +490,25 @@ impl Admin {
             fresh: worker.fresh,
         };
         worker.fresh = false;
-        worker
-            .handle
-            .send(ToWorker::Execute(isms_ipc::worker::Execute {
-                id: task.id,
-                trigger: task.trigger.clone(),
-                input: task.input.clone(),
-            }));
+        worker.handle.send(execute(&task));
+        self.timeouts.insert((now + timeout, id));
+        self.running.insert(id, task);
+    }
+
+    /// Makes a busy Worker's prefetched task its running one.
+    fn promote(&mut self, id: WorkerId, task: Task) {
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return self.requeue(task);
+        };
+        let Some(VersionState::Ready(prepared)) = self.versions.get(&task.key) else {
+            return self.requeue(task);
+        };
+        let now = Instant::now();
+        let timeout = Duration::from_millis(u64::from(prepared.resources.timeout_ms));
+        worker.state = WorkerState::Busy {
+            started: now,
+            fresh: false,
+        };
         self.timeouts.insert((now + timeout, id));
         self.running.insert(id, task);
     }
@@ -533,6 +593,13 @@ impl Admin {
             run_us: run.as_micros() as u64,
         };
         self.finish(task, outcome, run);
+        if let Some(next) = self.prefetched.remove(&id) {
+            if done.panicked {
+                self.requeue(next);
+            } else {
+                self.promote(id, next);
+            }
+        }
         self.schedule(&key);
     }
 
@@ -545,6 +612,9 @@ impl Admin {
             pool.workers.retain(|&w| w != id);
         }
         self.timeouts.retain(|&(_, w)| w != id);
+        if let Some(next) = self.prefetched.remove(&id) {
+            self.requeue(next);
+        }
         if let Some(task) = self.running.remove(&id) {
             let (fresh, run) = match worker.state {
                 WorkerState::Busy { started, fresh } => (fresh, started.elapsed()),
@@ -587,11 +657,16 @@ impl Admin {
             };
             worker.state = WorkerState::Stopping;
             worker.handle.kill();
+            let key = worker.key.clone();
+            if let Some(next) = self.prefetched.remove(&id) {
+                self.requeue(next);
+            }
             let after_ms = match self.versions.get(&task.key) {
                 Some(VersionState::Ready(p)) => p.resources.timeout_ms,
                 _ => run.as_millis() as u32,
             };
             self.fail(task, DoeeFailure::TimedOut { after_ms }, fresh, run);
+            self.schedule(&key);
         }
     }
 
@@ -688,6 +763,14 @@ impl Admin {
         task.responder
             .reply(Ok(Reply::Doer(doer::Reply::Invoke(outcome))));
     }
+}
+
+fn execute(task: &Task) -> ToWorker {
+    ToWorker::Execute(isms_ipc::worker::Execute {
+        id: task.id,
+        trigger: task.trigger.clone(),
+        input: task.input.clone(),
+    })
 }
 
 async fn sleep_until(at: Option<Instant>) {

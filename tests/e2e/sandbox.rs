@@ -119,6 +119,36 @@ fn misbehaving_doees_fail_only_their_own_invocation() {
     healthy(&p);
 }
 
+/// With one Worker, a second invocation is sent ahead to the busy Worker.
+/// When that Worker crashes on the first, the second never started: it must
+/// run on a new Worker, not fail with the first.
+#[test]
+fn work_sent_ahead_to_a_crashing_worker_runs_elsewhere() {
+    let p = platform();
+    p.login_admin();
+    p.run(&["project", "create", "lab"]);
+    p.deploy_misbehave(
+        "lab",
+        "fragile",
+        "by-input",
+        "[resources]\nconcurrency = 1\nmin_warm = 1\n",
+    );
+    assert_eq!(p.trigger("/lab/fragile", b"warm").text(), "warm");
+    let url = format!("{}/lab/fragile", p.triggers);
+    let first = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            isms_test_support::http::request("POST", &url, &[], b"crash-after:400")
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let second = isms_test_support::http::request("POST", &url, &[], b"survivor");
+    let first = first.join().unwrap();
+    assert_eq!(first.status, 500, "{}", first.text());
+    assert!(first.text().contains("SIGSEGV"), "{}", first.text());
+    assert_eq!((second.status, second.text().as_str()), (200, "survivor"));
+}
+
 #[test]
 fn the_sandbox_refuses_the_network_and_the_host() {
     let p = platform();

@@ -21,7 +21,27 @@ impl Doee for Misbehave {
 
     fn execute(&mut self, ctx: &mut Context, input: &[u8]) -> Result<Vec<u8>, Error> {
         match self.mode.as_str() {
-                        "echo" => Ok(input.to_vec()),
+                                                "echo" => Ok(input.to_vec()),
+            // The input picks: `crash-after:<ms>` works, then segfaults;
+            // anything else is echoed.
+            "by-input" => {
+                let text = String::from_utf8_lossy(input).to_string();
+                if let Some(ms) = text.strip_prefix("crash-after:") {
+                    std::thread::sleep(std::time::Duration::from_millis(ms.parse()?));
+                    // SAFETY: it is not; that is the point.
+                    unsafe { std::ptr::null_mut::<u64>().write_volatile(42) };
+                }
+                Ok(input.to_vec())
+            }
+            // Busy for `work_us` microseconds, then echoes: a Doee with a cost.
+            "work" => {
+                let work_us: u64 = ctx.param("work_us").unwrap_or("100").parse()?;
+                let until = std::time::Instant::now() + std::time::Duration::from_micros(work_us);
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                Ok(input.to_vec())
+            }
             "respond" => {
                 ctx.set_status(201);
                 ctx.set_header("x-answer", "42");
