@@ -172,7 +172,7 @@ impl Inner {
                 );
             }
         };
-        let id = InvocationId::random();
+        let id = InvocationId::generate();
         let timeout =
             Duration::from_millis(u64::from(found.timeout_ms)) + self.config.queue_allowance;
         let scope = Scope {

@@ -351,7 +351,7 @@ impl Gate {
                 format!("`{doee}` has no version that built successfully yet"),
             )
         })?;
-        let id = InvocationId::random();
+        let id = InvocationId::generate();
         let outcome = self
             .conn
             .call(

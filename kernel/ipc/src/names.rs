@@ -251,12 +251,25 @@ pub struct MessageId(pub u64);
 pub struct InvocationId(pub u128);
 
 impl InvocationId {
-    /// A fresh random id.
-    pub fn random() -> InvocationId {
-        let mut bytes = [0u8; 16];
-        // An all-zero id is still unique enough to serve if the OS RNG fails.
-        let _ = getrandom::fill(&mut bytes);
-        InvocationId(u128::from_be_bytes(bytes))
+    /// A fresh id: a random 64-bit prefix drawn once per process, then a
+    /// counter. Unique across processes and restarts without a system call
+    /// per invocation (on the hot path); not secret, which nothing needs:
+    /// reading an invocation checks the reader's rights.
+    pub fn generate() -> InvocationId {
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static PREFIX: OnceLock<u64> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = *PREFIX.get_or_init(|| {
+            let mut bytes = [0u8; 8];
+            // Fall back to the clock and pid if the OS has no randomness.
+            if getrandom::fill(&mut bytes).is_err() {
+                bytes = (now_ms() ^ u64::from(std::process::id()) << 40).to_be_bytes();
+            }
+            u64::from_be_bytes(bytes)
+        });
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        InvocationId(u128::from(prefix) << 64 | u128::from(count))
     }
 }
 
@@ -302,8 +315,9 @@ mod tests {
 
     #[test]
     fn invocation_ids_round_trip_as_hex() {
-        let id = InvocationId::random();
+        let id = InvocationId::generate();
         assert_eq!(id.to_string().parse::<InvocationId>().unwrap(), id);
+        assert_ne!(InvocationId::generate(), id);
         assert!("xyz".parse::<InvocationId>().is_err());
     }
 }
