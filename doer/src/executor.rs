@@ -221,8 +221,7 @@ struct Host {
     ctx: Ctx,
     link: Link,
     params: HashMap<CString, CString>,
-    fixed_meta: Vec<(CString, CString)>,
-    meta: HashMap<CString, CString>,
+    meta: Meta,
     output: Vec<u8>,
     output_overflow: bool,
     status: Option<u16>,
@@ -265,12 +264,7 @@ impl Host {
                 .iter()
                 .map(|(k, v)| (cstring(k), cstring(v)))
                 .collect(),
-            fixed_meta: vec![
-                (cstring("project"), cstring(load.project.as_str())),
-                (cstring("doee"), cstring(load.doee.as_str())),
-                (cstring("version"), cstring(&load.version.to_string())),
-            ],
-            meta: HashMap::new(),
+            meta: Meta::new(load),
             output: Vec::new(),
             output_overflow: false,
             status: None,
@@ -303,29 +297,7 @@ impl Host {
         self.headers.clear();
         self.logs.clear();
         self.error = None;
-        self.meta.clear();
-        self.meta.extend(self.fixed_meta.iter().cloned());
-        let Some((id, trigger)) = invocation else {
-            return;
-        };
-        let mut put = |k: &str, v: &str| {
-            self.meta.insert(cstring(k), cstring(v));
-        };
-        put("invocation_id", id);
-        put("trigger", trigger.as_str());
-        match trigger {
-            Trigger::Http {
-                method,
-                path,
-                query,
-            } => {
-                put("method", method);
-                put("path", path);
-                put("query", query);
-            }
-            Trigger::Mqtt { topic } => put("topic", topic),
-            Trigger::Cli => {}
-        }
+        self.meta.begin(invocation);
     }
 
     fn finish(&mut self, code: c_int) -> Done {
@@ -368,6 +340,77 @@ impl Host {
     }
 }
 
+/// The facts `meta()` answers, in NUL-terminated buffers reused from one
+/// invocation to the next, so an invocation allocates nothing for them.
+struct Meta {
+    values: [Vec<u8>; Meta::KEYS.len()],
+    set: [bool; Meta::KEYS.len()],
+}
+
+impl Meta {
+    const KEYS: [&'static str; 9] = [
+        "project",
+        "doee",
+        "version",
+        "invocation_id",
+        "trigger",
+        "method",
+        "path",
+        "query",
+        "topic",
+    ];
+    /// Keys before this index hold for the Worker's whole life.
+    const FIXED: usize = 3;
+
+    fn new(load: &Load) -> Meta {
+        let mut meta = Meta {
+            values: Default::default(),
+            set: [false; Meta::KEYS.len()],
+        };
+        meta.put(0, load.project.as_str());
+        meta.put(1, load.doee.as_str());
+        meta.put(2, &load.version.to_string());
+        meta
+    }
+
+    fn put(&mut self, index: usize, value: &str) {
+        let buffer = &mut self.values[index];
+        buffer.clear();
+        // C strings end at the first NUL.
+        buffer.extend(value.bytes().take_while(|&b| b != 0));
+        buffer.push(0);
+        self.set[index] = true;
+    }
+
+    fn begin(&mut self, invocation: Option<(&str, &Trigger)>) {
+        self.set[Meta::FIXED..].fill(false);
+        let Some((id, trigger)) = invocation else {
+            return;
+        };
+        self.put(3, id);
+        self.put(4, trigger.as_str());
+        match trigger {
+            Trigger::Http {
+                method,
+                path,
+                query,
+            } => {
+                self.put(5, method);
+                self.put(6, path);
+                self.put(7, query);
+            }
+            Trigger::Mqtt { topic } => self.put(8, topic),
+            Trigger::Cli => {}
+        }
+    }
+
+    /// The NUL-terminated value of `key`, if set for this invocation.
+    fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        let index = Meta::KEYS.iter().position(|k| k.as_bytes() == key)?;
+        self.set[index].then(|| self.values[index].as_slice())
+    }
+}
+
 /// # Safety
 /// `ctx` is the context the Executor passed to the Doee.
 unsafe fn host<'a>(ctx: *mut Ctx) -> &'a mut Host {
@@ -402,7 +445,10 @@ unsafe extern "C" fn host_meta(ctx: *mut Ctx, key: *const c_char) -> *const c_ch
     }
     // SAFETY: ABI contract.
     let (host, key) = unsafe { (host(ctx), CStr::from_ptr(key)) };
-    host.meta.get(key).map_or(std::ptr::null(), |v| v.as_ptr())
+    host.meta
+        .get(key.to_bytes())
+        .map_or(std::ptr::null(), <[u8]>::as_ptr)
+        .cast()
 }
 
 unsafe extern "C" fn host_output(ctx: *mut Ctx, data: *const u8, len: usize) {
