@@ -44,6 +44,9 @@ pub struct KernelConfig {
     pub heartbeat_timeout: Duration,
 }
 
+/// How often silent instances are looked for when nothing else is due.
+const HEARTBEAT_CHECK: Duration = Duration::from_millis(250);
+
 /// A send that takes longer than this means the peer stopped reading; the
 /// message is dropped rather than stalling every other peer.
 const SEND_TIMEOUT: Duration = Duration::from_millis(200);
@@ -310,6 +313,19 @@ impl Kernel {
         }
     }
 
+    /// When [`Kernel::on_tick`] must next run: the earliest deadline, or the
+    /// next heartbeat check, whichever comes first.
+    pub fn next_tick(&self, now: Instant) -> Instant {
+        let heartbeat_check = now + HEARTBEAT_CHECK;
+        match self.processes.next_due() {
+            Some(due) => {
+                let wait = Duration::from_millis(due.saturating_sub(now_ms()));
+                (now + wait).min(heartbeat_check)
+            }
+            None => heartbeat_check,
+        }
+    }
+
     /// Handles the passage of time: deadlines and silent instances.
     pub fn on_tick(&mut self, now: Instant) {
         let now_ms = now_ms();
@@ -503,8 +519,9 @@ pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> an
     tracing::info!(endpoint = %config.listen, "kernel listening");
     let (mut send_half, mut recv_half) = socket.split();
     let mut kernel = Kernel::new(config.queue, config.heartbeat_timeout);
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Sleep until something is due rather than ticking: an idle kernel
+    // wakes four times a second, not a hundred.
+    let mut next_tick = Instant::now() + HEARTBEAT_CHECK;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -526,8 +543,11 @@ pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> an
                     kernel.on_disconnect(&Bytes::from(Vec::from(peer)));
                 }
             }
-            _ = tick.tick() => kernel.on_tick(Instant::now()),
+                        _ = tokio::time::sleep_until(next_tick.into()) => {
+                kernel.on_tick(Instant::now());
+            }
         }
+        next_tick = kernel.next_tick(Instant::now());
         let outgoing: Vec<Outgoing> = kernel.drain_outbox().collect();
         for (peer, [header, body]) in outgoing {
             let message = match ZmqMessage::try_from(vec![peer.clone(), header, body]) {

@@ -121,6 +121,11 @@ impl ProcessTable {
             .collect()
     }
 
+    /// The earliest deadline indexed (ms since the epoch).
+    pub fn next_due(&self) -> Option<u64> {
+        self.deadlines.first().map(|&(due, _)| due)
+    }
+
     /// The ids dispatched to `peer` (running or orphaned).
     pub fn dispatched_to(&self, peer: &Bytes) -> Vec<ProcessId> {
         self.records
