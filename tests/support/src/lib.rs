@@ -161,6 +161,11 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// The pid of `isms up`.
+    pub fn supervisor_pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What `isms up` printed so far.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
@@ -247,12 +252,26 @@ impl Platform {
     }
 
     /// Copies the `misbehave` fixture as a Doee called `name` doing `mode`,
-    /// deploys it into `project` and waits for its build.
+    /// deploys it into `project` and waits for its build. `extra_manifest`
+    /// is appended to the manifest (a `[resources]` table, say); extra
+    /// parameters go in `params` as TOML lines.
     pub fn deploy_misbehave(&self, project: &str, name: &str, mode: &str, extra_manifest: &str) {
+        self.deploy_misbehave_with(project, name, mode, "", extra_manifest);
+    }
+
+    /// As [`Platform::deploy_misbehave`], with extra `[params]` lines.
+    pub fn deploy_misbehave_with(
+        &self,
+        project: &str,
+        name: &str,
+        mode: &str,
+        params: &str,
+        extra_manifest: &str,
+    ) {
         let dir = self.root.join(format!("doee-{name}"));
         copy_dir(&fixtures().join("misbehave"), &dir);
         let manifest = format!(
-            "name = \"{name}\"\nlanguage = \"rust\"\n\n[params]\nmode = \"{mode}\"\n\n\
+            "name = \"{name}\"\nlanguage = \"rust\"\n\n[params]\nmode = \"{mode}\"\n{params}\n\
              [[triggers.http]]\nroute = \"/{name}\"\nmethods = [\"POST\"]\n{extra_manifest}"
         );
         std::fs::write(dir.join("doee.toml"), manifest).unwrap();
