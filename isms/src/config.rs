@@ -234,9 +234,11 @@ impl Config {
                 continue;
             };
             for (key, default) in keys {
-                let default = match default {
-                    toml::Value::String(s) if s.is_empty() => "(see docs)".to_string(),
-                    other => other.to_string(),
+                let default = match (section.as_str(), key.as_str(), default) {
+                    ("kernel", "listen", _) => "ipc://<data-dir>/run/kernel.sock".to_string(),
+                    ("resadmin", "build_target_dir", _) => "<data-dir>/resadmin/target".to_string(),
+                    ("resadmin", "cargo_home", _) => "<data-dir>/resadmin/cargo-home".to_string(),
+                    (_, _, other) => other.to_string(),
                 };
                 out.push_str(&format!(
                     "  {:<34} {:<42} default {}\n",

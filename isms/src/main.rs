@@ -11,8 +11,6 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    #[command(flatten)]
-    api: ApiArgs,
 }
 
 #[derive(Subcommand)]
@@ -27,13 +25,18 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Show every service instance, its health, load and restarts.
-    Status,
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Log in to a platform and keep the token.
     Login(cli::login::LoginArgs),
     /// Create or list projects.
     Project {
         #[command(subcommand)]
         command: cli::project::ProjectCommand,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Create a new Doee from a template, with a test.
     New(cli::new::NewArgs),
@@ -78,7 +81,6 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let api = cli.api;
     let runtime = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -104,11 +106,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config_file: config.map(|c| absolute(&c)).transpose()?,
         })?,
         Command::New(args) => cli::new::run(args)?,
-        Command::Status => runtime()?.block_on(cli::status::run(&api))?,
+        Command::Status { api } => runtime()?.block_on(cli::status::run(&api))?,
         Command::Login(args) => runtime()?.block_on(cli::login::run(args))?,
-        Command::Project { command } => runtime()?.block_on(cli::project::run(command, &api))?,
-        Command::Deploy(args) => runtime()?.block_on(cli::deploy::run(args, &api))?,
-        Command::Invoke(args) => runtime()?.block_on(cli::invoke::run(args, &api))?,
+        Command::Project { command, api } => {
+            runtime()?.block_on(cli::project::run(command, &api))?
+        }
+        Command::Deploy(args) => runtime()?.block_on(cli::deploy::run(args))?,
+        Command::Invoke(args) => runtime()?.block_on(cli::invoke::run(args))?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,10 +18,12 @@ pub struct DeployArgs {
     /// Wait for the build, showing its progress.
     #[arg(long)]
     pub wait: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 /// Uploads the directory; with `--wait`, follows the build to its end.
-pub async fn run(args: DeployArgs, api: &ApiArgs) -> anyhow::Result<()> {
+pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let manifest_path = args.dir.join(manifest::FILE);
     let text = std::fs::read_to_string(&manifest_path).with_context(|| {
         format!(
@@ -34,7 +36,7 @@ pub async fn run(args: DeployArgs, api: &ApiArgs) -> anyhow::Result<()> {
     let manifest = Manifest::parse(&text)?;
     let archive = isms_resadmin::archive::pack(&args.dir)
         .with_context(|| format!("cannot pack {}", args.dir.display()))?;
-    let api = Api::new(api)?;
+    let api = Api::new(&args.api)?;
     let deployed = api
         .post_bytes(
             &format!("/api/v1/projects/{}/doees", args.project),

@@ -13,10 +13,12 @@ pub struct InvokeArgs {
     /// The input: text, or `@file` to read a file (`@-` for standard input).
     #[arg(short = 'd', long = "data")]
     pub data: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 /// Runs the Doee once and prints its output.
-pub async fn run(args: InvokeArgs, api: &ApiArgs) -> anyhow::Result<()> {
+pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
     let Some((project, doee)) = args.target.split_once('/') else {
         bail!("expected <project>/<doee>, got `{}`", args.target);
     };
@@ -32,7 +34,7 @@ pub async fn run(args: InvokeArgs, api: &ApiArgs) -> anyhow::Result<()> {
             None => data.as_bytes().to_vec(),
         },
     };
-    let api = Api::new(api)?;
+    let api = Api::new(&args.api)?;
     let response = api
         .post_raw(
             &format!("/api/v1/projects/{project}/doees/{doee}/invoke"),

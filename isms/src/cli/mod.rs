@@ -18,10 +18,10 @@ use credentials::Credentials;
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ApiArgs {
     /// The Control Gate's URL [default: from `isms login`, else http://127.0.0.1:7780]
-    #[arg(long, env = "ISMS_URL", global = true)]
+    #[arg(long, env = "ISMS_URL")]
     pub url: Option<String>,
     /// A bearer token [default: from `isms login`]
-    #[arg(long, env = "ISMS_TOKEN", global = true, hide_env_values = true)]
+    #[arg(long, env = "ISMS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 

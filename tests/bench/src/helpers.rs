@@ -42,6 +42,17 @@ pub fn bare_server(port: u16, body: String) -> anyhow::Result<()> {
     })
 }
 
+/// Echoes 64-byte blocks on a Unix socket until it closes.
+pub fn handoff_echo(socket: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    let mut buf = [0u8; 64];
+    while stream.read_exact(&mut buf).is_ok() {
+        stream.write_all(&buf)?;
+    }
+    Ok(())
+}
+
 /// Registers as a Doer and answers every invocation with its input.
 pub fn kernel_echo(endpoint: &str) -> anyhow::Result<()> {
     let endpoint: Endpoint = endpoint.parse().map_err(anyhow::Error::msg)?;

@@ -50,6 +50,9 @@ enum Scenario {
     Kernel(Shape),
     /// A light project's latency while another floods.
     Fairness(Shape),
+    /// The machine's floor: a round trip between two processes over a Unix
+    /// socket, with no platform at all.
+    Handoff(Shape),
     /// QoS 1 messages through a Doee (not available yet).
     Mqtt(Shape),
     /// A Doee doing SQL (not available yet).
@@ -71,6 +74,11 @@ enum Scenario {
         shape: Shape,
     },
     #[command(hide = true)]
+    HandoffEcho {
+        #[arg(long)]
+        socket: PathBuf,
+    },
+    #[command(hide = true)]
     KernelEcho {
         #[arg(long)]
         endpoint: String,
@@ -84,6 +92,8 @@ fn main() {
     let result = match cli.scenario {
         Scenario::BareServer { port, body } => helpers::bare_server(port, body).map(|()| None),
         Scenario::KernelEcho { endpoint } => helpers::kernel_echo(&endpoint).map(|()| None),
+        Scenario::HandoffEcho { socket } => helpers::handoff_echo(&socket).map(|()| None),
+        Scenario::Handoff(shape) => handoff(shape).map(Some),
         Scenario::Load { url, shape } => load_only(&url, shape).map(Some),
         Scenario::Mqtt(_) => Err(anyhow::anyhow!(
             "the mqtt scenario needs the MQTT triggers, which this version of ISMS does not have yet"
@@ -135,6 +145,9 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn run(scenario: Scenario) -> anyhow::Result<serde_json::Value> {
+    if let Scenario::Handoff(shape) = scenario {
+        return handoff(shape);
+    }
     let isms = build_isms()?;
     match scenario {
         Scenario::HttpWarm(shape) => http_warm(&isms, shape),
@@ -534,6 +547,39 @@ fn fairness(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
         "heavy_p99_us": heavy.percentile(99.0),
         "light_errors": light.errors,
         "heavy_errors": heavy.errors,
+    }))
+}
+
+/// Round trips of 64 bytes between this process and a child echoing them.
+fn handoff(shape: Shape) -> anyhow::Result<serde_json::Value> {
+    use std::io::{Read, Write};
+    let dir = temp_dir("bench-handoff");
+    let path = dir.join("echo.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path)?;
+    let mut child = spawn_self(&[
+        "handoff-echo",
+        "--socket",
+        path.to_str().unwrap_or_default(),
+    ])?;
+    let (mut stream, _) = listener.accept()?;
+    let mut buf = [0u8; 64];
+    let mut latencies = Vec::new();
+    let end = Instant::now() + Duration::from_secs(shape.duration.clamp(1, 10));
+    while Instant::now() < end {
+        let started = Instant::now();
+        stream.write_all(&buf)?;
+        stream.read_exact(&mut buf)?;
+        latencies.push(started.elapsed().as_micros() as u32);
+    }
+    drop(stream);
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    latencies.sort_unstable();
+    Ok(json!({
+        "scenario": "handoff",
+        "round_trips": latencies.len(),
+        "p50_us": latencies[latencies.len() / 2],
+        "p99_us": latencies[latencies.len() * 99 / 100],
     }))
 }
 

@@ -79,6 +79,15 @@ impl Options {
 
     /// Starts `isms up` and waits until it is healthy.
     pub fn start(self) -> Platform {
+        let isolation_chosen = self.env.iter().any(|(k, _)| k == "ISMS_DOER_ISOLATION");
+        let has_bwrap = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| dir.join("bwrap").is_file())
+        });
+        assert!(
+            isolation_chosen || has_bwrap,
+            "bubblewrap is not installed, and the tests run Doees in real sandboxes: \
+             apt-get install bubblewrap (or run .ci/run, which installs what the tests need)"
+        );
         let root = temp_dir("e2e");
         let data_dir = root.join("data");
         let (api_port, http_port) = (free_port(), free_port());
