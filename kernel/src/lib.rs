@@ -63,6 +63,9 @@ pub struct Kernel {
     outbox: Vec<Outgoing>,
     started_ms: u64,
     routed: u64,
+    /// When silent instances are next looked for. Absolute, so a steady
+    /// stream of messages cannot keep postponing it.
+    next_check: Instant,
 }
 
 impl Kernel {
@@ -76,6 +79,7 @@ impl Kernel {
             outbox: Vec::new(),
             started_ms: now_ms(),
             routed: 0,
+            next_check: Instant::now() + HEARTBEAT_CHECK,
         }
     }
 
@@ -316,13 +320,12 @@ impl Kernel {
     /// When [`Kernel::on_tick`] must next run: the earliest deadline, or the
     /// next heartbeat check, whichever comes first.
     pub fn next_tick(&self, now: Instant) -> Instant {
-        let heartbeat_check = now + HEARTBEAT_CHECK;
         match self.processes.next_due() {
             Some(due) => {
                 let wait = Duration::from_millis(due.saturating_sub(now_ms()));
-                (now + wait).min(heartbeat_check)
+                (now + wait).min(self.next_check)
             }
-            None => heartbeat_check,
+            None => self.next_check,
         }
     }
 
@@ -332,6 +335,10 @@ impl Kernel {
         for id in self.processes.due(now_ms) {
             self.expire(id, now_ms);
         }
+        if now < self.next_check {
+            return;
+        }
+        self.next_check = now + HEARTBEAT_CHECK;
         for (peer, name) in self.services.expire(now) {
             tracing::warn!(instance = %name, "service instance stopped sending heartbeats");
             self.fail_dispatched(&peer, &format!("{name} stopped responding"));
@@ -563,6 +570,9 @@ pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> an
                 Err(_) => tracing::warn!("a peer stopped reading; dropped a message for it"),
             }
         }
+    }
+    if let Endpoint::Ipc(path) = &config.listen {
+        let _ = std::fs::remove_file(path);
     }
     tracing::info!("kernel stopped");
     Ok(())

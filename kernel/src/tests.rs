@@ -319,3 +319,26 @@ fn events_reach_every_other_instance() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, peer(COMM));
 }
+
+/// Traffic must not postpone the check for silent instances: the next tick
+/// stays at or before the absolute check time however often it is asked.
+#[test]
+fn messages_do_not_postpone_the_heartbeat_check() {
+    let mut k = setup();
+    let first = k.next_tick(Instant::now());
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(60));
+        send(
+            &mut k,
+            DOER,
+            Message {
+                envelope: envelope(0, ServiceKind::Doer, None, 0),
+                body: Body::Control(Control::Heartbeat(Default::default())),
+            },
+        );
+        assert!(
+            k.next_tick(Instant::now()) <= first,
+            "the check was postponed"
+        );
+    }
+}

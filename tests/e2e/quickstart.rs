@@ -133,3 +133,18 @@ fn invoking_follows_the_http_contract() {
     );
     assert!(statuses.contains(&504), "{statuses:?}");
 }
+
+/// `kernel.listen = "tcp://…"`: services reach the kernel over TCP.
+#[test]
+fn the_kernel_can_listen_on_tcp() {
+    let port = isms_test_support::free_port();
+    let p = Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR"))
+        .env("ISMS_KERNEL_LISTEN", &format!("tcp://127.0.0.1:{port}"))
+        .start();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    p.login_admin();
+    p.run(&["project", "create", "net"]);
+    p.deploy_misbehave("net", "echo", "echo", "");
+    let r = p.trigger("/net/echo", b"over tcp");
+    assert_eq!((r.status, r.text().as_str()), (200, "over tcp"));
+}

@@ -52,3 +52,49 @@ fn killed_services_come_back_and_are_reported() {
     p.deploy_misbehave("ops", "again", "echo", "");
     assert_eq!(p.trigger("/ops/again", b"yes").text(), "yes");
 }
+
+/// A Doer that stops answering (frozen, not dead) is marked down after its
+/// heartbeats stop; invocations then answer 503 instead of waiting forever,
+/// and service resumes once it wakes up and registers again.
+#[test]
+fn a_silent_doer_is_marked_down_and_comes_back() {
+    let p = Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR"))
+        .env("ISMS_KERNEL_HEARTBEAT_TIMEOUT_MS", "1000")
+        .env("ISMS_COMMSERVER_QUEUE_ALLOWANCE_MS", "300")
+        .start();
+    p.login_admin();
+    p.run(&["project", "create", "ops"]);
+    p.deploy_misbehave("ops", "echo", "echo", "[resources]\ntimeout_ms = 500\n");
+    assert_eq!(p.trigger("/ops/echo", b"ok").status, 200);
+
+    let pid = p.pid_of("doer") as i32;
+    // SAFETY: pausing and resuming a process of our own platform.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    eventually(
+        Duration::from_secs(10),
+        "the Doer to be marked down",
+        || (p.service("doer")["status"] == "down").then_some(()),
+    );
+    let r = p.trigger("/ops/echo", b"ok");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("not ready"),
+        "{}",
+        r.text()
+    );
+
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    eventually(
+        Duration::from_secs(10),
+        "the Doer to register again",
+        || (p.service("doer")["status"] == "up").then_some(()),
+    );
+    eventually(Duration::from_secs(10), "invocations to work again", || {
+        (p.trigger("/ops/echo", b"ok").status == 200).then_some(())
+    });
+    assert_eq!(
+        p.pid_of("doer") as i32,
+        pid,
+        "the same process came back, no restart"
+    );
+}
