@@ -251,21 +251,7 @@ impl Admin {
                     }
                     Err(why) => {
                         tracing::warn!(version = %key, %why, "cannot prepare version");
-                        for task in waiting {
-                            self.fail(
-                                task,
-                                DoeeFailure::NotStarted(why.clone()),
-                                false,
-                                Duration::ZERO,
-                            );
-                        }
-                        self.versions.insert(
-                            key,
-                            VersionState::Failed {
-                                why,
-                                at: Instant::now(),
-                            },
-                        );
+                        self.version_failed(key, why, waiting);
                     }
                 }
             }
@@ -327,11 +313,11 @@ impl Admin {
             })
             .collect();
         for id in busy {
-            let Some(task) = self.pending.get_mut(key).and_then(VecDeque::pop_front) else {
-                return;
-            };
             let Some(worker) = self.workers.get(&id) else {
                 continue;
+            };
+            let Some(task) = self.pending.get_mut(key).and_then(VecDeque::pop_front) else {
+                return;
             };
             worker.handle.send(execute(&task));
             self.prefetched.insert(id, task);
@@ -533,22 +519,8 @@ impl Admin {
                 tracing::warn!(version = %key, %why, "a Worker could not load its Doee");
                 self.stop_worker(id);
                 // Every Worker of this version would fail the same way.
-                let tasks: Vec<Task> = self.pending.remove(&key).unwrap_or_default().into();
-                for task in tasks {
-                    self.fail(
-                        task,
-                        DoeeFailure::NotStarted(why.clone()),
-                        false,
-                        Duration::ZERO,
-                    );
-                }
-                self.versions.insert(
-                    key,
-                    VersionState::Failed {
-                        why,
-                        at: Instant::now(),
-                    },
-                );
+                let waiting = self.pending.remove(&key).unwrap_or_default();
+                self.version_failed(key, why, waiting);
             }
             worker::Event::Message(FromWorker::HostCall(call)) => {
                 let why = match call {
@@ -734,6 +706,31 @@ impl Admin {
         for worker in self.workers.values() {
             worker.handle.kill();
         }
+    }
+
+    /// Fails the tasks waiting for a version that cannot run, and remembers
+    /// that for a while so new ones fail fast.
+    fn version_failed(
+        &mut self,
+        key: VersionKey,
+        why: String,
+        waiting: impl IntoIterator<Item = Task>,
+    ) {
+        for task in waiting {
+            self.fail(
+                task,
+                DoeeFailure::NotStarted(why.clone()),
+                false,
+                Duration::ZERO,
+            );
+        }
+        self.versions.insert(
+            key,
+            VersionState::Failed {
+                why,
+                at: Instant::now(),
+            },
+        );
     }
 
     fn fail(&mut self, task: Task, failure: DoeeFailure, cold_start: bool, run: Duration) {

@@ -118,17 +118,8 @@ async fn run_job(store: &Store, conn: &Connection, config: &BuildConfig, job: Jo
         "building {project}/{doee} version {version} ({:?})",
         job.manifest.language
     ));
-    let _ = store
-        .set_build(
-            &project,
-            &doee,
-            version,
-            BuildState::Building,
-            &log.text(),
-            None,
-        )
-        .await;
-
+    // Records "building" at once (an interval's first tick is immediate),
+    // then the growing log every second, so `isms deploy --wait` shows progress.
     let flusher = {
         let (store, log, project, doee) =
             (store.clone(), log.clone(), project.clone(), doee.clone());
