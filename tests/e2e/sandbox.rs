@@ -149,6 +149,30 @@ fn work_sent_ahead_to_a_crashing_worker_runs_elsewhere() {
     assert_eq!((second.status, second.text().as_str()), (200, "survivor"));
 }
 
+/// A shared object built for another ABI version is refused, and says so.
+#[test]
+fn a_doee_of_another_abi_is_refused() {
+    let p = platform();
+    p.login_admin();
+    p.run(&["project", "create", "lab"]);
+    let dir = p.root.join("wrong-abi");
+    isms_test_support::copy_dir(&isms_test_support::fixtures().join("wrong-abi"), &dir);
+    p.run(&[
+        "deploy",
+        dir.to_str().unwrap(),
+        "--project",
+        "lab",
+        "--wait",
+    ]);
+    let r = p.trigger("/lab/wrong-abi", b"");
+    assert_eq!(r.status, 500, "{}", r.text());
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("built for ABI version 99") && error.contains("speaks version 1"),
+        "{error}"
+    );
+}
+
 #[test]
 fn the_sandbox_refuses_the_network_and_the_host() {
     let p = platform();
