@@ -243,7 +243,7 @@ impl Inner {
 fn split_path(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix('/')?;
     let (project, _) = rest.split_once('/')?;
-    ProjectName::new(project).ok()?;
+        ProjectName::is_valid(project).then_some(())?;
     let route = &rest[project.len()..];
     (route.len() > 1).then_some((project, route))
 }

@@ -82,7 +82,13 @@ enum WorkerState {
     /// Ready and free since then.
     Idle(Instant),
     /// Running a task; `fresh` means it is the Worker's first.
-    Busy { started: Instant, fresh: bool },
+    /// Running a task since `started`, to be stopped at `deadline`; `fresh`
+    /// means it is the Worker's first.
+    Busy {
+        started: Instant,
+        deadline: Instant,
+        fresh: bool,
+    },
     /// Told to stop or killed; waiting for it to exit.
     Stopping,
 }
@@ -463,39 +469,30 @@ impl Admin {
             task.responder.reply(Err(failure));
             return;
         }
-        let Some(worker) = self.workers.get_mut(&id) else {
-            return;
+        self.occupy(id, task, Handover::SendNow);
+    }
+
+    /// Records that Worker `id` now runs `task`, arms its timeout, and sends
+    /// the task unless it was sent ahead. A task that cannot be recorded goes
+    /// back in line, unsent.
+    fn occupy(&mut self, id: WorkerId, task: Task, handover: Handover) {
+        let (Some(worker), Some(VersionState::Ready(prepared))) =
+            (self.workers.get_mut(&id), self.versions.get(&task.key))
+        else {
+            return self.requeue(task);
         };
-        let Some(VersionState::Ready(prepared)) = self.versions.get(&task.key) else {
-            return;
-        };
-        let now = Instant::now();
-        let timeout = Duration::from_millis(u64::from(prepared.resources.timeout_ms));
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(u64::from(prepared.resources.timeout_ms));
         worker.state = WorkerState::Busy {
-            started: now,
+            started,
+            deadline,
             fresh: worker.fresh,
         };
         worker.fresh = false;
-        worker.handle.send(execute(&task));
-        self.timeouts.insert((now + timeout, id));
-        self.running.insert(id, task);
-    }
-
-    /// Makes a busy Worker's prefetched task its running one.
-    fn promote(&mut self, id: WorkerId, task: Task) {
-        let Some(worker) = self.workers.get_mut(&id) else {
-            return self.requeue(task);
-        };
-        let Some(VersionState::Ready(prepared)) = self.versions.get(&task.key) else {
-            return self.requeue(task);
-        };
-        let now = Instant::now();
-        let timeout = Duration::from_millis(u64::from(prepared.resources.timeout_ms));
-        worker.state = WorkerState::Busy {
-            started: now,
-            fresh: false,
-        };
-        self.timeouts.insert((now + timeout, id));
+        if handover == Handover::SendNow {
+            worker.handle.send(execute(&task));
+        }
+        self.timeouts.insert((deadline, id));
         self.running.insert(id, task);
     }
 
@@ -546,10 +543,15 @@ impl Admin {
         let Some(worker) = self.workers.get_mut(&id) else {
             return;
         };
-        let WorkerState::Busy { started, fresh } = worker.state else {
+        let WorkerState::Busy {
+            started,
+            deadline,
+            fresh,
+        } = worker.state
+        else {
             return;
         };
-        self.timeouts.retain(|&(_, w)| w != id);
+        self.timeouts.remove(&(deadline, id));
         let run = started.elapsed();
         let key = worker.key.clone();
         if done.panicked {
@@ -569,7 +571,7 @@ impl Admin {
             if done.panicked {
                 self.requeue(next);
             } else {
-                self.promote(id, next);
+                self.occupy(id, next, Handover::AlreadySent);
             }
         }
         self.schedule(&key);
@@ -583,13 +585,15 @@ impl Admin {
         if let Some(pool) = self.pools.get_mut(&worker.key) {
             pool.workers.retain(|&w| w != id);
         }
-        self.timeouts.retain(|&(_, w)| w != id);
+        if let WorkerState::Busy { deadline, .. } = worker.state {
+            self.timeouts.remove(&(deadline, id));
+        }
         if let Some(next) = self.prefetched.remove(&id) {
             self.requeue(next);
         }
         if let Some(task) = self.running.remove(&id) {
             let (fresh, run) = match worker.state {
-                WorkerState::Busy { started, fresh } => (fresh, started.elapsed()),
+                WorkerState::Busy { started, fresh, .. } => (fresh, started.elapsed()),
                 _ => (false, Duration::ZERO),
             };
             self.fail(task, DoeeFailure::Crashed(reason.clone()), fresh, run);
@@ -624,7 +628,7 @@ impl Admin {
                 continue;
             };
             let (fresh, run) = match worker.state {
-                WorkerState::Busy { started, fresh } => (fresh, started.elapsed()),
+                WorkerState::Busy { started, fresh, .. } => (fresh, started.elapsed()),
                 _ => (false, Duration::ZERO),
             };
             worker.state = WorkerState::Stopping;
@@ -760,6 +764,14 @@ impl Admin {
         task.responder
             .reply(Ok(Reply::Doer(doer::Reply::Invoke(outcome))));
     }
+}
+
+/// Whether [`Admin::occupy`] sends the task to the Worker.
+#[derive(PartialEq, Eq)]
+enum Handover {
+    SendNow,
+    /// It was prefetched: the Worker has it already.
+    AlreadySent,
 }
 
 fn execute(task: &Task) -> ToWorker {

@@ -176,11 +176,12 @@ impl Kernel {
         raw: RawMessage,
         target: ServiceKind,
     ) {
-        let mut envelope = raw.header.envelope.clone();
-        envelope.origin = origin;
         if target == ServiceKind::Kernel {
-            return self.answer_kernel_request(&peer, envelope, &raw);
+            return self.answer_kernel_request(&peer, &raw);
         }
+        let RawMessage { header, body } = raw;
+        let mut envelope = header.envelope;
+        envelope.origin = origin;
         let queue = self
             .queues
             .entry(target)
@@ -188,11 +189,7 @@ impl Kernel {
         let id = self.processes.next_id();
         match queue.push(envelope.project.clone(), envelope.priority, id) {
             Ok(key) => {
-                let state = State::Queued {
-                    key,
-                    body: raw.body,
-                };
-                self.processes.admit(peer, envelope, target, state);
+                self.processes.admit(peer, envelope, body, target, key);
                 self.dispatch(target, Instant::now());
             }
             Err(refused) => {
@@ -210,7 +207,7 @@ impl Kernel {
         }
     }
 
-    fn answer_kernel_request(&mut self, peer: &Bytes, envelope: Envelope, raw: &RawMessage) {
+    fn answer_kernel_request(&mut self, peer: &Bytes, raw: &RawMessage) {
         let result = match raw.decode_body() {
             Ok(Body::Request(Request::Kernel(kernel_protocol::Request::Services(_)))) => {
                 Ok(Reply::Kernel(kernel_protocol::Reply::Services(
@@ -220,7 +217,7 @@ impl Kernel {
             Ok(_) => Err(Failure::invalid("not a kernel request")),
             Err(err) => Err(Failure::invalid(format!("malformed request: {err}"))),
         };
-        self.answer(peer, envelope.id, ServiceKind::Kernel, result);
+        self.answer(peer, raw.header.envelope.id, ServiceKind::Kernel, result);
     }
 
     /// The Services Controller's view, the kernel itself first.
@@ -274,7 +271,7 @@ impl Kernel {
         }
         if answer_origin {
             let mut header = raw.header;
-            header.envelope.id = process.envelope.id;
+            header.envelope.id = process.origin_id;
             header.envelope.origin = process.target;
             self.push_raw(process.origin, &header, raw.body);
         }
@@ -293,21 +290,22 @@ impl Kernel {
             let Some(process) = self.processes.get_mut(next.item) else {
                 continue;
             };
-            let State::Queued { body, .. } = std::mem::replace(
+            let State::Queued {
+                mut envelope, body, ..
+            } = std::mem::replace(
                 &mut process.state,
                 State::Running {
                     peer: peer.clone(),
                     since: now,
                     charge: next.charge,
                 },
-            ) else {
+            )
+            else {
                 continue;
             };
+            envelope.id = MessageId(next.item);
             let header = isms_ipc::Header {
-                envelope: Envelope {
-                    id: MessageId(next.item),
-                    ..process.envelope.clone()
-                },
+                envelope,
                 kind: Kind::Request(target),
             };
             if let Some(instance) = self.services.instance_mut(&peer) {
@@ -371,7 +369,7 @@ impl Kernel {
                 };
                 self.answer(
                     &process.origin,
-                    process.envelope.id,
+                    process.origin_id,
                     process.target,
                     Err(failure),
                 );
@@ -388,7 +386,7 @@ impl Kernel {
                     charge,
                 };
                 let (origin, origin_id, target) =
-                    (process.origin.clone(), process.envelope.id, process.target);
+                    (process.origin.clone(), process.origin_id, process.target);
                 self.processes.reschedule(id, now_ms + ORPHAN_GRACE_MS);
                 self.answer(
                     &origin,
@@ -434,7 +432,7 @@ impl Kernel {
             if let State::Running { .. } = process.state {
                 self.answer(
                     &process.origin,
-                    process.envelope.id,
+                    process.origin_id,
                     process.target,
                     Err(Failure::new(FailureKind::Unavailable, why)),
                 );
@@ -484,12 +482,8 @@ impl Kernel {
     }
 
     fn push_raw(&mut self, peer: Bytes, header: &isms_ipc::Header, body: Bytes) {
-        let raw = RawMessage {
-            header: header.clone(),
-            body,
-        };
-        match raw.encode() {
-            Ok(frames) => self.outbox.push((peer, frames)),
+        match header.encode() {
+            Ok(header) => self.outbox.push((peer, [header, body])),
             Err(err) => tracing::error!(cause = %err, "cannot encode a header"),
         }
     }

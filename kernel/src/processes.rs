@@ -3,7 +3,7 @@
 
 use crate::scheduler::{Charge, Key};
 use bytes::Bytes;
-use isms_ipc::{Envelope, ServiceKind};
+use isms_ipc::{Envelope, MessageId, ServiceKind};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
@@ -18,8 +18,13 @@ pub type ProcessId = u64;
 /// Where a request stands.
 #[derive(Debug)]
 pub enum State {
-    /// Waiting in its target's ready queue; the body is kept until dispatch.
-    Queued { key: Key, body: Bytes },
+    /// Waiting in its target's ready queue. The envelope and the body are
+    /// kept until dispatch, when they move into the message to the target.
+    Queued {
+        key: Key,
+        envelope: Envelope,
+        body: Bytes,
+    },
     /// Dispatched to an instance that has not answered yet.
     Running {
         peer: Bytes,
@@ -40,14 +45,12 @@ pub enum State {
 pub struct Process {
     /// The connection that sent it.
     pub origin: Bytes,
-    /// Its envelope as the origin sent it (origin kind fixed by the kernel).
-    pub envelope: Envelope,
+    /// The origin's own id for it, echoed in the answer.
+    pub origin_id: MessageId,
     /// The service it is for.
     pub target: ServiceKind,
     /// Where it stands.
     pub state: State,
-    /// When it arrived.
-    pub arrived: Instant,
     /// The deadline currently indexed for it (ms since the epoch).
     due_ms: u64,
 }
@@ -61,29 +64,31 @@ pub struct ProcessTable {
 }
 
 impl ProcessTable {
-    /// Records a queued request and returns its id.
+    /// Records a request queued under `key` and returns its id.
     pub fn admit(
         &mut self,
         origin: Bytes,
         envelope: Envelope,
+        body: Bytes,
         target: ServiceKind,
-        state: State,
+        key: Key,
     ) -> ProcessId {
         self.next_id += 1;
         let id = self.next_id;
         let due_ms = envelope.deadline.0;
         self.deadlines.insert((due_ms, id));
-        self.records.insert(
-            id,
-            Process {
-                origin,
+        let process = Process {
+            origin,
+            origin_id: envelope.id,
+            target,
+            state: State::Queued {
+                key,
                 envelope,
-                target,
-                state,
-                arrived: Instant::now(),
-                due_ms,
+                body,
             },
-        );
+            due_ms,
+        };
+        self.records.insert(id, process);
         id
     }
 

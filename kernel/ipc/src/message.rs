@@ -161,6 +161,13 @@ fn encode_header(header: &Header) -> Result<Bytes, ProtocolError> {
     encode(header, Some(PROTOCOL_VERSION))
 }
 
+impl Header {
+    /// The header frame, for forwarding a body frame as received.
+    pub fn encode(&self) -> Result<Bytes, ProtocolError> {
+        encode_header(self)
+    }
+}
+
 /// Encodes a value as one frame, optionally after a version byte.
 pub(crate) fn encode<T: Serialize>(value: &T, version: Option<u8>) -> Result<Bytes, ProtocolError> {
     let mut out = Vec::with_capacity(64);

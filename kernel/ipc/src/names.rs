@@ -110,6 +110,11 @@ macro_rules! name_type {
                 Ok($name(name))
             }
 
+                        /// Whether `name` would be accepted, without allocating.
+            pub fn is_valid(name: &str) -> bool {
+                check_name($what, name).is_ok()
+            }
+
             /// The name.
             pub fn as_str(&self) -> &str {
                 &self.0
