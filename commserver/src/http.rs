@@ -12,6 +12,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use isms_ipc::connection::Scope;
 use isms_ipc::doer::{Invoke, Trigger};
+use isms_ipc::names::now_ms;
+use isms_ipc::resadmin::{InvocationRecord, InvocationStatus, Record};
 use isms_ipc::{Connection, Deadline, Failure, FailureKind, InvocationId, ProjectName};
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,6 +130,7 @@ impl Inner {
             }
         };
         let method = request.method().clone();
+        let respond_async = prefers_async(&request);
         if !found.methods.iter().any(|m| m == method.as_str()) {
             let mut response = error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -191,6 +194,11 @@ impl Inner {
             },
             input,
         };
+        if respond_async {
+            return self
+                .invoke_async(scope, found.project.clone(), invoke)
+                .await;
+        }
         let outcome = match self.conn.call(&scope, invoke).await {
             Ok(outcome) => outcome,
             Err(failure) => return failure_reply(&failure, id),
@@ -239,11 +247,110 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// `Prefer: respond-async`: records the invocation as pending, answers
+    /// 202 with its id, and lets it run; its result is read from the
+    /// Control Gate at `/api/v1/invocations/<id>`.
+    async fn invoke_async(&self, scope: Scope, project: ProjectName, invoke: Invoke) -> Reply {
+        let id = invoke.id;
+        let mut record = InvocationRecord {
+            id,
+            project,
+            doee: invoke.doee.clone(),
+            version: invoke.version,
+            trigger: invoke.trigger.clone(),
+            status: InvocationStatus::Pending,
+            started_ms: now_ms(),
+            duration_us: 0,
+            cold_start: false,
+            http_status: 0,
+            error: None,
+            output: Bytes::new(),
+            output_truncated: false,
+            logs: Vec::new(),
+        };
+        // Recorded before it runs, so the result is never older than the
+        // pending record: the Doer's record replaces it.
+        let recording = Scope::platform(Duration::from_secs(5));
+        if let Err(failure) = self
+            .conn
+            .call(
+                &recording,
+                Record {
+                    invocations: vec![record.clone()],
+                },
+            )
+            .await
+        {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("cannot accept an asynchronous invocation: {failure}"),
+                Some(id),
+            );
+        }
+        let conn = self.conn.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            // A Doer records every invocation it runs; one that never
+            // reached a Doer is recorded here.
+            let Err(failure) = conn.call(&scope, invoke).await else {
+                return;
+            };
+            record.status = match failure.kind {
+                FailureKind::Busy => InvocationStatus::Busy,
+                FailureKind::Timeout => InvocationStatus::Timeout,
+                _ => InvocationStatus::Unavailable,
+            };
+            record.http_status = failure.kind.http_status();
+            record.duration_us = started.elapsed().as_micros() as u64;
+            record.error = Some(failure.message);
+            let invocations = vec![record];
+            if let Err(failure) = conn.call(&recording, Record { invocations }).await {
+                tracing::warn!(%id, %failure, "cannot record a failed asynchronous invocation");
+            }
+        });
+        let body = serde_json::json!({
+            "invocation_id": id.to_string(),
+            "result": format!("/api/v1/invocations/{id}"),
+        });
+        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        *response.status_mut() = StatusCode::ACCEPTED;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            "preference-applied",
+            HeaderValue::from_static("respond-async"),
+        );
+        if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+            headers.insert(INVOCATION_HEADER, value);
+        }
+        response
+    }
+}
+
+/// Whether the request asks `Prefer: respond-async` (RFC 7240).
+fn prefers_async(request: &Request<Body>) -> bool {
+    request
+        .headers()
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| {
+            p.split(';')
+                .next()
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+        })
+}
+
 /// `/<project>/<route...>` into the project and the route (with its `/`).
 fn split_path(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix('/')?;
     let (project, _) = rest.split_once('/')?;
-        ProjectName::is_valid(project).then_some(())?;
+    ProjectName::is_valid(project).then_some(())?;
     let route = &rest[project.len()..];
     (route.len() > 1).then_some((project, route))
 }

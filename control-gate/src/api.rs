@@ -2,9 +2,13 @@
 //! the API is a public contract and must not change when the internal
 //! protocol does.
 
+use isms_ipc::doer::Trigger;
 use isms_ipc::kernel::ServiceStatus;
-use isms_ipc::resadmin::{Deployed, DoeeInfo, ProjectInfo, Session, VersionInfo};
-use serde::Serialize;
+use isms_ipc::resadmin::{
+    Deployed, DoeeInfo, InvocationRecord, InvocationStatus, LogEntry, LogSource, Member,
+    ProjectDetail, ProjectInfo, Session, TokenInfo, UserInfo, VersionInfo,
+};
+use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/auth/login`.
 #[derive(Serialize)]
@@ -96,19 +100,52 @@ pub struct VersionView {
     pub build: BuildView,
     /// When it was deployed (ms since the epoch).
     pub created_ms: u64,
+    /// Who deployed it.
+    pub deployed_by: String,
     /// Its binary's sha256, once built.
     pub sha256: Option<String>,
 }
 
-/// `GET /api/v1/projects/<p>/doees/<d>`.
+/// A Doee, in lists and alone (`GET /api/v1/projects/<p>/doees[/<d>]`).
 #[derive(Serialize)]
 pub struct DoeeView {
     /// Its name.
     pub name: String,
+    /// `rust`, `c` or `cpp`.
+    pub language: String,
     /// The version serving, if any.
     pub active_version: Option<u32>,
+    /// The triggers of the active version.
+    pub triggers: TriggersView,
     /// Every version, oldest first.
     pub versions: Vec<VersionView>,
+}
+
+/// A Doee's triggers.
+#[derive(Serialize)]
+pub struct TriggersView {
+    /// HTTP routes.
+    pub http: Vec<HttpTriggerView>,
+    /// MQTT filters.
+    pub mqtt: Vec<MqttTriggerView>,
+}
+
+/// An HTTP route.
+#[derive(Serialize)]
+pub struct HttpTriggerView {
+    /// The route within the project.
+    pub route: String,
+    /// Allowed methods.
+    pub methods: Vec<String>,
+}
+
+/// An MQTT trigger.
+#[derive(Serialize)]
+pub struct MqttTriggerView {
+    /// The filter.
+    pub topic: String,
+    /// Where the output goes.
+    pub reply_topic: Option<String>,
 }
 
 impl From<DoeeInfo> for DoeeView {
@@ -116,7 +153,28 @@ impl From<DoeeInfo> for DoeeView {
         let active = d.active_version;
         DoeeView {
             name: d.name.to_string(),
+            language: d.language,
             active_version: active,
+            triggers: TriggersView {
+                http: d
+                    .triggers
+                    .http
+                    .into_iter()
+                    .map(|t| HttpTriggerView {
+                        route: t.route,
+                        methods: t.methods,
+                    })
+                    .collect(),
+                mqtt: d
+                    .triggers
+                    .mqtt
+                    .into_iter()
+                    .map(|t| MqttTriggerView {
+                        topic: t.topic,
+                        reply_topic: t.reply_topic,
+                    })
+                    .collect(),
+            },
             versions: d
                 .versions
                 .into_iter()
@@ -125,14 +183,290 @@ impl From<DoeeInfo> for DoeeView {
                     active: Some(v.version) == active,
                     build: BuildView {
                         status: v.build.as_str(),
-                        log: Some(v.build_log),
+                        log: v.build_log,
                     },
                     created_ms: v.created_ms,
+                    deployed_by: v.deployed_by,
                     sha256: v.sha256,
                 })
                 .collect(),
         }
     }
+}
+
+/// A user.
+#[derive(Serialize)]
+pub struct UserView {
+    /// The name.
+    pub username: String,
+    /// The platform role.
+    pub role: &'static str,
+    /// When they were created (ms since the epoch).
+    pub created_ms: u64,
+}
+
+impl From<UserInfo> for UserView {
+    fn from(u: UserInfo) -> Self {
+        UserView {
+            username: u.name.to_string(),
+            role: u.role.as_str(),
+            created_ms: u.created_ms,
+        }
+    }
+}
+
+/// A token as listed.
+#[derive(Serialize)]
+pub struct TokenView {
+    /// Its id, for revoking it.
+    pub id: String,
+    /// Its label.
+    pub name: String,
+    /// When it was created (ms since the epoch).
+    pub created_ms: u64,
+    /// When it expires (ms since the epoch).
+    pub expires_ms: u64,
+    /// The secret: only in the answer that creates it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl From<TokenInfo> for TokenView {
+    fn from(t: TokenInfo) -> Self {
+        TokenView {
+            id: t.id,
+            name: t.name,
+            created_ms: t.created_ms,
+            expires_ms: t.expires_ms,
+            token: None,
+        }
+    }
+}
+
+/// `GET /api/v1/projects/<p>`.
+#[derive(Serialize)]
+pub struct ProjectDetailView {
+    /// Its name.
+    pub name: String,
+    /// When it was created (ms since the epoch).
+    pub created_ms: u64,
+    /// How many Doees it has.
+    pub doees: u32,
+    /// Its members.
+    pub members: Vec<MemberView>,
+    /// Its quotas.
+    pub quotas: QuotasView,
+}
+
+/// A member of a project.
+#[derive(Serialize)]
+pub struct MemberView {
+    /// The user.
+    pub username: String,
+    /// Their role in the project.
+    pub role: &'static str,
+}
+
+/// A project's quotas (also the body of `PUT .../quotas`).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasView {
+    /// Doees.
+    pub max_doees: u32,
+    /// Workers: the sum of its active Doees' concurrency.
+    pub max_workers: u32,
+    /// Bytes of one upload.
+    pub max_upload_bytes: u64,
+}
+
+impl From<Member> for MemberView {
+    fn from(m: Member) -> Self {
+        MemberView {
+            username: m.user.to_string(),
+            role: m.role.as_str(),
+        }
+    }
+}
+
+impl From<ProjectDetail> for ProjectDetailView {
+    fn from(p: ProjectDetail) -> Self {
+        ProjectDetailView {
+            name: p.info.name.to_string(),
+            created_ms: p.info.created_ms,
+            doees: p.info.doees,
+            members: p.members.into_iter().map(Into::into).collect(),
+            quotas: QuotasView {
+                max_doees: p.quotas.max_doees,
+                max_workers: p.quotas.max_workers,
+                max_upload_bytes: p.quotas.max_upload_bytes,
+            },
+        }
+    }
+}
+
+/// An invocation, in lists and alone.
+#[derive(Serialize)]
+pub struct InvocationView {
+    /// Its id.
+    pub id: String,
+    /// Its project.
+    pub project: String,
+    /// The Doee.
+    pub doee: String,
+    /// The version that ran.
+    pub version: u32,
+    /// `http`, `mqtt` or `cli`.
+    pub trigger: &'static str,
+    /// The HTTP method, path and query, or the MQTT topic.
+    pub trigger_detail: serde_json::Value,
+    /// `pending`, `succeeded`, `error`, `crashed`, `timeout`, `not_started`, `busy` or `unavailable`.
+    pub status: &'static str,
+    /// When it was accepted (ms since the epoch).
+    pub started_ms: u64,
+    /// From acceptance to its end, ms.
+    pub duration_ms: f64,
+    /// Whether a Worker was started for it.
+    pub cold_start: bool,
+    /// The HTTP status its caller got (0 while pending).
+    pub http_status: u16,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Its output as text, when it succeeded and the output is UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Its output in base64, when it succeeded and is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_base64: Option<String>,
+    /// Whether the recorded output was cut at the recording bound.
+    pub output_truncated: bool,
+    /// The Doee's log lines (in the one-invocation view).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Vec<LogLineView>>,
+}
+
+/// A log line of an invocation.
+#[derive(Serialize)]
+pub struct LogLineView {
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// `error`, `warn`, `info` or `debug`.
+    pub level: &'static str,
+    /// The text.
+    pub message: String,
+}
+
+fn trigger_detail(trigger: &Trigger) -> serde_json::Value {
+    match trigger {
+        Trigger::Http {
+            method,
+            path,
+            query,
+        } => serde_json::json!({ "method": method, "path": path, "query": query }),
+        Trigger::Mqtt { topic } => serde_json::json!({ "topic": topic }),
+        Trigger::Cli => serde_json::json!({}),
+    }
+}
+
+impl InvocationView {
+    /// The view of a record; `with_logs` for the one-invocation answer.
+    pub fn new(r: InvocationRecord, with_logs: bool) -> Self {
+        let succeeded = r.status == InvocationStatus::Succeeded;
+        let (output, output_base64) = match std::str::from_utf8(&r.output) {
+            _ if !succeeded => (None, None),
+            Ok(text) => (Some(text.to_string()), None),
+            Err(_) => (None, Some(base64_encode(&r.output))),
+        };
+        InvocationView {
+            id: r.id.to_string(),
+            project: r.project.to_string(),
+            doee: r.doee.to_string(),
+            version: r.version,
+            trigger: r.trigger.as_str(),
+            trigger_detail: trigger_detail(&r.trigger),
+            status: r.status.as_str(),
+            started_ms: r.started_ms,
+            duration_ms: r.duration_us as f64 / 1000.0,
+            cold_start: r.cold_start,
+            http_status: r.http_status,
+            error: r.error,
+            output,
+            output_base64,
+            output_truncated: r.output_truncated,
+            logs: with_logs.then(|| {
+                r.logs
+                    .into_iter()
+                    .map(|l| LogLineView {
+                        at_ms: l.at_ms,
+                        level: l.level.as_str(),
+                        message: l.message,
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// A line of a project's log (`GET /api/v1/projects/<p>/logs`, and each
+/// Server-Sent Event's data).
+#[derive(Serialize)]
+pub struct LogView {
+    /// The cursor: pass it as `after` (or `Last-Event-ID`) to read on.
+    pub id: u64,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// `error`, `warn`, `info` or `debug`.
+    pub level: &'static str,
+    /// The Doee.
+    pub doee: String,
+    /// Its version.
+    pub version: u32,
+    /// `build`, or `invocation` with `invocation_id`.
+    pub source: &'static str,
+    /// The invocation that logged it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<String>,
+    /// The text.
+    pub message: String,
+}
+
+impl From<LogEntry> for LogView {
+    fn from(l: LogEntry) -> Self {
+        let (source, invocation_id) = match l.source {
+            LogSource::Build => ("build", None),
+            LogSource::Invocation(id) => ("invocation", Some(id.to_string())),
+        };
+        LogView {
+            id: l.id,
+            at_ms: l.at_ms,
+            level: l.level.as_str(),
+            doee: l.doee.to_string(),
+            version: l.version,
+            source,
+            invocation_id,
+            message: l.message,
+        }
+    }
+}
+
+/// Standard base64 with padding.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// One service instance in `GET /api/v1/system/services`.
@@ -182,6 +516,24 @@ impl From<ServiceStatus> for ServiceView {
             handled: s.handled,
             up_since_ms: s.up_since_ms,
             heartbeat_age_ms: s.heartbeat_age_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_the_rfc_examples() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(super::base64_encode(plain.as_bytes()), encoded);
         }
     }
 }

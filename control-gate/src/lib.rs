@@ -1,25 +1,35 @@
-//! The Control Gate: the REST API (and, later, the dashboard and metrics).
+//! The Control Gate: the REST API, `/metrics` and (later) the dashboard.
 //!
-//! Every call that acts for a person passes their bearer token to Resadmin,
-//! which checks it and their rights in the same round trip.
+//! Every endpoint is in one table ([`routes::ROUTES`]) with what its caller
+//! needs; before acting, the Gate asks Resadmin to `Authorize` the bearer
+//! token for that need, so a refused call changes nothing.
 
 pub mod api;
+mod metrics;
+pub mod routes;
+mod sse;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming as Body;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use isms_ipc::connection::Scope;
 use isms_ipc::doer::{Invoke, Trigger};
 use isms_ipc::kernel::{InstanceState, Services};
-use isms_ipc::resadmin::{CreateProject, Deploy, GetDoee, ListProjects, Login};
+use isms_ipc::resadmin::{
+    Authorize, CreateProject, CreateToken, CreateUser, DeleteDoee, DeleteProject, DeleteUser,
+    Deploy, GetDoee, GetInvocation, GetProject, ListDoees, ListInvocations, ListProjects,
+    ListTokens, ListUsers, Login, Logout, Logs, Member, Need, Quotas, RevokeToken, Role, Rollback,
+    SetMember, SetQuotas, Stats,
+};
 use isms_ipc::{
     Connection, DoeeName, Failure, FailureKind, Inbound, Incoming, InvocationId, ProjectName,
-    ServiceKind,
+    ServiceKind, Username,
 };
 use serde::Serialize;
 use std::future::Future;
@@ -94,7 +104,7 @@ impl Prepared {
                     Some(Inbound::Request(delivery)) => {
                         delivery.responder.reply(Err(Failure::invalid("the Control Gate takes no requests")));
                     }
-                                    Some(Inbound::Event(_)) => {}
+                Some(Inbound::Event(_)) => {}
                     None => anyhow::bail!("lost the kernel"),
                 },
             }
@@ -107,7 +117,11 @@ struct Gate {
     conn: Connection,
 }
 
-type Reply = Response<Full<Bytes>>;
+type Reply = Response<BoxBody<Bytes, std::convert::Infallible>>;
+
+fn full(bytes: Bytes) -> BoxBody<Bytes, std::convert::Infallible> {
+    BodyExt::boxed(Full::new(bytes))
+}
 
 /// An API error: a status and a message for the JSON body.
 struct ApiError(StatusCode, String);
@@ -126,7 +140,7 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(full(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -189,6 +203,9 @@ fn doee(name: &str) -> Result<DoeeName, ApiError> {
     DoeeName::new(name).map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))
 }
 
+/// The OpenAPI description of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
@@ -202,6 +219,72 @@ struct ProjectBody {
     name: String,
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    username: String,
+    password: String,
+    role: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberBody {
+    username: String,
+    role: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    name: String,
+    #[serde(default = "default_token_days")]
+    days: u32,
+}
+
+fn default_token_days() -> u32 {
+    90
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    version: u32,
+}
+
+fn role(name: &str) -> Result<Role, ApiError> {
+    match name {
+        "admin" => Ok(Role::Admin),
+        "developer" => Ok(Role::Developer),
+        "viewer" => Ok(Role::Viewer),
+        other => Err(bad_request(format!(
+            "`role` must be \"admin\", \"developer\" or \"viewer\" (got \"{other}\")"
+        ))),
+    }
+}
+
+fn username(name: &str) -> Result<Username, ApiError> {
+    Username::new(name).map_err(|e| bad_request(format!("`username`: {e}")))
+}
+
+/// The value of `key` in a query string.
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+fn query_number(query: &str, key: &str) -> Result<Option<u64>, ApiError> {
+    query_param(query, key)
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| bad_request(format!("`{key}` must be a whole number (got `{v}`)")))
+        })
+        .transpose()
+}
+
 impl Gate {
     async fn handle(&self, request: Request<Body>) -> Reply {
         match self.route(request).await {
@@ -212,18 +295,75 @@ impl Gate {
 
     async fn route(&self, request: Request<Body>) -> Result<Reply, ApiError> {
         let path = request.uri().path().to_string();
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let query = request.uri().query().unwrap_or("").to_string();
         let method = request.method().clone();
+        let matched = match routes::lookup(method.as_str(), &path) {
+            routes::Lookup::Found(matched) => matched,
+            routes::Lookup::WrongMethod(allowed) => {
+                let mut reply = error_reply(ApiError(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{path} accepts {}", allowed.join(", ")),
+                ));
+                if let Ok(allow) = HeaderValue::from_str(&allowed.join(", ")) {
+                    reply.headers_mut().insert(header::ALLOW, allow);
+                }
+                return Ok(reply);
+            }
+            routes::Lookup::Missing => {
+                return Err(ApiError(
+                    StatusCode::NOT_FOUND,
+                    format!("no API endpoint {method} {path}"),
+                ));
+            }
+        };
         let token = bearer(&request);
-        let platform = Scope::platform(API_TIMEOUT);
-        match (&method, segments.as_slice()) {
-            (&Method::GET, ["healthz"]) => self.healthz().await,
-            (&Method::POST, ["api", "v1", "auth", "login"]) => {
+        // A project in the path is checked before anything is read.
+        let project = match matched.params.iter().find(|(n, _)| *n == "project") {
+            Some((_, name)) => Some(project(name)?),
+            None => None,
+        };
+        let scope = match &project {
+            Some(project) => Scope::project(project.clone(), API_TIMEOUT),
+            None => Scope::platform(API_TIMEOUT),
+        };
+        let caller = match matched.access {
+            routes::Access::Needs(need) => Some(
+                self.conn
+                    .call(
+                        &scope,
+                        Authorize {
+                            token: token.clone(),
+                            need,
+                        },
+                    )
+                    .await?,
+            ),
+            routes::Access::Public | routes::Access::ByRecord => None,
+        };
+        let by = || {
+            caller
+                .as_ref()
+                .map(|c| c.user.clone())
+                .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "no caller".into()))
+        };
+        use routes::Endpoint as E;
+        match matched.endpoint {
+            E::Healthz => self.healthz().await,
+            E::Metrics => self.metrics().await,
+            E::OpenApi => {
+                let mut reply = Response::new(full(Bytes::from_static(OPENAPI.as_bytes())));
+                reply.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                Ok(reply)
+            }
+            E::Login => {
                 let body: LoginBody = parse_json(&read_body(request, MAX_JSON).await?)?;
                 let session = self
                     .conn
                     .call(
-                        &platform,
+                        &scope,
                         Login {
                             username: body.username,
                             password: body.password,
@@ -232,66 +372,216 @@ impl Gate {
                     .await?;
                 Ok(json(StatusCode::OK, &api::LoginView::from(session)))
             }
-            (&Method::GET, ["api", "v1", "projects"]) => {
-                let projects = self.conn.call(&platform, ListProjects { token }).await?;
-                let views: Vec<api::ProjectView> = projects.into_iter().map(Into::into).collect();
-                Ok(json(StatusCode::OK, &views))
+            E::Logout => {
+                self.conn.call(&scope, Logout { token }).await?;
+                Ok(no_content())
             }
-            (&Method::POST, ["api", "v1", "projects"]) => {
-                let body: ProjectBody = parse_json(&read_body(request, MAX_JSON).await?)?;
-                let name = ProjectName::new(body.name).map_err(|e| bad_request(e.to_string()))?;
+            E::ListUsers => {
+                let users = self.conn.call(&scope, ListUsers {}).await?;
+                Ok(json(StatusCode::OK, &map(users, api::UserView::from)))
+            }
+            E::CreateUser => {
+                let body: UserBody = parse_json(&read_body(request, MAX_JSON).await?)?;
+                let user = self
+                    .conn
+                    .call(
+                        &scope,
+                        CreateUser {
+                            username: username(&body.username)?,
+                            password: body.password,
+                            role: role(&body.role)?,
+                        },
+                    )
+                    .await?;
+                Ok(json(StatusCode::CREATED, &api::UserView::from(user)))
+            }
+            E::DeleteUser => {
+                let username = username(matched.param("username"))
+                    .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.1))?;
+                self.conn.call(&scope, DeleteUser { username }).await?;
+                Ok(no_content())
+            }
+            E::ListTokens => {
+                let tokens = self.conn.call(&scope, ListTokens { by: by()? }).await?;
+                Ok(json(StatusCode::OK, &map(tokens, api::TokenView::from)))
+            }
+            E::CreateToken => {
+                let body: TokenBody = parse_json(&read_body(request, MAX_JSON).await?)?;
                 let created = self
                     .conn
-                    .call(&Scope::project(name, API_TIMEOUT), CreateProject { token })
+                    .call(
+                        &scope,
+                        CreateToken {
+                            by: by()?,
+                            name: body.name,
+                            days: body.days,
+                        },
+                    )
+                    .await?;
+                let mut view = api::TokenView::from(created.info);
+                view.token = Some(created.token);
+                Ok(json(StatusCode::CREATED, &view))
+            }
+            E::RevokeToken => {
+                let id = matched.param("id").to_string();
+                self.conn.call(&scope, RevokeToken { by: by()?, id }).await?;
+                Ok(no_content())
+            }
+            E::ListProjects => {
+                let member = caller
+                    .as_ref()
+                    .filter(|c| c.role != Role::Admin)
+                    .map(|c| c.user.clone());
+                let projects = self.conn.call(&scope, ListProjects { member }).await?;
+                Ok(json(StatusCode::OK, &map(projects, api::ProjectView::from)))
+            }
+            E::CreateProject => {
+                let body: ProjectBody = parse_json(&read_body(request, MAX_JSON).await?)?;
+                let name = ProjectName::new(body.name)
+                    .map_err(|e| bad_request(format!("`name`: {e}")))?;
+                let created = self
+                    .conn
+                    .call(
+                        &Scope::project(name, API_TIMEOUT),
+                        CreateProject { by: by()? },
+                    )
                     .await?;
                 Ok(json(StatusCode::CREATED, &api::ProjectView::from(created)))
             }
-            (&Method::POST, ["api", "v1", "projects", p, "doees"]) => {
-                let scope = Scope::project(project(p)?, API_TIMEOUT);
+            E::GetProject => {
+                let detail = self.conn.call(&scope, GetProject {}).await?;
+                Ok(json(StatusCode::OK, &api::ProjectDetailView::from(detail)))
+            }
+            E::DeleteProject => {
+                self.conn.call(&scope, DeleteProject {}).await?;
+                Ok(no_content())
+            }
+            E::ListMembers => {
+                let detail = self.conn.call(&scope, GetProject {}).await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &map(detail.members, api::MemberView::from),
+                ))
+            }
+            E::AddMember => {
+                let body: MemberBody = parse_json(&read_body(request, MAX_JSON).await?)?;
+                let (username, role) = (username(&body.username)?, role(&body.role)?);
+                self.conn.call(&scope, SetMember {
+                    username: username.clone(),
+                    role: Some(role),
+                })
+                .await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &api::MemberView::from(Member {
+                        user: username,
+                        role,
+                    }),
+                ))
+            }
+            E::RemoveMember => {
+                let username = username(matched.param("username"))
+                    .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.1))?;
+                self.conn.call(&scope, SetMember {
+                    username,
+                    role: None,
+                })
+                .await?;
+                Ok(no_content())
+            }
+            E::SetQuotas => {
+                let body: api::QuotasView = parse_json(&read_body(request, MAX_JSON).await?)?;
+                let quotas = Quotas {
+                    max_doees: body.max_doees,
+                    max_workers: body.max_workers,
+                    max_upload_bytes: body.max_upload_bytes,
+                };
+                self.conn.call(&scope, SetQuotas { quotas }).await?;
+                Ok(json(StatusCode::OK, &body))
+            }
+            E::ListDoees => {
+                let doees = self.conn.call(&scope, ListDoees {}).await?;
+                Ok(json(StatusCode::OK, &map(doees, api::DoeeView::from)))
+            }
+            E::Deploy => {
                 let archive = read_body(request, self.config.max_upload_bytes).await?;
                 if archive.is_empty() {
                     return Err(bad_request(
                         "the body must be the Doee directory as .tar.gz",
                     ));
                 }
-                let deployed = self.conn.call(&scope, Deploy { token, archive }).await?;
+                let deployed = self.conn.call(&scope, Deploy {
+                    by: by()?,
+                    archive,
+                })
+                .await?;
                 Ok(json(
                     StatusCode::ACCEPTED,
                     &api::DeployedView::from(deployed),
                 ))
             }
-            (&Method::GET, ["api", "v1", "projects", p, "doees", d]) => {
-                let scope = Scope::project(project(p)?, API_TIMEOUT);
-                let info = self
-                    .conn
-                    .call(
-                        &scope,
-                        GetDoee {
-                            token,
-                            doee: doee(d)?,
-                        },
-                    )
-                    .await?;
+            E::GetDoee => {
+                let doee = doee(matched.param("doee"))?;
+                let info = self.conn.call(&scope, GetDoee { doee }).await?;
                 Ok(json(StatusCode::OK, &api::DoeeView::from(info)))
             }
-            (&Method::POST, ["api", "v1", "projects", p, "doees", d, "invoke"]) => {
-                let (project, doee) = (project(p)?, doee(d)?);
-                let input = read_body(request, self.config.max_upload_bytes).await?;
-                self.invoke(token, project, doee, input).await
+            E::DeleteDoee => {
+                let doee = doee(matched.param("doee"))?;
+                self.conn.call(&scope, DeleteDoee { doee }).await?;
+                Ok(no_content())
             }
-            (&Method::GET, ["api", "v1", "system", "services"]) => {
-                let services = self.conn.call(&platform, Services {}).await?;
-                let views: Vec<api::ServiceView> = services.into_iter().map(Into::into).collect();
+            E::Rollback => {
+                let doee = doee(matched.param("doee"))?;
+                let body: RollbackBody = parse_json(&read_body(request, MAX_JSON).await?)?;
+                let info = self.conn.call(&scope, Rollback {
+                    doee,
+                    version: body.version,
+                })
+                .await?;
+                Ok(json(StatusCode::OK, &api::DoeeView::from(info)))
+            }
+            E::Invoke => {
+                let doee = doee(matched.param("doee"))?;
+                let input = read_body(request, self.config.max_upload_bytes).await?;
+                self.invoke(scope, doee, input).await
+            }
+            E::ListInvocations => {
+                let limit = query_number(&query, "limit")?.unwrap_or(50).min(1000) as u32;
+                let records = self.conn.call(&scope, ListInvocations { limit }).await?;
+                let views: Vec<_> = records
+                    .into_iter()
+                    .map(|r| api::InvocationView::new(r, false))
+                    .collect();
                 Ok(json(StatusCode::OK, &views))
             }
-            (_, ["healthz"] | ["api", "v1", ..]) => Err(ApiError(
-                StatusCode::NOT_FOUND,
-                format!("no API endpoint {method} {path}"),
+            E::GetInvocation => self.invocation(token, matched.param("id")).await,
+            E::Logs => {
+                let after = match query_number(&query, "after")? {
+                    Some(after) => Some(after),
+                    None => request
+                        .headers()
+                        .get("last-event-id")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse().ok()),
+                };
+                let limit = query_number(&query, "limit")?.unwrap_or(100).clamp(1, 1000) as u32;
+                let follow = matches!(query_param(&query, "follow"), Some("1" | "true" | ""));
+                if follow {
+                    Ok(self.follow_logs(scope, token, after, limit))
+                } else {
+                    let lines = self.conn.call(&scope, Logs { after, limit }).await?;
+                    Ok(json(StatusCode::OK, &map(lines, api::LogView::from)))
+                }
+            }
+            E::Sql | E::ListCollections | E::GetCollection => Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the project databases are served by DBriver, which this release does not include yet"
+                    .into(),
             )),
-            _ => Err(ApiError(
-                StatusCode::NOT_FOUND,
-                format!("nothing at {path}"),
-            )),
+            E::Services => {
+                let services = self.conn.call(&scope, Services {}).await?;
+                Ok(json(StatusCode::OK, &map(services, api::ServiceView::from)))
+            }
         }
     }
 
@@ -326,24 +616,170 @@ impl Gate {
         }
     }
 
+    /// `/metrics`: the Services Controller's view and Resadmin's counters.
+    async fn metrics(&self) -> Result<Reply, ApiError> {
+        let scope = Scope::platform(Duration::from_secs(5));
+        let (services, stats) = tokio::join!(
+            self.conn.call(&scope, Services {}),
+            self.conn.call(&scope, Stats {})
+        );
+        // Services answer from the kernel itself; the counters need Resadmin,
+        // and the rest of the page is worth serving without them.
+        let text = metrics::render(&services?, stats.as_deref().unwrap_or(&[]));
+        let mut reply = Response::new(full(Bytes::from(text)));
+        reply.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        Ok(reply)
+    }
+
+    /// One invocation, for a caller who may view its project. Anyone else
+    /// learns nothing, not even that it exists.
+    async fn invocation(&self, token: String, id: &str) -> Result<Reply, ApiError> {
+        let missing = || ApiError(StatusCode::NOT_FOUND, format!("no invocation {id}"));
+        let platform = Scope::platform(API_TIMEOUT);
+        let Ok(id) = id.parse::<InvocationId>() else {
+            // Still 401 before 404 for a caller without a valid token.
+            self.conn
+                .call(
+                    &platform,
+                    Authorize {
+                        token,
+                        need: Need::User,
+                    },
+                )
+                .await?;
+            return Err(missing());
+        };
+        let record = match self.conn.call(&platform, GetInvocation { id }).await {
+            Ok(record) => record,
+            Err(failure) if failure.kind == FailureKind::NotFound => {
+                self.conn
+                    .call(
+                        &platform,
+                        Authorize {
+                            token,
+                            need: Need::User,
+                        },
+                    )
+                    .await?;
+                return Err(missing());
+            }
+            Err(failure) => return Err(failure.into()),
+        };
+        let scope = Scope::project(record.project.clone(), API_TIMEOUT);
+        let need = Need::Project(Role::Viewer);
+        match self.conn.call(&scope, Authorize { token, need }).await {
+            Ok(_) => Ok(json(
+                StatusCode::OK,
+                &api::InvocationView::new(record, true),
+            )),
+            Err(failure) if failure.kind == FailureKind::NotFound => Err(missing()),
+            Err(failure) => Err(failure.into()),
+        }
+    }
+
+    /// Streams a project's log as Server-Sent Events: the latest lines (or
+    /// those after the cursor), then new ones as they are recorded. The
+    /// token is checked again every half minute, so revoking it ends the
+    /// stream.
+    fn follow_logs(&self, scope: Scope, token: String, after: Option<u64>, limit: u32) -> Reply {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let conn = self.conn.clone();
+        tokio::spawn(async move {
+            let mut cursor = after;
+            let mut checked = std::time::Instant::now();
+            let mut quiet = std::time::Instant::now();
+            if tx
+                .send(Bytes::from_static(b"retry: 1000\n\n"))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                let lines = match conn
+                    .call(
+                        &scope,
+                        Logs {
+                            after: cursor,
+                            limit,
+                        },
+                    )
+                    .await
+                {
+                    Ok(lines) => lines,
+                    Err(failure) => {
+                        let event = format!("event: error\ndata: {}\n\n", failure.message);
+                        let _ = tx.send(Bytes::from(event)).await;
+                        return;
+                    }
+                };
+                if cursor.is_none() {
+                    cursor = Some(lines.last().map_or(0, |l| l.id));
+                }
+                let got = lines.len();
+                for line in lines {
+                    cursor = Some(line.id);
+                    let data = serde_json::to_string(&api::LogView::from(line)).unwrap_or_default();
+                    let event =
+                        format!("id: {}\nevent: log\ndata: {data}\n\n", cursor.unwrap_or(0));
+                    if tx.send(Bytes::from(event)).await.is_err() {
+                        return;
+                    }
+                }
+                if got > 0 {
+                    quiet = std::time::Instant::now();
+                    if got == limit as usize {
+                        continue;
+                    }
+                } else if quiet.elapsed() > Duration::from_secs(15) {
+                    // A comment keeps proxies and the client from timing out,
+                    // and tells us when the client has gone.
+                    if tx
+                        .send(Bytes::from_static(b": keep-alive\n\n"))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    quiet = std::time::Instant::now();
+                }
+                if checked.elapsed() > Duration::from_secs(30) {
+                    let need = Need::Project(Role::Viewer);
+                    let again = Authorize {
+                        token: token.clone(),
+                        need,
+                    };
+                    if let Err(failure) = conn.call(&scope, again).await {
+                        let event = format!("event: error\ndata: {}\n\n", failure.message);
+                        let _ = tx.send(Bytes::from(event)).await;
+                        return;
+                    }
+                    checked = std::time::Instant::now();
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(LOG_POLL) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        let mut reply = Response::new(BodyExt::boxed(sse::Events(rx)));
+        let headers = reply.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        reply
+    }
+
     /// Runs the active version of a Doee with the body as input (`isms invoke`).
-    async fn invoke(
-        &self,
-        token: String,
-        project: ProjectName,
-        doee: DoeeName,
-        input: Bytes,
-    ) -> Result<Reply, ApiError> {
-        let scope = Scope::project(project.clone(), API_TIMEOUT);
+    async fn invoke(&self, scope: Scope, doee: DoeeName, input: Bytes) -> Result<Reply, ApiError> {
         let info = self
             .conn
-            .call(
-                &scope,
-                GetDoee {
-                    token,
-                    doee: doee.clone(),
-                },
-            )
+            .call(&scope, GetDoee { doee: doee.clone() })
             .await?;
         let version = info.active_version.ok_or_else(|| {
             ApiError(
@@ -374,7 +810,7 @@ impl Gate {
         let invocation = HeaderValue::from_str(&id.to_string()).ok();
         let mut reply = match outcome.result {
             Ok(response) => {
-                let mut reply = Response::new(Full::new(response.body));
+                let mut reply = Response::new(full(response.body));
                 *reply.status_mut() = response
                     .status
                     .and_then(|s| StatusCode::from_u16(s).ok())
@@ -397,4 +833,17 @@ impl Gate {
         }
         Ok(reply)
     }
+}
+
+/// How often a followed log is read again.
+const LOG_POLL: Duration = Duration::from_millis(200);
+
+fn map<T, V>(items: Vec<T>, view: impl Fn(T) -> V) -> Vec<V> {
+    items.into_iter().map(view).collect()
+}
+
+fn no_content() -> Reply {
+    let mut reply = Response::new(full(Bytes::new()));
+    *reply.status_mut() = StatusCode::NO_CONTENT;
+    reply
 }

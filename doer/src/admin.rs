@@ -24,10 +24,11 @@ use crate::versions::{self, Prepared, VersionKey};
 use crate::worker::{self, WorkerId};
 use bytes::Bytes;
 use isms_ipc::doer::{self, DoeeFailure, Outcome, Trigger};
+use isms_ipc::resadmin::{InvocationRecord, InvocationStatus, Record};
 use isms_ipc::worker::{Done, FromWorker, HostCall, Limits, Load, ToWorker};
 use isms_ipc::{
     Connection, Deadline, Delivery, Failure, FailureKind, Inbound, Incoming, InvocationId, Reply,
-    Request, Responder,
+    Request, Responder, Scope,
 };
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
@@ -37,8 +38,11 @@ use tokio::sync::mpsc;
 
 /// How long a failed version preparation is remembered before trying again.
 const RETRY_PREPARE: Duration = Duration::from_secs(3);
-/// How many finished tasks the done queue keeps.
-const DONE_KEPT: usize = 256;
+/// Finished tasks the done queue holds at most while Resadmin cannot take
+/// their records; past it the oldest are dropped (and counted in the log).
+const DONE_KEPT: usize = 20_000;
+/// How often the done queue is handed to Resadmin as records.
+const RECORD_EVERY: Duration = Duration::from_millis(100);
 
 /// Something for the Admin to handle, besides kernel deliveries.
 pub enum Input {
@@ -54,19 +58,9 @@ struct Task {
     input: Bytes,
     responder: Responder,
     deadline: Deadline,
-}
-
-/// A finished task, as the done queue remembers it.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    /// The invocation.
-    pub id: InvocationId,
-    /// The version.
-    pub key: VersionKey,
-    /// `ok` or the failure's message.
-    pub result: String,
-    /// How long it ran.
-    pub run: Duration,
+    /// When the Doer took it (ms since the epoch, and for durations).
+    accepted_ms: u64,
+    accepted: Instant,
 }
 
 enum VersionState {
@@ -122,8 +116,10 @@ pub struct Admin {
     running: HashMap<WorkerId, Task>,
     /// Tasks sent ahead to a busy Worker, which starts them next.
     prefetched: HashMap<WorkerId, Task>,
-    /// The done queue: the most recent finished tasks.
-    done: VecDeque<Finished>,
+    /// The done queue: finished tasks, as records for Resadmin.
+    done: Vec<InvocationRecord>,
+    /// Records dropped because Resadmin could not take them.
+    records_dropped: u64,
     timeouts: BTreeSet<(Instant, WorkerId)>,
     /// The newest version seen of each Doee: only it keeps `min_warm` Workers.
     newest: HashMap<(isms_ipc::ProjectName, isms_ipc::DoeeName), u32>,
@@ -155,12 +151,15 @@ impl Admin {
             pending: HashMap::new(),
             running: HashMap::new(),
             prefetched: HashMap::new(),
-            done: VecDeque::new(),
+            done: Vec::new(),
+            records_dropped: 0,
             timeouts: BTreeSet::new(),
             newest: HashMap::new(),
             next_worker: 0,
         };
         let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
+        let mut records = tokio::time::interval(RECORD_EVERY);
+        records.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         let result = loop {
             let next_timeout = admin.timeouts.first().map(|&(at, _)| at);
@@ -175,8 +174,10 @@ impl Admin {
                 Some((id, event)) = worker_events_rx.recv() => admin.on_worker(id, event),
                 _ = sleep_until(next_timeout) => admin.on_timeouts(Instant::now()),
                 _ = housekeeping.tick() => admin.housekeeping(),
+                _ = records.tick(), if !admin.done.is_empty() => admin.send_records(),
             }
         };
+        admin.send_records();
         admin.stop_all();
         result
     }
@@ -210,6 +211,8 @@ impl Admin {
             input: invoke.input,
             responder,
             deadline: envelope.deadline,
+            accepted_ms: isms_ipc::names::now_ms(),
+            accepted: Instant::now(),
         };
         match self.versions.get_mut(&key) {
             Some(VersionState::Ready(_)) => self.submit(task),
@@ -566,7 +569,7 @@ impl Admin {
             cold_start: fresh,
             run_us: run.as_micros() as u64,
         };
-        self.finish(task, outcome, run);
+        self.finish(task, outcome);
         if let Some(next) = self.prefetched.remove(&id) {
             if done.panicked {
                 self.requeue(next);
@@ -744,25 +747,77 @@ impl Admin {
             cold_start,
             run_us: run.as_micros() as u64,
         };
-        self.finish(task, outcome, run);
+        self.finish(task, outcome);
     }
 
-    fn finish(&mut self, task: Task, outcome: Outcome, run: Duration) {
-        let result = match &outcome.result {
-            Ok(_) => "ok".to_string(),
-            Err(failure) => failure.message(),
-        };
-        if self.done.len() == DONE_KEPT {
-            self.done.pop_front();
+    fn finish(&mut self, task: Task, mut outcome: Outcome) {
+        if self.done.len() >= DONE_KEPT {
+            self.done.remove(0);
+            self.records_dropped += 1;
         }
-        self.done.push_back(Finished {
+        let (status, http_status, error, output) = match &outcome.result {
+            Ok(response) => (
+                InvocationStatus::Succeeded,
+                response.status.unwrap_or(200),
+                None,
+                response.body.clone(),
+            ),
+            Err(failure) => (
+                match failure {
+                    DoeeFailure::Error(_) => InvocationStatus::Error,
+                    DoeeFailure::Crashed(_) => InvocationStatus::Crashed,
+                    DoeeFailure::TimedOut { .. } => InvocationStatus::Timeout,
+                    DoeeFailure::NotStarted(_) => InvocationStatus::NotStarted,
+                    DoeeFailure::Busy => InvocationStatus::Busy,
+                },
+                failure.http_status(),
+                Some(failure.message()),
+                Bytes::new(),
+            ),
+        };
+        let keep = self.config.record_output_bytes;
+        self.done.push(InvocationRecord {
             id: task.id,
-            key: task.key,
-            result,
-            run,
+            project: task.key.project,
+            doee: task.key.doee,
+            version: task.key.version,
+            trigger: task.trigger,
+            status,
+            started_ms: task.accepted_ms,
+            duration_us: task.accepted.elapsed().as_micros() as u64,
+            cold_start: outcome.cold_start,
+            http_status,
+            error,
+            output_truncated: output.len() > keep,
+            output: output.slice(..output.len().min(keep)),
+            // The caller does not read the logs; the record keeps them.
+            logs: std::mem::take(&mut outcome.logs),
         });
         task.responder
             .reply(Ok(Reply::Doer(doer::Reply::Invoke(outcome))));
+    }
+
+    /// Hands the done queue to Resadmin, which records it.
+    fn send_records(&mut self) {
+        if self.done.is_empty() {
+            return;
+        }
+        if self.records_dropped > 0 {
+            tracing::warn!(
+                dropped = self.records_dropped,
+                "Resadmin could not take invocation records in time; the oldest were dropped"
+            );
+            self.records_dropped = 0;
+        }
+        let invocations = std::mem::take(&mut self.done);
+        let conn = self.conn.clone();
+        tokio::spawn(async move {
+            let count = invocations.len();
+            let scope = Scope::platform(Duration::from_secs(10));
+            if let Err(failure) = conn.call(&scope, Record { invocations }).await {
+                tracing::warn!(count, %failure, "cannot record invocations");
+            }
+        });
     }
 }
 

@@ -47,6 +47,8 @@ pub struct DoerConfig {
     pub max_output_bytes: u32,
     /// How long a Worker may take to start.
     pub start_timeout: Duration,
+    /// Output bytes kept in each invocation's record.
+    pub record_output_bytes: usize,
 }
 
 impl DoerConfig {
@@ -65,6 +67,7 @@ impl DoerConfig {
             worker_tmp_mb: 64,
             max_output_bytes: 16 << 20,
             start_timeout: Duration::from_secs(10),
+            record_output_bytes: 64 << 10,
         }
     }
 

@@ -121,6 +121,8 @@ pub struct DoerSection {
     pub worker_tmp_mb: u32,
     /// Largest output of one invocation, MiB.
     pub max_output_mb: u32,
+    /// Output kept in each invocation's record, KiB.
+    pub record_output_kb: u32,
 }
 
 impl Default for DoerSection {
@@ -134,6 +136,7 @@ impl Default for DoerSection {
             worker_max_processes: 64,
             worker_tmp_mb: 64,
             max_output_mb: 16,
+            record_output_kb: 64,
         }
     }
 }
@@ -150,6 +153,16 @@ pub struct ResadminSection {
     pub build_target_dir: String,
     /// `CARGO_HOME` for builds; empty means `<data-dir>/resadmin/cargo-home`.
     pub cargo_home: String,
+    /// Invocation records and log lines kept at most this long, hours.
+    pub records_max_age_hours: u32,
+    /// Invocation records (and log lines) kept at most.
+    pub records_max_count: u32,
+    /// Doees per project, unless an admin sets another quota.
+    pub quota_max_doees: u32,
+    /// Workers per project (the sum of its Doees' concurrency), unless an admin sets another quota.
+    pub quota_max_workers: u32,
+    /// Largest upload per project, MiB, unless an admin sets another quota.
+    pub quota_max_upload_mb: u32,
 }
 
 impl Default for ResadminSection {
@@ -159,6 +172,11 @@ impl Default for ResadminSection {
             token_ttl_hours: 720,
             build_target_dir: String::new(),
             cargo_home: String::new(),
+            records_max_age_hours: 168,
+            records_max_count: 100_000,
+            quota_max_doees: 50,
+            quota_max_workers: 32,
+            quota_max_upload_mb: 16,
         }
     }
 }
@@ -301,6 +319,7 @@ impl Config {
         doer.worker_max_processes = self.doer.worker_max_processes.max(1);
         doer.worker_tmp_mb = self.doer.worker_tmp_mb.max(1);
         doer.max_output_bytes = self.doer.max_output_mb.clamp(1, 1024) << 20;
+        doer.record_output_bytes = (self.doer.record_output_kb as usize) << 10;
         // The longest Worker socket path: <data>/doer/workers/<id>/worker.sock.
         check_socket_path(
             &doer
@@ -327,6 +346,14 @@ impl Config {
             resadmin.cargo_home = PathBuf::from(&self.resadmin.cargo_home);
         }
         resadmin.archive.max_compressed = u64::from(self.control_gate.max_upload_mb) << 20;
+        resadmin.records_max_age =
+            Duration::from_secs(u64::from(self.resadmin.records_max_age_hours.max(1)) * 3600);
+        resadmin.records_max_count = u64::from(self.resadmin.records_max_count.max(1));
+        resadmin.quotas = isms_ipc::resadmin::Quotas {
+            max_doees: self.resadmin.quota_max_doees,
+            max_workers: self.resadmin.quota_max_workers,
+            max_upload_bytes: u64::from(self.resadmin.quota_max_upload_mb) << 20,
+        };
         resadmin
     }
 

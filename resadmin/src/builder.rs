@@ -8,6 +8,7 @@
 
 use crate::manifest::{Language, Manifest};
 use crate::store::Store;
+use isms_ipc::doer::LogLevel;
 use isms_ipc::resadmin::BuildState;
 use isms_ipc::{Connection, DoeeName, Event, ProjectName};
 use sha2::{Digest, Sha256};
@@ -78,13 +79,30 @@ impl Builder {
     }
 }
 
-/// A build log shared between the reader tasks and the progress flusher.
+/// A build log shared between the reader tasks and the progress flusher:
+/// the version's log text, and the lines not yet copied to the project's
+/// log stream.
 #[derive(Clone, Default)]
-struct Log(Arc<Mutex<String>>);
+struct Log(Arc<Mutex<LogState>>);
+
+#[derive(Default)]
+struct LogState {
+    text: String,
+    unsent: Vec<String>,
+}
+
+/// Lines waiting for the project's log stream at most; a build that prints
+/// more between two flushes loses the oldest from the stream (its version
+/// log keeps the tail either way).
+const MAX_UNSENT: usize = 10_000;
 
 impl Log {
     fn push(&self, line: &str) {
-        if let Ok(mut log) = self.0.lock() {
+        if let Ok(mut state) = self.0.lock() {
+            if state.unsent.len() < MAX_UNSENT {
+                state.unsent.push(line.to_string());
+            }
+            let log = &mut state.text;
             log.push_str(line);
             log.push('\n');
             if log.len() > MAX_LOG * 2 {
@@ -97,8 +115,25 @@ impl Log {
         }
     }
 
+    fn take_unsent(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut state| std::mem::take(&mut state.unsent))
+            .unwrap_or_default()
+    }
+
+    /// Copies new lines to the project's log stream.
+    async fn send(&self, store: &Store, project: &ProjectName, doee: &DoeeName, version: u32) {
+        let lines = self.take_unsent();
+        if !lines.is_empty() {
+            let _ = store
+                .build_log(project, doee, version, LogLevel::Info, &lines)
+                .await;
+        }
+    }
+
     fn text(&self) -> String {
-        let log = self.0.lock().map(|l| l.clone()).unwrap_or_default();
+        let log = self.0.lock().map(|l| l.text.clone()).unwrap_or_default();
         if log.len() <= MAX_LOG {
             return log;
         }
@@ -127,6 +162,7 @@ async fn run_job(store: &Store, conn: &Connection, config: &BuildConfig, job: Jo
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
+                log.send(&store, &project, &doee, version).await;
                 let _ = store
                     .set_build(
                         &project,
@@ -152,12 +188,16 @@ async fn run_job(store: &Store, conn: &Connection, config: &BuildConfig, job: Jo
         Err(why) => Err(why),
     };
     flusher.abort();
+    match &stored {
+        Ok(sha256) => log.push(&format!(
+            "built in {:.1} s: sha256 {sha256}",
+            started.elapsed().as_secs_f64()
+        )),
+        Err(why) => log.push(&format!("build failed: {why}")),
+    }
+    log.send(store, &project, &doee, version).await;
     match stored {
         Ok(sha256) => {
-            log.push(&format!(
-                "built in {:.1} s: sha256 {sha256}",
-                started.elapsed().as_secs_f64()
-            ));
             let saved = store
                 .set_build(
                     &project,
@@ -181,7 +221,6 @@ async fn run_job(store: &Store, conn: &Connection, config: &BuildConfig, job: Jo
             }
         }
         Err(why) => {
-            log.push(&format!("build failed: {why}"));
             tracing::warn!(%project, %doee, version, %why, "build failed");
             let _ = store
                 .set_build(

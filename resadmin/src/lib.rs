@@ -12,17 +12,18 @@ pub mod auth;
 pub mod builder;
 pub mod manifest;
 pub mod sdk;
+pub mod stats;
 pub mod store;
 
 use anyhow::Context as _;
 use isms_ipc::names::now_ms;
 use isms_ipc::resadmin::{
-    self as protocol, BuildState, Deployed, HttpRoute, ProjectInfo, Request, Role, Session,
-    VersionSpec,
+    self as protocol, BuildState, Caller, Deployed, DoeeInfo, HttpRoute, Need, NewToken, Quotas,
+    Request, Role, Session, UserInfo, VersionSpec,
 };
 use isms_ipc::{
-    Connection, Delivery, Failure, FailureKind, Inbound, Incoming, ProjectName, Reply, ServiceKind,
-    Username,
+    Connection, Delivery, DoeeName, Event, Failure, FailureKind, Inbound, Incoming, ProjectName,
+    Reply, ServiceKind, Username,
 };
 use manifest::Manifest;
 use std::future::Future;
@@ -47,6 +48,12 @@ pub struct ResadminConfig {
     pub token_ttl: Duration,
     /// Bounds on uploads.
     pub archive: archive::Limits,
+    /// A project's quotas unless an admin set others.
+    pub quotas: Quotas,
+    /// Invocation records and log lines older than this are forgotten.
+    pub records_max_age: Duration,
+    /// At most this many invocation records (and log lines) are kept.
+    pub records_max_count: u64,
 }
 
 impl ResadminConfig {
@@ -60,6 +67,9 @@ impl ResadminConfig {
             build_timeout: Duration::from_secs(600),
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             archive: archive::Limits::default(),
+            quotas: Quotas::default(),
+            records_max_age: Duration::from_secs(7 * 24 * 3600),
+            records_max_count: 100_000,
         }
     }
 
@@ -88,6 +98,8 @@ struct State {
     store: Store,
     config: ResadminConfig,
     builder: builder::Builder,
+    conn: Connection,
+    stats: stats::Stats,
 }
 
 /// Resadmin with its state open, ready to join the kernel.
@@ -161,10 +173,28 @@ impl Prepared {
                 timeout: config.build_timeout,
             },
         );
+        let pruner = {
+            let store = store.clone();
+            let (max_age, max_count) = (config.records_max_age, config.records_max_count);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    tick.tick().await;
+                    match store.prune(max_age.as_millis() as u64, max_count).await {
+                        Ok(0) => {}
+                        Ok(removed) => tracing::debug!(removed, "pruned old records"),
+                        Err(err) => tracing::warn!(cause = %err, "cannot prune old records"),
+                    }
+                }
+            })
+        };
+        let _pruner = AbortOnDrop(pruner);
         let state = Arc::new(State {
             store,
             config,
             builder,
+            conn,
+            stats: stats::Stats::default(),
         });
         tracing::info!("Resadmin ready");
         tokio::pin!(shutdown);
@@ -176,11 +206,31 @@ impl Prepared {
                         let state = state.clone();
                         tokio::spawn(async move { state.handle(delivery).await });
                     }
-                                    Some(Inbound::Event(_)) => {}
+                Some(Inbound::Event(_)) => {}
                     None => anyhow::bail!("lost the kernel"),
                 },
             }
         }
+    }
+}
+
+/// Stops a background task when its owner goes.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How long ago a time (ms since the epoch) was, for messages.
+fn ago(at_ms: u64) -> String {
+    let secs = now_ms().saturating_sub(at_ms) / 1000;
+    match secs {
+        0..120 => format!("{secs} s"),
+        120..7200 => format!("{} min", secs / 60),
+        7200..172_800 => format!("{} h", secs / 3600),
+        _ => format!("{} days", secs / 86_400),
     }
 }
 
@@ -214,16 +264,25 @@ async fn create_initial_admin(store: &Store, config: &ResadminConfig) -> anyhow:
     Ok(())
 }
 
-/// Who is calling, once their token checks out.
-struct Caller {
-    user: Username,
-    role: Role,
-}
-
 fn db_failure(err: sqlx::Error) -> Failure {
     tracing::error!(cause = %err, "state database error");
     Failure::internal("the state database failed; see Resadmin's log")
 }
+
+fn forbidden(message: impl std::fmt::Display) -> Failure {
+    Failure::new(FailureKind::Forbidden, message)
+}
+
+fn no_project(project: &ProjectName) -> Failure {
+    Failure::not_found(format!("no project `{project}`"))
+}
+
+fn no_doee(project: &ProjectName, doee: &DoeeName) -> Failure {
+    Failure::not_found(format!("no Doee `{doee}` in project `{project}`"))
+}
+
+/// The most records or log lines one request lists.
+const MAX_LIST: u32 = 1000;
 
 impl State {
     async fn handle(&self, delivery: Delivery) {
@@ -248,77 +307,177 @@ impl State {
         project: Option<ProjectName>,
         request: Request,
     ) -> Result<protocol::Reply, Failure> {
-        let need_project = || {
+        let project = || {
             project
                 .clone()
                 .ok_or_else(|| Failure::invalid("this request needs a project"))
         };
-        let from = |allowed: &[ServiceKind]| {
-            if allowed.contains(&origin) {
-                Ok(())
-            } else {
-                Err(Failure::new(
-                    FailureKind::Forbidden,
-                    format!("the {origin} may not ask that"),
-                ))
-            }
+        // Who may ask what: people's requests come through the Control
+        // Gate, which has asked `Authorize` first; the platform's own
+        // requests come from the services that need them. The kernel
+        // vouches for the origin.
+        let allowed: &[ServiceKind] = match &request {
+            Request::Routes(_) => &[ServiceKind::CommServer, ServiceKind::ControlGate],
+            Request::GetVersion(_) | Request::GetBinary(_) => &[ServiceKind::Doer],
+            Request::Record(_) => &[ServiceKind::Doer, ServiceKind::CommServer],
+            _ => &[ServiceKind::ControlGate],
         };
+        if !allowed.contains(&origin) {
+            return Err(forbidden(format!(
+                "the {origin} may not ask {}",
+                request.name()
+            )));
+        }
         use protocol::Reply as R;
+        let store = &self.store;
         match request {
-            Request::Login(r) => {
-                from(&[ServiceKind::ControlGate])?;
-                self.login(r.username, r.password).await.map(R::Login)
+            Request::Login(r) => self.login(r.username, r.password).await.map(R::Login),
+            Request::Logout(r) => {
+                store
+                    .revoke_token_hash(&auth::token_hash(&r.token))
+                    .await
+                    .map_err(db_failure)?;
+                Ok(R::Logout(()))
+            }
+            Request::Authorize(r) => self
+                .authorize(&r.token, r.need, project().ok())
+                .await
+                .map(R::Authorize),
+            Request::ListUsers(_) => store.users().await.map_err(db_failure).map(R::ListUsers),
+            Request::CreateUser(r) => self.create_user(r).await.map(R::CreateUser),
+            Request::DeleteUser(r) => {
+                match store.delete_user(&r.username).await.map_err(db_failure)? {
+                    store::DeleteUser::Deleted => Ok(R::DeleteUser(())),
+                    store::DeleteUser::NoSuchUser => {
+                        Err(Failure::not_found(format!("no user `{}`", r.username)))
+                    }
+                    store::DeleteUser::LastAdmin => Err(Failure::new(
+                        FailureKind::Conflict,
+                        format!(
+                            "`{}` is the last admin; make another admin first",
+                            r.username
+                        ),
+                    )),
+                }
+            }
+            Request::CreateToken(r) => self
+                .create_token(&r.by, &r.name, r.days)
+                .await
+                .map(R::CreateToken),
+            Request::ListTokens(r) => store
+                .tokens(&r.by)
+                .await
+                .map_err(db_failure)
+                .map(R::ListTokens),
+            Request::RevokeToken(r) => {
+                if store.revoke_token(&r.by, &r.id).await.map_err(db_failure)? {
+                    Ok(R::RevokeToken(()))
+                } else {
+                    Err(Failure::not_found(format!("you have no token `{}`", r.id)))
+                }
             }
             Request::CreateProject(r) => {
-                from(&[ServiceKind::ControlGate])?;
-                self.create_project(&r.token, need_project()?)
-                    .await
-                    .map(R::CreateProject)
-            }
-            Request::ListProjects(r) => {
-                from(&[ServiceKind::ControlGate])?;
-                let caller = self.caller(&r.token).await?;
-                let member = (caller.role != Role::Admin).then_some(&caller.user);
-                self.store
-                    .projects(member)
-                    .await
-                    .map_err(db_failure)
-                    .map(R::ListProjects)
-            }
-            Request::Deploy(r) => {
-                from(&[ServiceKind::ControlGate])?;
-                self.deploy(&r.token, need_project()?, r.archive)
-                    .await
-                    .map(R::Deploy)
-            }
-            Request::GetDoee(r) => {
-                from(&[ServiceKind::ControlGate])?;
-                let project = need_project()?;
-                let caller = self.caller(&r.token).await?;
-                self.require(&caller, &project, Role::Viewer).await?;
-                self.store
-                    .doee(&project, &r.doee)
+                let project = project()?;
+                store
+                    .create_project(&project, &r.by, Role::Admin)
                     .await
                     .map_err(db_failure)?
                     .ok_or_else(|| {
-                        Failure::not_found(format!("no Doee `{}` in project `{project}`", r.doee))
+                        Failure::new(
+                            FailureKind::Conflict,
+                            format!("project `{project}` already exists"),
+                        )
                     })
-                    .map(R::GetDoee)
+                    .map(R::CreateProject)
             }
-            Request::Routes(_) => {
-                from(&[ServiceKind::CommServer, ServiceKind::ControlGate])?;
-                self.routes().await.map(R::Routes)
-            }
-            Request::GetVersion(r) => {
-                from(&[ServiceKind::Doer])?;
-                self.version_spec(need_project()?, r)
+            Request::ListProjects(r) => store
+                .projects(r.member.as_ref())
+                .await
+                .map_err(db_failure)
+                .map(R::ListProjects),
+            Request::GetProject(_) => {
+                let project = project()?;
+                store
+                    .project(&project, self.config.quotas)
                     .await
-                    .map(R::GetVersion)
+                    .map_err(db_failure)?
+                    .ok_or_else(|| no_project(&project))
+                    .map(R::GetProject)
             }
-            Request::GetBinary(r) => {
-                from(&[ServiceKind::Doer])?;
-                self.binary(&r.sha256).await.map(R::GetBinary)
+            Request::DeleteProject(_) => {
+                self.delete_project(project()?).await.map(R::DeleteProject)
             }
+            Request::SetMember(r) => {
+                let project = project()?;
+                if store
+                    .set_member(&project, &r.username, r.role)
+                    .await
+                    .map_err(db_failure)?
+                {
+                    Ok(R::SetMember(()))
+                } else if r.role.is_some() {
+                    Err(Failure::not_found(format!("no user `{}`", r.username)))
+                } else {
+                    Err(Failure::not_found(format!(
+                        "`{}` is not a member of `{project}`",
+                        r.username
+                    )))
+                }
+            }
+            Request::SetQuotas(r) => {
+                let project = project()?;
+                store
+                    .set_quotas(&project, &r.quotas)
+                    .await
+                    .map_err(db_failure)
+                    .map(R::SetQuotas)
+            }
+            Request::Deploy(r) => self
+                .deploy(&r.by, project()?, r.archive)
+                .await
+                .map(R::Deploy),
+            Request::ListDoees(_) => store
+                .doees(&project()?, None, false)
+                .await
+                .map_err(db_failure)
+                .map(R::ListDoees),
+            Request::GetDoee(r) => self.doee(&project()?, &r.doee).await.map(R::GetDoee),
+            Request::Rollback(r) => self
+                .rollback(project()?, r.doee, r.version)
+                .await
+                .map(R::Rollback),
+            Request::DeleteDoee(r) => self
+                .delete_doee(project()?, r.doee)
+                .await
+                .map(R::DeleteDoee),
+            Request::Record(r) => {
+                self.stats.add(&r.invocations);
+                store
+                    .record(&r.invocations)
+                    .await
+                    .map_err(db_failure)
+                    .map(R::Record)
+            }
+            Request::ListInvocations(r) => store
+                .invocations(&project()?, r.limit.min(MAX_LIST))
+                .await
+                .map_err(db_failure)
+                .map(R::ListInvocations),
+            Request::GetInvocation(r) => store
+                .invocation(r.id)
+                .await
+                .map_err(db_failure)?
+                .ok_or_else(|| Failure::not_found(format!("no invocation {}", r.id)))
+                .map(R::GetInvocation),
+            Request::Logs(r) => store
+                .logs(&project()?, r.after, r.limit.min(MAX_LIST))
+                .await
+                .map_err(db_failure)
+                .map(R::Logs),
+            Request::Stats(_) => Ok(R::Stats(self.stats.snapshot())),
+            Request::Routes(_) => self.routes().await.map(R::Routes),
+            Request::GetVersion(r) => self.version_spec(project()?, r).await.map(R::GetVersion),
+            Request::GetBinary(r) => self.binary(&r.sha256).await.map(R::GetBinary),
         }
     }
 
@@ -341,7 +500,7 @@ impl State {
         let (token, hash) = auth::new_token().map_err(Failure::internal)?;
         let expires_ms = now_ms() + self.config.token_ttl.as_millis() as u64;
         self.store
-            .insert_token(&hash, &user.name, expires_ms)
+            .insert_token(&hash, &user.name, "login", expires_ms)
             .await
             .map_err(db_failure)?;
         Ok(Session {
@@ -352,99 +511,245 @@ impl State {
         })
     }
 
-    async fn caller(&self, token: &str) -> Result<Caller, Failure> {
+    /// Checks a token and that its user holds `need`. The order of the
+    /// checks decides what a refused caller learns: no token or a bad one
+    /// (401) before anything else; a project the caller is not a member of
+    /// reads as missing (404), so names do not leak; a member without the
+    /// role gets 403.
+    async fn authorize(
+        &self,
+        token: &str,
+        need: Need,
+        project: Option<ProjectName>,
+    ) -> Result<Caller, Failure> {
+        let unauthenticated = |message: String| Failure::new(FailureKind::Unauthenticated, message);
         if token.is_empty() {
-            return Err(Failure::new(
-                FailureKind::Unauthenticated,
-                "log in first: no token was given",
+            return Err(unauthenticated(
+                "log in first: no token was given (Authorization: Bearer <token>)".into(),
             ));
         }
-        match self
+        let caller = match self
             .store
             .token_user(&auth::token_hash(token))
             .await
             .map_err(db_failure)?
         {
-            Some((user, role)) => Ok(Caller { user, role }),
-            None => Err(Failure::new(
-                FailureKind::Unauthenticated,
-                "the token is unknown or expired: log in again",
-            )),
+            store::TokenCheck::Valid(user, role) => Caller { user, role },
+            store::TokenCheck::Expired { expires_ms } => {
+                return Err(unauthenticated(format!(
+                    "the token expired {} ago: log in again",
+                    ago(expires_ms)
+                )));
+            }
+            store::TokenCheck::Unknown => {
+                return Err(unauthenticated(
+                    "the token is unknown or was revoked: log in again".into(),
+                ));
+            }
+        };
+        match need {
+            Need::User => Ok(caller),
+            Need::Admin if caller.role == Role::Admin => Ok(caller),
+            Need::Admin => Err(forbidden("only an admin may do that")),
+            Need::Creator if caller.role != Role::Viewer => Ok(caller),
+            Need::Creator => Err(forbidden("a viewer may not create projects")),
+            Need::Project(needed) => {
+                let project =
+                    project.ok_or_else(|| Failure::invalid("this request needs a project"))?;
+                if !self
+                    .store
+                    .project_exists(&project)
+                    .await
+                    .map_err(db_failure)?
+                {
+                    return Err(no_project(&project));
+                }
+                if caller.role == Role::Admin {
+                    return Ok(caller);
+                }
+                match self
+                    .store
+                    .member_role(&project, &caller.user)
+                    .await
+                    .map_err(db_failure)?
+                {
+                    None => Err(no_project(&project)),
+                    // Roles order Admin < Developer < Viewer: lower is stronger.
+                    Some(role) if role <= needed => Ok(caller),
+                    Some(role) => Err(forbidden(format!(
+                        "a {} of `{project}` may not do that; it needs a {}",
+                        role.as_str(),
+                        needed.as_str()
+                    ))),
+                }
+            }
         }
     }
 
-    /// Checks that `caller` holds at least `needed` in `project` (admins hold
-    /// everything). A non-member learns only that the project is not theirs.
-    async fn require(
-        &self,
-        caller: &Caller,
-        project: &ProjectName,
-        needed: Role,
-    ) -> Result<(), Failure> {
-        if !self
-            .store
-            .project_exists(project)
-            .await
-            .map_err(db_failure)?
-        {
-            return Err(Failure::not_found(format!("no project `{project}`")));
-        }
-        if caller.role == Role::Admin {
-            return Ok(());
-        }
-        match self
-            .store
-            .member_role(project, &caller.user)
-            .await
-            .map_err(db_failure)?
-        {
-            None => Err(Failure::not_found(format!("no project `{project}`"))),
-            // Roles order Admin < Developer < Viewer: lower is stronger.
-            Some(role) if role <= needed => Ok(()),
-            Some(role) => Err(Failure::new(
-                FailureKind::Forbidden,
-                format!("a {} of `{project}` may not do that", role.as_str()),
-            )),
-        }
-    }
-
-    async fn create_project(
-        &self,
-        token: &str,
-        project: ProjectName,
-    ) -> Result<ProjectInfo, Failure> {
-        let caller = self.caller(token).await?;
-        if caller.role == Role::Viewer {
-            return Err(Failure::new(
-                FailureKind::Forbidden,
-                "viewers may not create projects",
+    async fn create_user(&self, r: protocol::CreateUser) -> Result<UserInfo, Failure> {
+        if r.password.chars().count() < 8 {
+            return Err(Failure::invalid(
+                "`password` must have at least 8 characters",
             ));
         }
-        let role = if caller.role == Role::Admin {
-            Role::Admin
-        } else {
-            Role::Developer
-        };
-        self.store
-            .create_project(&project, &caller.user, role)
+        let password = r.password;
+        let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+            .await
+            .map_err(Failure::internal)?
+            .map_err(Failure::internal)?;
+        if !self
+            .store
+            .create_user(&r.username, &hash, r.role)
             .await
             .map_err(db_failure)?
-            .ok_or_else(|| {
-                Failure::new(
+        {
+            return Err(Failure::new(
+                FailureKind::Conflict,
+                format!("user `{}` already exists", r.username),
+            ));
+        }
+        Ok(UserInfo {
+            name: r.username,
+            role: r.role,
+            created_ms: now_ms(),
+        })
+    }
+
+    async fn create_token(
+        &self,
+        by: &Username,
+        name: &str,
+        days: u32,
+    ) -> Result<NewToken, Failure> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            return Err(Failure::invalid(
+                "`name` must be 1 to 64 printable characters",
+            ));
+        }
+        if !(1..=3650).contains(&days) {
+            return Err(Failure::invalid("`days` must be between 1 and 3650"));
+        }
+        let (token, hash) = auth::new_token().map_err(Failure::internal)?;
+        let expires_ms = now_ms() + u64::from(days) * 24 * 3600 * 1000;
+        let info = self
+            .store
+            .insert_token(&hash, by, name, expires_ms)
+            .await
+            .map_err(db_failure)?;
+        Ok(NewToken { token, info })
+    }
+
+    async fn doee(&self, project: &ProjectName, doee: &DoeeName) -> Result<DoeeInfo, Failure> {
+        self.store
+            .doees(project, Some(doee), true)
+            .await
+            .map_err(db_failure)?
+            .pop()
+            .ok_or_else(|| no_doee(project, doee))
+    }
+
+    async fn rollback(
+        &self,
+        project: ProjectName,
+        doee: DoeeName,
+        version: u32,
+    ) -> Result<DoeeInfo, Failure> {
+        let row = self
+            .store
+            .version(&project, &doee, version)
+            .await
+            .map_err(db_failure)?;
+        match row {
+            None if self.doee(&project, &doee).await.is_err() => {
+                return Err(no_doee(&project, &doee));
+            }
+            None => {
+                return Err(Failure::not_found(format!(
+                    "`{doee}` has no version {version}"
+                )));
+            }
+            Some(row) if row.build != BuildState::Succeeded => {
+                return Err(Failure::new(
                     FailureKind::Conflict,
-                    format!("project `{project}` already exists"),
-                )
-            })
+                    format!(
+                        "version {version} of `{doee}` cannot serve: its build {}",
+                        row.build.as_str()
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        self.store
+            .activate(&project, &doee, version)
+            .await
+            .map_err(db_failure)?;
+        tracing::info!(%project, %doee, version, "rolled back");
+        self.conn.emit(Event::DeploymentsChanged {
+            project: project.clone(),
+        });
+        self.doee(&project, &doee).await
+    }
+
+    async fn delete_doee(&self, project: ProjectName, doee: DoeeName) -> Result<(), Failure> {
+        if !self
+            .store
+            .delete_doee(&project, &doee)
+            .await
+            .map_err(db_failure)?
+        {
+            return Err(no_doee(&project, &doee));
+        }
+        let sources = self
+            .config
+            .sources_dir()
+            .join(project.as_str())
+            .join(doee.as_str());
+        let _ = tokio::fs::remove_dir_all(&sources).await;
+        tracing::info!(%project, %doee, "deleted");
+        self.conn.emit(Event::DeploymentsChanged { project });
+        Ok(())
+    }
+
+    async fn delete_project(&self, project: ProjectName) -> Result<(), Failure> {
+        if !self
+            .store
+            .delete_project(&project)
+            .await
+            .map_err(db_failure)?
+        {
+            return Err(no_project(&project));
+        }
+        let sources = self.config.sources_dir().join(project.as_str());
+        let _ = tokio::fs::remove_dir_all(&sources).await;
+        tracing::info!(%project, "project deleted");
+        self.conn.emit(Event::DeploymentsChanged { project });
+        Ok(())
     }
 
     async fn deploy(
         &self,
-        token: &str,
+        by: &Username,
         project: ProjectName,
         archive: bytes::Bytes,
     ) -> Result<Deployed, Failure> {
-        let caller = self.caller(token).await?;
-        self.require(&caller, &project, Role::Developer).await?;
+        let quotas = self
+            .store
+            .project(&project, self.config.quotas)
+            .await
+            .map_err(db_failure)?
+            .ok_or_else(|| no_project(&project))?
+            .quotas;
+        if archive.len() as u64 > quotas.max_upload_bytes {
+            return Err(Failure::new(
+                FailureKind::TooLarge,
+                format!(
+                    "the upload has {} bytes, past project `{project}`'s quota max_upload_bytes of {}",
+                    archive.len(),
+                    quotas.max_upload_bytes
+                ),
+            ));
+        }
         // Unpack into a fresh directory; it only becomes a version once the
         // manifest is valid, and is removed otherwise.
         let mut nonce = [0u8; 8];
@@ -476,11 +781,14 @@ impl State {
         self.check_routes(&project, &manifest)
             .await
             .map_err(discard)?;
+        self.check_quotas(&project, &manifest, quotas)
+            .await
+            .map_err(discard)?;
         let manifest_json =
             serde_json::to_string(&manifest).map_err(|e| discard(Failure::internal(e)))?;
         let version = self
             .store
-            .new_version(&project, &manifest.name, &manifest_json)
+            .new_version(&project, &manifest.name, &manifest_json, by)
             .await
             .map_err(|e| discard(db_failure(e)))?;
         let dest = self
@@ -512,7 +820,7 @@ impl State {
         }
         let _ = std::fs::remove_dir_all(&staging);
         let doee = manifest.name.clone();
-        tracing::info!(%project, %doee, version, user = %caller.user, "deployed; build queued");
+        tracing::info!(%project, %doee, version, user = %by, "deployed; build queued");
         self.builder.submit(builder::Job {
             project,
             doee: doee.clone(),
@@ -525,6 +833,42 @@ impl State {
             version,
             build: BuildState::Queued,
         })
+    }
+
+    /// Refuses a manifest that would take the project past its quotas.
+    async fn check_quotas(
+        &self,
+        project: &ProjectName,
+        manifest: &Manifest,
+        quotas: Quotas,
+    ) -> Result<(), Failure> {
+        let exceeded = |message: String| forbidden(format!("quota exceeded: {message}"));
+        let (others, workers) = self
+            .store
+            .usage(project, &manifest.name)
+            .await
+            .map_err(db_failure)?;
+        let exists = self
+            .store
+            .doees(project, Some(&manifest.name), false)
+            .await
+            .map_err(db_failure)?
+            .pop()
+            .is_some();
+        if !exists && others >= quotas.max_doees {
+            return Err(exceeded(format!(
+                "project `{project}` has {others} Doees, its max_doees"
+            )));
+        }
+        let asked = manifest.resources.concurrency;
+        if workers + asked > quotas.max_workers {
+            return Err(exceeded(format!(
+                "project `{project}` may run {} Workers (max_workers); its other Doees use {workers} \
+                 and `resources.concurrency` asks {asked} more",
+                quotas.max_workers
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses a manifest whose routes another Doee of the project serves.

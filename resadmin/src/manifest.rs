@@ -21,26 +21,21 @@ pub enum Language {
     Cpp,
 }
 
+impl Language {
+    /// `rust`, `c` or `cpp`, as manifests spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Rust => "rust",
+            Language::C => "c",
+            Language::Cpp => "cpp",
+        }
+    }
+}
+
 /// HTTP methods a route may allow.
 pub const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
-/// An HTTP trigger.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HttpTrigger {
-    /// The route within the project, starting with `/`.
-    pub route: String,
-    /// Allowed methods, upper case.
-    pub methods: Vec<String>,
-}
-
-/// An MQTT trigger.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MqttTrigger {
-    /// The topic filter.
-    pub topic: String,
-    /// Where the output is published, if anywhere.
-    pub reply_topic: Option<String>,
-}
+pub use isms_ipc::resadmin::{HttpTrigger, MqttTrigger};
 
 /// A validated manifest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,9 +1,14 @@
 //! Platform state in SQLite: users, tokens, projects, members, Doees and
 //! their versions. Binaries live beside it as files named by their sha256.
 
+use crate::manifest::Manifest;
+use isms_ipc::doer::{LogLevel, LogLine};
 use isms_ipc::names::now_ms;
-use isms_ipc::resadmin::{BuildState, DoeeInfo, ProjectInfo, Role, VersionInfo};
-use isms_ipc::{DoeeName, ProjectName, Username};
+use isms_ipc::resadmin::{
+    BuildState, DoeeInfo, InvocationRecord, InvocationStatus, LogEntry, LogSource, Member,
+    ProjectDetail, ProjectInfo, Quotas, Role, TokenInfo, Triggers, UserInfo, VersionInfo,
+};
+use isms_ipc::{DoeeName, InvocationId, ProjectName, Username};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -12,7 +17,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 /// Schema changes, in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     name          TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -54,7 +60,41 @@ CREATE TABLE versions (
     PRIMARY KEY (project, doee, version),
     FOREIGN KEY (project, doee) REFERENCES doees(project, name) ON DELETE CASCADE
 );
-"#];
+"#,
+    r#"
+ALTER TABLE tokens ADD COLUMN name TEXT NOT NULL DEFAULT 'login';
+CREATE INDEX tokens_by_user ON tokens(user);
+ALTER TABLE projects ADD COLUMN quotas TEXT;
+ALTER TABLE versions ADD COLUMN deployed_by TEXT NOT NULL DEFAULT '';
+CREATE TABLE invocations (
+    id               TEXT PRIMARY KEY,
+    project          TEXT NOT NULL,
+    doee             TEXT NOT NULL,
+    version          INTEGER NOT NULL,
+    trigger          TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    started_ms       INTEGER NOT NULL,
+    duration_us      INTEGER NOT NULL,
+    cold_start       INTEGER NOT NULL,
+    http_status      INTEGER NOT NULL,
+    error            TEXT,
+    output           BLOB NOT NULL,
+    output_truncated INTEGER NOT NULL
+);
+CREATE INDEX invocations_by_project ON invocations(project, started_ms);
+CREATE TABLE logs (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    project    TEXT NOT NULL,
+    at_ms      INTEGER NOT NULL,
+    level      TEXT NOT NULL,
+    doee       TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    invocation TEXT,
+    message    TEXT NOT NULL
+);
+CREATE INDEX logs_by_project ON logs(project, id);
+"#,
+];
 
 /// A database error, already worded for a person.
 pub type StoreResult<T> = Result<T, sqlx::Error>;
@@ -121,6 +161,67 @@ fn parse_build(text: &str) -> BuildState {
         "succeeded" => BuildState::Succeeded,
         _ => BuildState::Failed,
     }
+}
+
+fn parse_level(text: &str) -> LogLevel {
+    match text {
+        "error" => LogLevel::Error,
+        "warn" => LogLevel::Warn,
+        "debug" => LogLevel::Debug,
+        _ => LogLevel::Info,
+    }
+}
+
+fn invocation_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<InvocationRecord> {
+    Ok(InvocationRecord {
+        id: InvocationId::from_str(row.get::<&str, _>(0))
+            .map_err(|_| decode_err("invocation id"))?,
+        project: ProjectName::from_str(row.get::<&str, _>(1))
+            .map_err(|_| decode_err("project name"))?,
+        doee: DoeeName::from_str(row.get::<&str, _>(2)).map_err(|_| decode_err("Doee name"))?,
+        version: row.get::<i64, _>(3) as u32,
+        trigger: serde_json::from_str(row.get::<&str, _>(4)).map_err(|_| decode_err("trigger"))?,
+        status: InvocationStatus::parse(row.get::<&str, _>(5))
+            .ok_or_else(|| decode_err("status"))?,
+        started_ms: row.get::<i64, _>(6) as u64,
+        duration_us: row.get::<i64, _>(7) as u64,
+        cold_start: row.get(8),
+        http_status: row.get::<i64, _>(9) as u16,
+        error: row.get(10),
+        output: bytes::Bytes::from(row.get::<Vec<u8>, _>(11)),
+        output_truncated: row.get(12),
+        logs: Vec::new(),
+    })
+}
+
+/// How many hex digits of a token's hash name it in lists.
+const TOKEN_ID_LEN: usize = 12;
+
+fn token_id(hash: &str) -> String {
+    hash.chars().take(TOKEN_ID_LEN).collect()
+}
+
+/// What a token is worth.
+pub enum TokenCheck {
+    /// It belongs to this user, with this platform role.
+    Valid(Username, Role),
+    /// It expired then (ms since the epoch).
+    Expired {
+        /// When.
+        expires_ms: u64,
+    },
+    /// No such token (never issued, or revoked).
+    Unknown,
+}
+
+/// What deleting a user did.
+pub enum DeleteUser {
+    /// Gone.
+    Deleted,
+    /// There was no such user.
+    NoSuchUser,
+    /// Refused: the platform would have no admin left.
+    LastAdmin,
 }
 
 fn decode_err(what: &str) -> sqlx::Error {
@@ -206,39 +307,140 @@ impl Store {
         .transpose()
     }
 
-    /// Stores a token's hash.
+    /// Stores a token's hash under a label.
     pub async fn insert_token(
         &self,
         hash: &str,
         user: &Username,
+        name: &str,
         expires_ms: u64,
-    ) -> StoreResult<()> {
-        sqlx::query("INSERT INTO tokens (hash, user, created_ms, expires_ms) VALUES (?, ?, ?, ?)")
-            .bind(hash)
-            .bind(user.as_str())
-            .bind(now_ms() as i64)
-            .bind(expires_ms as i64)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// The user and role behind an unexpired token.
-    pub async fn token_user(&self, hash: &str) -> StoreResult<Option<(Username, Role)>> {
-        let row = sqlx::query(
-            "SELECT users.name, users.role FROM tokens JOIN users ON users.name = tokens.user \
-             WHERE tokens.hash = ? AND tokens.expires_ms > ?",
+    ) -> StoreResult<TokenInfo> {
+        let created_ms = now_ms();
+        sqlx::query(
+            "INSERT INTO tokens (hash, user, name, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(hash)
-        .bind(now_ms() as i64)
+        .bind(user.as_str())
+        .bind(name)
+        .bind(created_ms as i64)
+        .bind(expires_ms as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(TokenInfo {
+            id: token_id(hash),
+            name: name.to_string(),
+            created_ms,
+            expires_ms,
+        })
+    }
+
+    /// Who a token belongs to, or why it does not count.
+    pub async fn token_user(&self, hash: &str) -> StoreResult<TokenCheck> {
+        let row = sqlx::query(
+            "SELECT users.name, users.role, tokens.expires_ms FROM tokens \
+             JOIN users ON users.name = tokens.user WHERE tokens.hash = ?",
+        )
+        .bind(hash)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            let name =
-                Username::new(row.get::<String, _>(0)).map_err(|_| decode_err("user name"))?;
-            Ok((name, parse_role(row.get::<&str, _>(1))))
-        })
-        .transpose()
+        let Some(row) = row else {
+            return Ok(TokenCheck::Unknown);
+        };
+        let expires_ms = row.get::<i64, _>(2) as u64;
+        if expires_ms <= now_ms() {
+            return Ok(TokenCheck::Expired { expires_ms });
+        }
+        let name = Username::new(row.get::<String, _>(0)).map_err(|_| decode_err("user name"))?;
+        Ok(TokenCheck::Valid(name, parse_role(row.get::<&str, _>(1))))
+    }
+
+    /// Revokes a token by its hash; `false` if it did not exist.
+    pub async fn revoke_token_hash(&self, hash: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM tokens WHERE hash = ?")
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Revokes one of `user`'s tokens by its id; `false` if they have none
+    /// with that id.
+    pub async fn revoke_token(&self, user: &Username, id: &str) -> StoreResult<bool> {
+        if id.len() != TOKEN_ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(false);
+        }
+        let done = sqlx::query("DELETE FROM tokens WHERE user = ? AND substr(hash, 1, ?) = ?")
+            .bind(user.as_str())
+            .bind(TOKEN_ID_LEN as i64)
+            .bind(id.to_ascii_lowercase())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// `user`'s unexpired tokens, newest first.
+    pub async fn tokens(&self, user: &Username) -> StoreResult<Vec<TokenInfo>> {
+        let rows = sqlx::query(
+            "SELECT hash, name, created_ms, expires_ms FROM tokens \
+             WHERE user = ? AND expires_ms > ? ORDER BY created_ms DESC",
+        )
+        .bind(user.as_str())
+        .bind(now_ms() as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| TokenInfo {
+                id: token_id(row.get::<&str, _>(0)),
+                name: row.get(1),
+                created_ms: row.get::<i64, _>(2) as u64,
+                expires_ms: row.get::<i64, _>(3) as u64,
+            })
+            .collect())
+    }
+
+    /// Every user, by name.
+    pub async fn users(&self) -> StoreResult<Vec<UserInfo>> {
+        let rows = sqlx::query("SELECT name, role, created_ms FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(UserInfo {
+                    name: Username::new(row.get::<String, _>(0))
+                        .map_err(|_| decode_err("user name"))?,
+                    role: parse_role(row.get::<&str, _>(1)),
+                    created_ms: row.get::<i64, _>(2) as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a user with their tokens and memberships, unless they are
+    /// the last admin.
+    pub async fn delete_user(&self, name: &Username) -> StoreResult<DeleteUser> {
+        let mut tx = self.pool.begin().await?;
+        let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(role) = role else {
+            return Ok(DeleteUser::NoSuchUser);
+        };
+        if parse_role(&role) == Role::Admin {
+            let admins: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE role = 'admin'")
+                .fetch_one(&mut *tx)
+                .await?;
+            if admins <= 1 {
+                return Ok(DeleteUser::LastAdmin);
+            }
+        }
+        sqlx::query("DELETE FROM users WHERE name = ?")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(DeleteUser::Deleted)
     }
 
     /// Creates a project with `creator` as its first member; `None` if the
@@ -296,6 +498,107 @@ impl Store {
             .collect()
     }
 
+    /// A project with its members and quotas (`defaults` where none are set).
+    pub async fn project(
+        &self,
+        name: &ProjectName,
+        defaults: Quotas,
+    ) -> StoreResult<Option<ProjectDetail>> {
+        let row = sqlx::query(
+            "SELECT p.created_ms, (SELECT count(*) FROM doees d WHERE d.project = p.name), p.quotas \
+             FROM projects p WHERE p.name = ?",
+        )
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let quotas = match row.get::<Option<&str>, _>(2) {
+            Some(json) => serde_json::from_str(json).map_err(|_| decode_err("quotas"))?,
+            None => defaults,
+        };
+        let members = sqlx::query("SELECT user, role FROM members WHERE project = ? ORDER BY user")
+            .bind(name.as_str())
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(Member {
+                    user: Username::new(row.get::<String, _>(0))
+                        .map_err(|_| decode_err("user name"))?,
+                    role: parse_role(row.get::<&str, _>(1)),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some(ProjectDetail {
+            info: ProjectInfo {
+                name: name.clone(),
+                created_ms: row.get::<i64, _>(0) as u64,
+                doees: row.get::<i64, _>(1) as u32,
+            },
+            members,
+            quotas,
+        }))
+    }
+
+    /// Sets a project's quotas.
+    pub async fn set_quotas(&self, name: &ProjectName, quotas: &Quotas) -> StoreResult<()> {
+        let json = serde_json::to_string(quotas).map_err(|_| decode_err("quotas"))?;
+        sqlx::query("UPDATE projects SET quotas = ? WHERE name = ?")
+            .bind(json)
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a project with everything in it; `false` if it did not exist.
+    pub async fn delete_project(&self, name: &ProjectName) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        for table in ["invocations", "logs"] {
+            let query = format!("DELETE FROM {table} WHERE project = ?");
+            // The table name is one of two constants.
+            sqlx::query(sqlx::AssertSqlSafe(query))
+                .bind(name.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query("DELETE FROM projects WHERE name = ?")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Adds, changes or (with `None`) removes a member; `false` if the user
+    /// does not exist (or, removing, was not a member).
+    pub async fn set_member(
+        &self,
+        project: &ProjectName,
+        user: &Username,
+        role: Option<Role>,
+    ) -> StoreResult<bool> {
+        let done = match role {
+            Some(role) => sqlx::query(
+                "INSERT INTO members (project, user, role) SELECT ?1, name, ?3 FROM users WHERE name = ?2 \
+                 ON CONFLICT (project, user) DO UPDATE SET role = excluded.role",
+            )
+            .bind(project.as_str())
+            .bind(user.as_str())
+            .bind(role_name(role))
+            .execute(&self.pool)
+            .await?,
+            None => sqlx::query("DELETE FROM members WHERE project = ? AND user = ?")
+                .bind(project.as_str())
+                .bind(user.as_str())
+                .execute(&self.pool)
+                .await?,
+        };
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Whether a project exists.
     pub async fn project_exists(&self, name: &ProjectName) -> StoreResult<bool> {
         let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM projects WHERE name = ?")
@@ -327,6 +630,7 @@ impl Store {
         project: &ProjectName,
         doee: &DoeeName,
         manifest: &str,
+        by: &Username,
     ) -> StoreResult<u32> {
         let now = now_ms() as i64;
         let mut tx = self.pool.begin().await?;
@@ -344,7 +648,8 @@ impl Store {
                 .await?;
         let version = last.unwrap_or(0) + 1;
         sqlx::query(
-            "INSERT INTO versions (project, doee, version, build, manifest, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO versions (project, doee, version, build, manifest, created_ms, deployed_by) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(project.as_str())
         .bind(doee.as_str())
@@ -352,6 +657,7 @@ impl Store {
         .bind(build_name(BuildState::Queued))
         .bind(manifest)
         .bind(now)
+        .bind(by.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -410,44 +716,302 @@ impl Store {
         Ok(result.rows_affected())
     }
 
-    /// A Doee and its versions.
-    pub async fn doee(
+    /// A project's Doees with their versions; build logs only with `logs`.
+    pub async fn doees(
+        &self,
+        project: &ProjectName,
+        only: Option<&DoeeName>,
+        logs: bool,
+    ) -> StoreResult<Vec<DoeeInfo>> {
+        let heads = sqlx::query(
+            "SELECT name, active_version FROM doees WHERE project = ?1 AND (?2 IS NULL OR name = ?2) \
+             ORDER BY name",
+        )
+        .bind(project.as_str())
+        .bind(only.map(DoeeName::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut doees = Vec::with_capacity(heads.len());
+        for head in heads {
+            let name =
+                DoeeName::new(head.get::<String, _>(0)).map_err(|_| decode_err("Doee name"))?;
+            let active = head.get::<Option<i64>, _>(1).map(|v| v as u32);
+            let rows = sqlx::query(
+                "SELECT version, build, CASE WHEN ?3 THEN build_log END, created_ms, deployed_by, sha256, manifest \
+                 FROM versions WHERE project = ?1 AND doee = ?2 ORDER BY version",
+            )
+            .bind(project.as_str())
+            .bind(name.as_str())
+            .bind(logs)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut language = String::new();
+            let mut triggers = Triggers::default();
+            let mut versions = Vec::with_capacity(rows.len());
+            for row in rows {
+                let version = row.get::<i64, _>(0) as u32;
+                // The active version's triggers, else the latest's.
+                if active.is_none() || active == Some(version) {
+                    let manifest: Manifest = serde_json::from_str(row.get::<&str, _>(6))
+                        .map_err(|_| decode_err("manifest"))?;
+                    language = manifest.language.as_str().to_string();
+                    triggers = Triggers {
+                        http: manifest.http,
+                        mqtt: manifest.mqtt,
+                    };
+                }
+                versions.push(VersionInfo {
+                    version,
+                    build: parse_build(row.get::<&str, _>(1)),
+                    build_log: row.get(2),
+                    created_ms: row.get::<i64, _>(3) as u64,
+                    deployed_by: row.get(4),
+                    sha256: row.get(5),
+                });
+            }
+            doees.push(DoeeInfo {
+                name,
+                language,
+                active_version: active,
+                triggers,
+                versions,
+            });
+        }
+        Ok(doees)
+    }
+
+    /// How many Doees a project has, and the Workers its active versions
+    /// may use, leaving out one Doee.
+    pub async fn usage(&self, project: &ProjectName, except: &DoeeName) -> StoreResult<(u32, u32)> {
+        let mut doees = 0;
+        let mut workers = 0;
+        let rows = sqlx::query(
+            "SELECT d.name, v.manifest FROM doees d LEFT JOIN versions v ON v.project = d.project \
+             AND v.doee = d.name AND v.version = d.active_version WHERE d.project = ?",
+        )
+        .bind(project.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            if row.get::<&str, _>(0) == except.as_str() {
+                continue;
+            }
+            doees += 1;
+            if let Some(manifest) = row.get::<Option<&str>, _>(1) {
+                let manifest: Manifest =
+                    serde_json::from_str(manifest).map_err(|_| decode_err("manifest"))?;
+                workers += manifest.resources.concurrency;
+            }
+        }
+        Ok((doees, workers))
+    }
+
+    /// Removes a Doee and its versions; `false` if it did not exist.
+    pub async fn delete_doee(&self, project: &ProjectName, doee: &DoeeName) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM doees WHERE project = ? AND name = ?")
+            .bind(project.as_str())
+            .bind(doee.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records invocations and their log lines in one transaction. A
+    /// pending record never replaces a finished one.
+    pub async fn record(&self, records: &[InvocationRecord]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for record in records {
+            let trigger =
+                serde_json::to_string(&record.trigger).map_err(|_| decode_err("trigger"))?;
+            sqlx::query(
+                "INSERT INTO invocations (id, project, doee, version, trigger, status, started_ms, \
+                 duration_us, cold_start, http_status, error, output, output_truncated) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, duration_us = excluded.duration_us, \
+                 cold_start = excluded.cold_start, http_status = excluded.http_status, error = excluded.error, \
+                 output = excluded.output, output_truncated = excluded.output_truncated \
+                 WHERE excluded.status != 'pending'",
+            )
+            .bind(record.id.to_string())
+            .bind(record.project.as_str())
+            .bind(record.doee.as_str())
+            .bind(record.version as i64)
+            .bind(trigger)
+            .bind(record.status.as_str())
+            .bind(record.started_ms as i64)
+            .bind(record.duration_us as i64)
+            .bind(record.cold_start)
+            .bind(record.http_status as i64)
+            .bind(record.error.as_deref())
+            .bind(record.output.as_ref())
+            .bind(record.output_truncated)
+            .execute(&mut *tx)
+            .await?;
+            let invocation = record.id.to_string();
+            for line in &record.logs {
+                sqlx::query(
+                    "INSERT INTO logs (project, at_ms, level, doee, version, invocation, message) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(record.project.as_str())
+                .bind(line.at_ms as i64)
+                .bind(line.level.as_str())
+                .bind(record.doee.as_str())
+                .bind(record.version as i64)
+                .bind(&invocation)
+                .bind(&line.message)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await
+    }
+
+    /// A project's latest invocations, newest first (without their logs).
+    pub async fn invocations(
+        &self,
+        project: &ProjectName,
+        limit: u32,
+    ) -> StoreResult<Vec<InvocationRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, project, doee, version, trigger, status, started_ms, duration_us, cold_start, \
+             http_status, error, output, output_truncated FROM invocations WHERE project = ? \
+             ORDER BY started_ms DESC, rowid DESC LIMIT ?",
+        )
+        .bind(project.as_str())
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(invocation_from_row).collect()
+    }
+
+    /// One invocation with its log lines.
+    pub async fn invocation(&self, id: InvocationId) -> StoreResult<Option<InvocationRecord>> {
+        let row = sqlx::query(
+            "SELECT id, project, doee, version, trigger, status, started_ms, duration_us, cold_start, \
+             http_status, error, output, output_truncated FROM invocations WHERE id = ?",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut record = invocation_from_row(&row)?;
+        let lines = sqlx::query(
+            "SELECT at_ms, level, message FROM logs WHERE project = ? AND invocation = ? ORDER BY id",
+        )
+        .bind(record.project.as_str())
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        record.logs = lines
+            .into_iter()
+            .map(|row| LogLine {
+                at_ms: row.get::<i64, _>(0) as u64,
+                level: parse_level(row.get::<&str, _>(1)),
+                message: row.get(2),
+            })
+            .collect();
+        Ok(Some(record))
+    }
+
+    /// Appends build output to a project's log.
+    pub async fn build_log(
         &self,
         project: &ProjectName,
         doee: &DoeeName,
-    ) -> StoreResult<Option<DoeeInfo>> {
-        let active: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT active_version FROM doees WHERE project = ? AND name = ?")
-                .bind(project.as_str())
-                .bind(doee.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some(active) = active else {
-            return Ok(None);
+        version: u32,
+        level: LogLevel,
+        lines: &[String],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let at_ms = now_ms() as i64;
+        for line in lines {
+            sqlx::query(
+                "INSERT INTO logs (project, at_ms, level, doee, version, invocation, message) \
+                 VALUES (?, ?, ?, ?, ?, NULL, ?)",
+            )
+            .bind(project.as_str())
+            .bind(at_ms)
+            .bind(level.as_str())
+            .bind(doee.as_str())
+            .bind(version as i64)
+            .bind(line)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// A project's log lines after `after` (or its latest), oldest first.
+    pub async fn logs(
+        &self,
+        project: &ProjectName,
+        after: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<Vec<LogEntry>> {
+        let query = match after {
+            Some(_) => {
+                "SELECT id, at_ms, level, doee, version, invocation, message FROM logs \
+                 WHERE project = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+            }
+            None => {
+                "SELECT * FROM (SELECT id, at_ms, level, doee, version, invocation, message FROM logs \
+                 WHERE project = ?1 ORDER BY id DESC LIMIT ?3) ORDER BY id"
+            }
         };
-        let rows = sqlx::query(
-            "SELECT version, build, build_log, created_ms, sha256 FROM versions \
-             WHERE project = ? AND doee = ? ORDER BY version",
-        )
-        .bind(project.as_str())
-        .bind(doee.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        let versions = rows
-            .into_iter()
-            .map(|row| VersionInfo {
-                version: row.get::<i64, _>(0) as u32,
-                build: parse_build(row.get::<&str, _>(1)),
-                build_log: row.get(2),
-                created_ms: row.get::<i64, _>(3) as u64,
-                sha256: row.get(4),
+        let rows = sqlx::query(query)
+            .bind(project.as_str())
+            .bind(after.unwrap_or(0) as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                let source = match row.get::<Option<&str>, _>(5) {
+                    Some(id) => LogSource::Invocation(
+                        InvocationId::from_str(id).map_err(|_| decode_err("invocation id"))?,
+                    ),
+                    None => LogSource::Build,
+                };
+                Ok(LogEntry {
+                    id: row.get::<i64, _>(0) as u64,
+                    at_ms: row.get::<i64, _>(1) as u64,
+                    level: parse_level(row.get::<&str, _>(2)),
+                    doee: DoeeName::from_str(row.get::<&str, _>(3))
+                        .map_err(|_| decode_err("Doee name"))?,
+                    version: row.get::<i64, _>(4) as u32,
+                    source,
+                    message: row.get(6),
+                })
             })
-            .collect();
-        Ok(Some(DoeeInfo {
-            name: doee.clone(),
-            active_version: active.map(|v| v as u32),
-            versions,
-        }))
+            .collect()
+    }
+
+    /// Forgets invocations and log lines older than `max_age_ms` or beyond
+    /// the newest `max_count`, and expired tokens; returns how many rows went.
+    pub async fn prune(&self, max_age_ms: u64, max_count: u64) -> StoreResult<u64> {
+        let before = now_ms().saturating_sub(max_age_ms) as i64;
+        let mut removed = 0;
+        for (table, time) in [("invocations", "started_ms"), ("logs", "at_ms")] {
+            // Table and column names are constants.
+            let query = format!(
+                "DELETE FROM {table} WHERE {time} < ?1 OR rowid <= (SELECT max(rowid) FROM {table}) - ?2"
+            );
+            removed += sqlx::query(sqlx::AssertSqlSafe(query))
+                .bind(before)
+                .bind(max_count as i64)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        removed += sqlx::query("DELETE FROM tokens WHERE expires_ms < ?")
+            .bind(now_ms() as i64 - 30 * 24 * 3600 * 1000)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(removed)
     }
 
     /// One version's manifest, build and binary.

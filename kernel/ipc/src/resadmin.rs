@@ -7,7 +7,8 @@
 //! origin, which the kernel vouches for.
 
 use crate::Payload;
-use crate::names::{DoeeName, Priority, ProjectName, Username};
+use crate::doer::{LogLevel, LogLine, Trigger};
+use crate::names::{DoeeName, InvocationId, Priority, ProjectName, Username};
 use serde::{Deserialize, Serialize};
 
 crate::protocol! {
@@ -21,34 +22,163 @@ crate::protocol! {
         password: String,
     } -> Session;
 
-    /// Creates the envelope's project, with the caller as its first member.
-    CreateProject {
+    /// Revokes the token it carries (logging out).
+    Logout {
+        /// The bearer token to revoke.
+        token: String,
+    } -> ();
+
+    /// Checks a bearer token and that its user holds `need` (in the
+    /// envelope's project, for a project role). Every API call asks this
+    /// first; the management requests below trust the Control Gate's `by`.
+    Authorize {
         /// The caller's bearer token.
         token: String,
+        /// What the call needs.
+        need: Need,
+    } -> Caller;
+
+    /// Every user.
+    ListUsers {} -> Vec<UserInfo>;
+
+    /// Creates a user.
+    CreateUser {
+        /// The new user's name.
+        username: Username,
+        /// Their password (at least 8 characters).
+        password: String,
+        /// Their platform role.
+        role: Role,
+    } -> UserInfo;
+
+    /// Deletes a user, their tokens and memberships.
+    DeleteUser {
+        /// The user.
+        username: Username,
+    } -> ();
+
+    /// Creates a named API token for `by`.
+    CreateToken {
+        /// Whose token.
+        by: Username,
+        /// A label, for the list.
+        name: String,
+        /// Days until it expires (1 to 3650).
+        days: u32,
+    } -> NewToken;
+
+    /// `by`'s unexpired tokens.
+    ListTokens {
+        /// Whose tokens.
+        by: Username,
+    } -> Vec<TokenInfo>;
+
+    /// Revokes one of `by`'s tokens by its id.
+    RevokeToken {
+        /// Whose token.
+        by: Username,
+        /// The token's id, from [`TokenInfo`].
+        id: String,
+    } -> ();
+
+    /// Creates the envelope's project with `by` as its admin.
+    CreateProject {
+        /// The creator.
+        by: Username,
     } -> ProjectInfo;
 
-    /// The projects the caller may see.
+    /// Projects: every one, or those `member` belongs to.
     ListProjects {
-        /// The caller's bearer token.
-        token: String,
+        /// `None` for every project (platform admins).
+        member: Option<Username>,
     } -> Vec<ProjectInfo>;
+
+    /// The envelope's project with its members and quotas.
+    GetProject {} -> ProjectDetail;
+
+    /// Deletes the envelope's project with its Doees, records and logs.
+    DeleteProject {} -> ();
+
+    /// Adds a member to the envelope's project, changes their role, or
+    /// (with `role: None`) removes them.
+    SetMember {
+        /// The user.
+        username: Username,
+        /// Their role in the project.
+        role: Option<Role>,
+    } -> ();
+
+    /// Sets the envelope's project's quotas.
+    SetQuotas {
+        /// The new quotas.
+        quotas: Quotas,
+    } -> ();
 
     /// Creates a new version of a Doee of the envelope's project from a
     /// `.tar.gz` of its directory, and starts building it.
     Deploy {
-        /// The caller's bearer token.
-        token: String,
+        /// Who deploys.
+        by: Username,
         /// The Doee directory as `.tar.gz`.
         archive: Payload,
     } -> Deployed;
 
-    /// One Doee of the envelope's project, with its versions.
+    /// The envelope's project's Doees (build logs left out).
+    ListDoees {} -> Vec<DoeeInfo>;
+
+    /// One Doee of the envelope's project, with its versions and build logs.
     GetDoee {
-        /// The caller's bearer token.
-        token: String,
         /// The Doee.
         doee: DoeeName,
     } -> DoeeInfo;
+
+    /// Makes an earlier (built) version of a Doee active at once.
+    Rollback {
+        /// The Doee.
+        doee: DoeeName,
+        /// The version to serve.
+        version: u32,
+    } -> DoeeInfo;
+
+    /// Removes a Doee, its versions and its triggers.
+    DeleteDoee {
+        /// The Doee.
+        doee: DoeeName,
+    } -> ();
+
+    /// Records invocations (from the Doer, in batches; from the CommServer
+    /// for an accepted asynchronous invocation and for one that never
+    /// reached a Doer).
+    Record {
+        /// The records; a later record of an id replaces a pending one.
+        invocations: Vec<InvocationRecord>,
+    } -> ();
+
+    /// The envelope's project's latest invocations, newest first.
+    ListInvocations {
+        /// At most this many (capped at 1000).
+        limit: u32,
+    } -> Vec<InvocationRecord>;
+
+    /// One invocation, in whichever project it ran (the Control Gate then
+    /// checks the caller's right to that project).
+    GetInvocation {
+        /// The id.
+        id: InvocationId,
+    } -> InvocationRecord;
+
+    /// The envelope's project's log lines, oldest first: those after the
+    /// cursor `after`, or the latest ones when it is `None`.
+    Logs {
+        /// The last id already seen.
+        after: Option<u64>,
+        /// At most this many (capped at 1000).
+        limit: u32,
+    } -> Vec<LogEntry>;
+
+    /// Counters and latency histograms of the recorded invocations, since
+    /// Resadmin started (for `/metrics`).
+    Stats {} -> Vec<DoeeStats>;
 
     /// Every active HTTP route of every project (for the CommServer).
     Routes {} -> Vec<HttpRoute>;
@@ -66,6 +196,104 @@ crate::protocol! {
         /// The hex sha256 of the shared object.
         sha256: String,
     } -> Payload;
+}
+
+/// What an API call needs of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Need {
+    /// Any valid token.
+    User,
+    /// The platform role `admin`.
+    Admin,
+    /// A platform role that may create projects (admin or developer).
+    Creator,
+    /// At least this role in the envelope's project; platform admins hold
+    /// every role in every project. A non-member learns only that the
+    /// project does not exist for them.
+    Project(Role),
+}
+
+/// Who called, once their token checked out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Caller {
+    /// The user.
+    pub user: Username,
+    /// Their platform role.
+    pub role: Role,
+}
+
+/// A user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserInfo {
+    /// The name.
+    pub name: Username,
+    /// The platform role.
+    pub role: Role,
+    /// When they were created (ms since the epoch).
+    pub created_ms: u64,
+}
+
+/// A token just created: the only time its secret is shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewToken {
+    /// The bearer token.
+    pub token: String,
+    /// What it is listed as.
+    pub info: TokenInfo,
+}
+
+/// A token as listed: never its secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Its id, for revoking it (a prefix of its hash).
+    pub id: String,
+    /// Its label (`login` for sessions).
+    pub name: String,
+    /// When it was created (ms since the epoch).
+    pub created_ms: u64,
+    /// When it expires (ms since the epoch).
+    pub expires_ms: u64,
+}
+
+/// A project with its members and quotas.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProjectDetail {
+    /// The project.
+    pub info: ProjectInfo,
+    /// Its members.
+    pub members: Vec<Member>,
+    /// Its quotas.
+    pub quotas: Quotas,
+}
+
+/// A member of a project.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// The user.
+    pub user: Username,
+    /// Their role in the project.
+    pub role: Role,
+}
+
+/// What a project may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quotas {
+    /// Doees.
+    pub max_doees: u32,
+    /// Workers: the sum of its active Doees' `concurrency`.
+    pub max_workers: u32,
+    /// Bytes of one uploaded archive.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            max_doees: 50,
+            max_workers: 32,
+            max_upload_bytes: 16 << 20,
+        }
+    }
 }
 
 /// A login session.
@@ -160,8 +388,12 @@ impl BuildState {
 pub struct DoeeInfo {
     /// Its name.
     pub name: DoeeName,
+    /// `rust`, `c` or `cpp`, as its latest version says.
+    pub language: String,
     /// The version that serves, if one has built.
     pub active_version: Option<u32>,
+    /// The triggers of the active version (of the latest, before one built).
+    pub triggers: Triggers,
     /// Every version, oldest first.
     pub versions: Vec<VersionInfo>,
 }
@@ -173,12 +405,182 @@ pub struct VersionInfo {
     pub version: u32,
     /// Its build.
     pub build: BuildState,
-    /// The build log (its tail, when long).
-    pub build_log: String,
+    /// The build log (its tail, when long); left out of lists.
+    pub build_log: Option<String>,
     /// When it was deployed (ms since the epoch).
     pub created_ms: u64,
+    /// Who deployed it.
+    pub deployed_by: String,
     /// The sha256 of its shared object, once built.
     pub sha256: Option<String>,
+}
+
+/// What starts a Doee.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Triggers {
+    /// HTTP routes.
+    pub http: Vec<HttpTrigger>,
+    /// MQTT filters.
+    pub mqtt: Vec<MqttTrigger>,
+}
+
+/// An HTTP route of a manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpTrigger {
+    /// The route within the project, starting with `/`.
+    pub route: String,
+    /// Allowed methods, upper case.
+    pub methods: Vec<String>,
+}
+
+/// An MQTT trigger of a manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MqttTrigger {
+    /// The topic filter (`+` and `#` allowed).
+    pub topic: String,
+    /// Where the output is published, if anywhere.
+    pub reply_topic: Option<String>,
+}
+
+/// One invocation, as recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InvocationRecord {
+    /// Its id.
+    pub id: InvocationId,
+    /// Its project.
+    pub project: ProjectName,
+    /// The Doee.
+    pub doee: DoeeName,
+    /// The version that ran.
+    pub version: u32,
+    /// What started it.
+    pub trigger: Trigger,
+    /// How it ended, or that it has not yet.
+    pub status: InvocationStatus,
+    /// When it was accepted (ms since the epoch).
+    pub started_ms: u64,
+    /// Microseconds from acceptance to its end (0 while pending).
+    pub duration_us: u64,
+    /// Whether a Worker had to be started for it.
+    pub cold_start: bool,
+    /// The HTTP status its caller got (0 while pending).
+    pub http_status: u16,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Its output, up to the recording bound.
+    pub output: Payload,
+    /// Whether the output was cut at the bound.
+    pub output_truncated: bool,
+    /// The Doee's log lines.
+    pub logs: Vec<LogLine>,
+}
+
+/// How an invocation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum InvocationStatus {
+    /// Accepted (asynchronously) and not finished yet.
+    Pending,
+    /// The Doee answered.
+    Succeeded,
+    /// The Doee returned an error or panicked.
+    Error,
+    /// Its Worker died.
+    Crashed,
+    /// It ran past its timeout.
+    Timeout,
+    /// The Doee could not start.
+    NotStarted,
+    /// Its Workers and queue were full, or the platform's.
+    Busy,
+    /// It never reached a Doer (none was up, or the platform stopped).
+    Unavailable,
+}
+
+impl InvocationStatus {
+    /// Every status, in the order metrics list them.
+    pub const ALL: [InvocationStatus; 8] = [
+        InvocationStatus::Pending,
+        InvocationStatus::Succeeded,
+        InvocationStatus::Error,
+        InvocationStatus::Crashed,
+        InvocationStatus::Timeout,
+        InvocationStatus::NotStarted,
+        InvocationStatus::Busy,
+        InvocationStatus::Unavailable,
+    ];
+
+    /// Lower-case name, as the API and metrics show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvocationStatus::Pending => "pending",
+            InvocationStatus::Succeeded => "succeeded",
+            InvocationStatus::Error => "error",
+            InvocationStatus::Crashed => "crashed",
+            InvocationStatus::Timeout => "timeout",
+            InvocationStatus::NotStarted => "not_started",
+            InvocationStatus::Busy => "busy",
+            InvocationStatus::Unavailable => "unavailable",
+        }
+    }
+
+    /// The status named `name`.
+    pub fn parse(name: &str) -> Option<InvocationStatus> {
+        InvocationStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+/// One line of a project's log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Its position in the project's log: the cursor for the next read.
+    pub id: u64,
+    /// When it was written (ms since the epoch).
+    pub at_ms: u64,
+    /// The level.
+    pub level: LogLevel,
+    /// The Doee it is about.
+    pub doee: DoeeName,
+    /// Its version.
+    pub version: u32,
+    /// Who wrote it.
+    pub source: LogSource,
+    /// The text.
+    pub message: String,
+}
+
+/// Who wrote a log line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogSource {
+    /// The Doee, during this invocation.
+    Invocation(InvocationId),
+    /// The build of the version.
+    Build,
+}
+
+/// Upper bounds, in microseconds, of the latency histogram's buckets (a
+/// last bucket counts the rest).
+pub const LATENCY_BUCKETS_US: [u64; 14] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 10_000_000,
+];
+
+/// One Doee's recorded invocations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DoeeStats {
+    /// The project.
+    pub project: ProjectName,
+    /// The Doee.
+    pub doee: DoeeName,
+    /// Invocations by how they ended (every finished status, in
+    /// [`InvocationStatus::ALL`] order without `Pending`).
+    pub by_status: Vec<(InvocationStatus, u64)>,
+    /// Finished invocations per latency bucket ([`LATENCY_BUCKETS_US`],
+    /// then one for the rest); not cumulative.
+    pub latency_buckets: Vec<u64>,
+    /// The sum of their durations, in microseconds.
+    pub latency_sum_us: u64,
 }
 
 /// An HTTP route to the active version of a Doee.

@@ -71,7 +71,7 @@ fn samples() -> Vec<Message> {
             envelope: envelope(Some("demo")),
             body: Body::Request(
                 resadmin::Deploy {
-                    token: "t".into(),
+                    by: crate::Username::new("ada").unwrap(),
                     archive: Bytes::from(vec![0u8; 5000]),
                 }
                 .into_request(),
