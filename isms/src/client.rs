@@ -130,6 +130,67 @@ pub async fn request(
         })?
 }
 
+/// GETs a stream (Server-Sent Events), handing each chunk of the body to
+/// `on_chunk` as it arrives, until the server ends it or `on_chunk` answers
+/// `false`. A non-2xx answer is returned whole instead.
+pub async fn stream(
+    url: &str,
+    token: Option<&str>,
+    extra: &[(&str, String)],
+    mut on_chunk: impl FnMut(&[u8]) -> bool,
+) -> Result<Option<Response>, String> {
+    let (address, path) = split_url(url)?;
+    let stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .map_err(|e| format!("cannot reach {address}: {e} (is `isms up` running?)"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("cannot talk to {address}: {e}"))?;
+    tokio::spawn(connection);
+    let mut builder = Request::builder()
+        .method("GET")
+        .uri(&path)
+        .header(header::HOST, &address)
+        .header(header::ACCEPT, "text/event-stream");
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    for (name, value) in extra {
+        builder = builder.header(*name, value);
+    }
+    let request = builder
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("the request to {address} failed: {e}"))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let mut body = response.into_body();
+    if !(200..300).contains(&status) {
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("cannot read the answer: {e}"))?
+            .to_bytes();
+        return Ok(Some(Response {
+            status,
+            headers,
+            body,
+        }));
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("the stream broke: {e}"))?;
+        if let Some(data) = frame.data_ref()
+            && !on_chunk(data)
+        {
+            break;
+        }
+    }
+    Ok(None)
+}
+
 /// The status of a GET, or `None` if nothing answered.
 pub async fn get_status(url: &str) -> Option<u16> {
     let attempt = request("GET", url, None, None, Bytes::new());

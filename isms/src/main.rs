@@ -31,10 +31,44 @@ enum Command {
     },
     /// Log in to a platform and keep the token.
     Login(cli::login::LoginArgs),
-    /// Create or list projects.
+    /// Log out: revoke the stored token and forget it.
+    Logout {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Create, list, show or delete projects; manage their members.
     Project {
         #[command(subcommand)]
         command: cli::project::ProjectCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List, show, roll back or delete Doees.
+    Doee {
+        #[command(subcommand)]
+        command: cli::doee::DoeeCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Print a project's Doee and build logs; -f follows them live.
+    Logs(cli::logs::LogsArgs),
+    /// Run SQL on a project's database.
+    Sql(cli::sql::SqlArgs),
+    /// List a project's recent invocations.
+    Invocations(cli::invocation::ListArgs),
+    /// Show one invocation and its output (the result of an async call).
+    Invocation(cli::invocation::ShowArgs),
+    /// Manage users (admins).
+    User {
+        #[command(subcommand)]
+        command: cli::user::UserCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Create, list or revoke API tokens.
+    Token {
+        #[command(subcommand)]
+        command: cli::token::TokenCommand,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -111,6 +145,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Project { command, api } => {
             runtime()?.block_on(cli::project::run(command, &api))?
         }
+        Command::Logout { api } => runtime()?.block_on(cli::login::logout(&api))?,
+        Command::Doee { command, api } => runtime()?.block_on(cli::doee::run(command, &api))?,
+        Command::Logs(args) => runtime()?.block_on(cli::logs::run(args))?,
+        Command::Sql(args) => runtime()?.block_on(cli::sql::run(args))?,
+        Command::Invocations(args) => runtime()?.block_on(cli::invocation::list(args))?,
+        Command::Invocation(args) => runtime()?.block_on(cli::invocation::show(args))?,
+        Command::User { command, api } => runtime()?.block_on(cli::user::run(command, &api))?,
+        Command::Token { command, api } => runtime()?.block_on(cli::token::run(command, &api))?,
         Command::Deploy(args) => runtime()?.block_on(cli::deploy::run(args))?,
         Command::Invoke(args) => runtime()?.block_on(cli::invoke::run(args))?,
     }

@@ -22,7 +22,7 @@ fn killed_services_come_back_and_are_reported() {
             Duration::from_secs(15),
             &format!("the {service} to come back"),
             || {
-                let s = p.service(service);
+                let s = p.try_service(service)?;
                 (s["status"] == "up" && s["pid"].as_u64() != Some(u64::from(pid))).then_some(s)
             },
         );

@@ -110,3 +110,24 @@ fn prompt_hidden(question: &str) -> anyhow::Result<String> {
     eprintln!();
     answer
 }
+
+/// Revokes the stored token on the platform and forgets it here.
+pub async fn logout(args: &super::ApiArgs) -> anyhow::Result<()> {
+    let api = super::Api::new(args)?;
+    if api.token().is_none() {
+        bail!("not logged in");
+    }
+    // Forget the token even if the platform cannot be reached: the user
+    // asked to be logged out here.
+    let revoked = api
+        .post_json("/api/v1/auth/logout", &serde_json::json!({}))
+        .await;
+    let mut stored = Credentials::load()?;
+    stored.token = None;
+    stored.save()?;
+    match revoked {
+        Ok(_) => println!("Logged out; the token is revoked."),
+        Err(err) => println!("Logged out here; the platform could not revoke the token: {err}"),
+    }
+    Ok(())
+}

@@ -2,11 +2,17 @@
 
 pub mod credentials;
 pub mod deploy;
+pub mod doee;
+pub mod invocation;
 pub mod invoke;
 pub mod login;
+pub mod logs;
 pub mod new;
 pub mod project;
+pub mod sql;
 pub mod status;
+pub mod token;
+pub mod user;
 
 use crate::client::{self, Response};
 use anyhow::bail;
@@ -49,6 +55,37 @@ impl Api {
     /// The Control Gate's URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The bearer token, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// GET JSON, failing on a non-2xx answer.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        self.get(path).await?.json().map_err(anyhow::Error::msg)
+    }
+
+    /// DELETE, failing on a non-2xx answer.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Response> {
+        ok(self.send("DELETE", path, None, Bytes::new()).await?)
+    }
+
+    /// PUT JSON, failing on a non-2xx answer.
+    pub async fn put_json(
+        &self,
+        path: &str,
+        value: &serde_json::Value,
+    ) -> anyhow::Result<Response> {
+        ok(self
+            .send(
+                "PUT",
+                path,
+                Some("application/json"),
+                Bytes::from(value.to_string()),
+            )
+            .await?)
     }
 
     async fn send(
@@ -106,6 +143,36 @@ impl Api {
     }
 }
 
+/// Splits `<project>/<doee>`.
+pub fn project_doee(target: &str) -> anyhow::Result<(&str, &str)> {
+    match target.split_once('/') {
+        Some((project, doee)) if !project.is_empty() && !doee.is_empty() => Ok((project, doee)),
+        _ => bail!("`{target}` is not <project>/<doee>"),
+    }
+}
+
+/// A time in ms since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 fn ok(response: Response) -> anyhow::Result<Response> {
     if (200..300).contains(&response.status) {
         return Ok(response);
@@ -115,4 +182,14 @@ fn ok(response: Response) -> anyhow::Result<Response> {
         bail!("{message} (run `isms login`)");
     }
     bail!("{message}");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_format_in_utc() {
+        assert_eq!(super::format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(super::format_time(1_795_000_000_000), "2026-11-18 11:06:40");
+        assert_eq!(super::format_time(951_782_400_000), "2000-02-29 00:00:00");
+    }
 }

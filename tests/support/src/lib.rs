@@ -139,6 +139,7 @@ impl Options {
             exe: self.exe,
             child,
             output,
+            admin_token: std::sync::OnceLock::new(),
         };
         let started = Instant::now();
         loop {
@@ -167,6 +168,7 @@ pub struct Platform {
     exe: PathBuf,
     child: Child,
     output: Arc<Mutex<String>>,
+    admin_token: std::sync::OnceLock<String>,
 }
 
 impl Platform {
@@ -238,15 +240,78 @@ impl Platform {
         http::request("POST", &format!("{}{path}", self.triggers), &[], body)
     }
 
+    /// A token of the initial admin, from a login through the API (made
+    /// once per platform).
+    pub fn admin_token(&self) -> String {
+        self.admin_token
+            .get_or_init(|| {
+                let password =
+                    std::fs::read_to_string(self.data_dir.join("initial-admin-password")).unwrap();
+                self.login("admin", password.trim())
+            })
+            .clone()
+    }
+
+    /// Logs a user in through the API and returns their token.
+    pub fn login(&self, username: &str, password: &str) -> String {
+        let body = serde_json::json!({ "username": username, "password": password });
+        let response = self.call_api(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(
+            response.status,
+            200,
+            "login of {username}: {}",
+            response.text()
+        );
+        response.json()["token"].as_str().unwrap().to_string()
+    }
+
+    /// Calls the REST API at `path`, with a bearer token if given.
+    pub fn call_api(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> http::Response {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| vec![("authorization", b)])
+            .unwrap_or_default();
+        http::request(method, &format!("{}{path}", self.api), &headers, body)
+    }
+
     /// The Services Controller's view, from the API.
     pub fn services(&self) -> serde_json::Value {
-        http::request(
+        let token = self.admin_token();
+        self.call_api("GET", "/api/v1/system/services", Some(&token), b"")
+            .json()
+    }
+
+    /// One service instance from the Services Controller's view, or `None`
+    /// while the API cannot answer (the view needs Resadmin to check the
+    /// token: not while it restarts).
+    pub fn try_service(&self, name: &str) -> Option<serde_json::Value> {
+        let token = self.admin_token();
+        let response = http::try_request(
             "GET",
             &format!("{}/api/v1/system/services", self.api),
-            &[],
+            &[("authorization", &format!("Bearer {token}"))],
             b"",
         )
-        .json()
+        .ok()?;
+        (response.status == 200).then_some(())?;
+        response
+            .json()
+            .as_array()?
+            .iter()
+            .find(|s| s["service"] == name)
+            .cloned()
     }
 
     /// One service instance from the Services Controller's view.
