@@ -98,7 +98,13 @@ fn a_c_shared_object_exports_exactly_the_abi() {
     let so = out("libcapi.so");
     run(Command::new("cc")
         .args(C_FLAGS)
-        .args(["-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-Wl,-z,defs"])
+        .args([
+            "-O2",
+            "-shared",
+            "-fPIC",
+            "-fvisibility=hidden",
+            "-Wl,-z,defs",
+        ])
         .arg("-I")
         .arg(include())
         .arg("-o")
@@ -132,7 +138,13 @@ fn a_cpp_shared_object_exports_the_abi_unmangled() {
     let so = out("libcppapi.so");
     run(Command::new("c++")
         .args(CPP_FLAGS)
-        .args(["-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-Wl,-z,defs"])
+        .args([
+            "-O2",
+            "-shared",
+            "-fPIC",
+            "-fvisibility=hidden",
+            "-Wl,-z,defs",
+        ])
         .arg("-I")
         .arg(include())
         .arg("-o")
