@@ -553,4 +553,52 @@ mod tests {
         let args = sandbox.bwrap_args(&Mode::UserNamespace, &[], Path::new("/"));
         assert!(!args.iter().any(|a| a == "--unshare-net"));
     }
+
+    /// Both ways of running bubblewrap, for real: the command sees its
+    /// writable directory and not the host, and runs as the expected uid.
+    #[tokio::test]
+    async fn a_command_runs_walled_in() {
+        if which("bwrap").is_none() {
+            eprintln!("skipped: bubblewrap is not installed");
+            return;
+        }
+        let mut modes = vec![(Mode::UserNamespace, current_uid())];
+        if current_uid() == 0 {
+            let setpriv = which("setpriv").expect("setpriv");
+            modes.push((
+                Mode::RootDropsTo {
+                    uid: 65534,
+                    setpriv,
+                },
+                65534,
+            ));
+        }
+        for (mode, uid) in modes {
+            let dir = std::env::temp_dir()
+                .join(format!("isms-sandbox-test-{}-{uid}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut sandbox = Sandbox {
+                mode,
+                ..sandboxed()
+            };
+            let work = sandbox.bind(&dir, "work", true);
+            sandbox.prepare().unwrap();
+            let script = "id -u > uid; for f in /etc/passwd /root /home; do \
+                          test -e $f && echo $f >> leaked; done; touch /usr/x 2>/dev/null \
+                          && echo /usr >> leaked; echo done > done";
+            let args = ["-c", script].map(OsString::from);
+            let status = sandbox
+                .command(Path::new("/bin/sh"), &args, &[], &[], &work)
+                .status()
+                .await
+                .unwrap();
+            assert!(status.success());
+            let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+            assert_eq!(read("done"), "done\n");
+            assert_eq!(read("uid").trim(), uid.to_string());
+            assert_eq!(read("leaked"), "");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
 }
