@@ -21,6 +21,12 @@
 //! [`testing`] module runs a Doee in a unit test against a fake host.
 //!
 //! This crate depends on nothing but `std`, so a Doee builds in seconds, offline.
+//!
+//! C and C++ Doees use the headers this crate ships in `include/`:
+//! `isms/doee.h` (the same ABI as [`abi`], `ISMS_DOEE_C(init, exec, term)`),
+//! `isms/doee.hpp` (a class deriving from `isms::Doee`, `ISMS_DOEE(Class)`)
+//! and `isms/testing.h` (a header-only fake host for their unit tests).
+//! `isms new <name> --lang c|cpp` scaffolds one with a `make test`.
 #![deny(missing_docs)]
 
 pub mod abi;

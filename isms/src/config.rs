@@ -14,6 +14,7 @@ use isms_ipc::Endpoint;
 use isms_kernel::KernelConfig;
 use isms_kernel::scheduler::QueueLimits;
 use isms_resadmin::ResadminConfig;
+use isms_resadmin::sandbox::SandboxConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -163,6 +164,14 @@ pub struct ResadminSection {
     pub quota_max_workers: u32,
     /// Largest upload per project, MiB, unless an admin sets another quota.
     pub quota_max_upload_mb: u32,
+    /// `auto` (bubblewrap if installed, else unsandboxed with a warning), `bwrap` or `none`.
+    pub build_isolation: String,
+    /// Whether builds may reach the network.
+    pub build_network: bool,
+    /// Address space of each build process, MiB.
+    pub build_memory_mb: u32,
+    /// The uid builds run as when the platform runs as root.
+    pub build_uid: u32,
 }
 
 impl Default for ResadminSection {
@@ -177,6 +186,10 @@ impl Default for ResadminSection {
             quota_max_doees: 50,
             quota_max_workers: 32,
             quota_max_upload_mb: 16,
+            build_isolation: "auto".into(),
+            build_network: false,
+            build_memory_mb: 2048,
+            build_uid: 65534,
         }
     }
 }
@@ -333,7 +346,7 @@ impl Config {
     }
 
     /// Resadmin's configuration.
-    pub fn resadmin(&self, data_dir: &Path) -> ResadminConfig {
+    pub fn resadmin(&self, data_dir: &Path) -> anyhow::Result<ResadminConfig> {
         let mut resadmin = ResadminConfig::new(data_dir);
         resadmin.build_timeout =
             Duration::from_secs(u64::from(self.resadmin.build_timeout_s.max(1)));
@@ -354,7 +367,17 @@ impl Config {
             max_workers: self.resadmin.quota_max_workers,
             max_upload_bytes: u64::from(self.resadmin.quota_max_upload_mb) << 20,
         };
-        resadmin
+        resadmin.build_sandbox = SandboxConfig {
+            isolation: self
+                .resadmin
+                .build_isolation
+                .parse()
+                .map_err(|e| anyhow::anyhow!("resadmin.build_isolation: {e}"))?,
+            network: self.resadmin.build_network,
+            memory_mb: self.resadmin.build_memory_mb.max(256),
+            uid: self.resadmin.build_uid,
+        };
+        Ok(resadmin)
     }
 
     /// The CommServer's configuration.
@@ -378,6 +401,7 @@ impl Config {
     pub fn validate(&self, data_dir: &Path) -> anyhow::Result<()> {
         self.kernel(data_dir)?;
         self.doer(data_dir)?;
+        self.resadmin(data_dir)?;
         self.commserver()?;
         self.control_gate()?;
         Ok(())

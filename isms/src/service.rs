@@ -79,7 +79,7 @@ async fn serve(
             prepared.serve(conn, incoming, shutdown).await
         }
         ServiceKind::Resadmin => {
-            let prepared = isms_resadmin::prepare(config.resadmin(data_dir)).await?;
+            let prepared = isms_resadmin::prepare(config.resadmin(data_dir)?).await?;
             let (conn, incoming) = join(isms_resadmin::CAPACITY).await?;
             prepared.serve(conn, incoming, shutdown).await
         }

@@ -2,23 +2,29 @@
 //!
 //! A Rust Doee builds with `cargo rustc --crate-type cdylib`, offline,
 //! against the SDK bundled with the platform (patched in for the `doee-sdk`
-//! dependency), into a target directory shared by all builds so rebuilds
-//! take seconds. The result is stored by its sha256 and the version becomes
-//! active only if the build succeeds.
+//! dependency), into a target directory shared by the project's builds so
+//! rebuilds take seconds. A C or C++ Doee's `sources` are compiled with the
+//! system's `cc` or `c++` into one shared object, against the bundled
+//! headers. Every build runs in a [`Sandbox`]. The result is stored by its
+//! sha256 and the version becomes active only if the build succeeds.
 
 use crate::manifest::{Language, Manifest};
+use crate::sandbox::{Sandbox, SandboxConfig, which};
+use crate::sdk;
 use crate::store::Store;
 use isms_ipc::doer::LogLevel;
 use isms_ipc::resadmin::BuildState;
 use isms_ipc::{Connection, DoeeName, Event, ProjectName};
 use sha2::{Digest, Sha256};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// The most of a build log that is kept (its tail).
 const MAX_LOG: usize = 64 * 1024;
@@ -28,7 +34,8 @@ const MAX_LOG: usize = 64 * 1024;
 pub struct BuildConfig {
     /// The bundled SDK crate.
     pub sdk_dir: PathBuf,
-    /// The shared cargo target directory.
+    /// The cargo target directory; each project builds in its own
+    /// subdirectory.
     pub target_dir: PathBuf,
     /// `CARGO_HOME` for builds (keeps the operator's cargo config out).
     pub cargo_home: PathBuf,
@@ -36,6 +43,8 @@ pub struct BuildConfig {
     pub binaries_dir: PathBuf,
     /// The longest a build may take.
     pub timeout: Duration,
+    /// The walls around each build.
+    pub sandbox: SandboxConfig,
 }
 
 /// One version to build.
@@ -177,12 +186,7 @@ async fn run_job(store: &Store, conn: &Connection, config: &BuildConfig, job: Jo
         })
     };
     let started = std::time::Instant::now();
-    let built = match job.manifest.language {
-        Language::Rust => build_rust(&job.root, config, &log).await,
-        Language::C | Language::Cpp => {
-            Err("C and C++ Doees are not supported by this release yet".to_string())
-        }
-    };
+    let built = build(&job, config, &log).await;
     let stored = match built {
         Ok(artifact) => store_binary(&artifact, &config.binaries_dir).await,
         Err(why) => Err(why),
@@ -236,6 +240,20 @@ async fn run_job(store: &Store, conn: &Connection, config: &BuildConfig, job: Jo
     }
 }
 
+/// Builds a version in a fresh sandbox; returns the shared object's path.
+async fn build(job: &Job, config: &BuildConfig, log: &Log) -> Result<PathBuf, String> {
+    let mut sandbox = Sandbox::new(&config.sandbox)?;
+    log.push(&sandbox.describe());
+    if !sandbox.is_sandboxed() {
+        tracing::warn!(project = %job.project, doee = %job.doee, "{}", sandbox.describe());
+    }
+    let deadline = Instant::now() + config.timeout;
+    match job.manifest.language {
+        Language::Rust => build_rust(job, config, &mut sandbox, log, deadline).await,
+        Language::C | Language::Cpp => build_c(job, config, &mut sandbox, log, deadline).await,
+    }
+}
+
 /// Copies a built shared object into the store under its hash.
 async fn store_binary(artifact: &Path, binaries: &Path) -> Result<String, String> {
     let bytes = tokio::fs::read(artifact)
@@ -253,8 +271,140 @@ async fn store_binary(artifact: &Path, binaries: &Path) -> Result<String, String
     Ok(sha256)
 }
 
+/// Runs one build step to its end: stderr (and stdout, unless `artifacts`
+/// reads it) goes into the log; past `deadline` the whole process tree is
+/// killed. Returns whether it succeeded and the last artifact `artifacts`
+/// found on stdout.
+async fn run_step(
+    mut command: Command,
+    log: &Log,
+    deadline: Instant,
+    timeout: Duration,
+    artifacts: Option<fn(&str) -> Option<PathBuf>>,
+) -> Result<(ExitStatus, Option<PathBuf>), String> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let program = command
+        .as_std()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let stderr = child.stderr.take();
+    let stdout = child.stdout.take();
+    let stderr_log = log.clone();
+    let stderr_task = tokio::spawn(async move {
+        if let Some(stderr) = stderr {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                stderr_log.push(&line);
+            }
+        }
+    });
+    let stdout_log = log.clone();
+    let stdout_task = tokio::spawn(async move {
+        let mut artifact = None;
+        if let Some(stdout) = stdout {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match artifacts {
+                    Some(find) => {
+                        if let Some(path) = find(&line) {
+                            artifact = Some(path);
+                        }
+                    }
+                    None => stdout_log.push(&line),
+                }
+            }
+        }
+        artifact
+    });
+    let waited = tokio::time::timeout_at(deadline, child.wait()).await;
+    let status = match waited {
+        Ok(status) => status.map_err(|e| format!("cannot wait for {program}: {e}"))?,
+        Err(_) => {
+            if let Some(pid) = child.id() {
+                // The step leads its own process group (see Sandbox::command).
+                // SAFETY: signalling a process group we started.
+                unsafe { libc::killpg(pid as libc::pid_t, libc::SIGKILL) };
+            }
+            let _ = child.kill().await;
+            stderr_task.abort();
+            stdout_task.abort();
+            return Err(format!(
+                "the build took longer than {} s and was stopped",
+                timeout.as_secs()
+            ));
+        }
+    };
+    // An unsandboxed step may leave a process behind holding the pipes;
+    // what it prints after its parent is gone is not waited for.
+    let grace = Instant::now() + Duration::from_secs(2);
+    let _ = tokio::time::timeout_at(grace, stderr_task).await;
+    let artifact = match tokio::time::timeout_at(grace, stdout_task).await {
+        Ok(Ok(artifact)) => artifact,
+        _ => None,
+    };
+    Ok((status, artifact))
+}
+
+/// The sysroot of the Rust toolchain a build uses (where `bin/cargo` and
+/// `bin/rustc` are), as the platform's own `rustc` names it. Builds run
+/// those binaries directly, not rustup's proxies, which would need the
+/// operator's home directory.
+async fn rust_sysroot() -> Result<PathBuf, String> {
+    let mut command = Command::new("rustc");
+    command
+        .args(["--print", "sysroot"])
+        // Away from any rust-toolchain file a Doee could have left.
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for key in ["RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"] {
+        command.env_remove(key);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .map_err(|_| "`rustc --print sysroot` did not answer within 60 s".to_string())?
+        .map_err(|e| format!("cannot run rustc, needed to build Rust Doees: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`rustc --print sysroot` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    for tool in ["cargo", "rustc"] {
+        if !sysroot.join("bin").join(tool).is_file() {
+            return Err(format!(
+                "the Rust toolchain in {} has no bin/{tool}",
+                sysroot.display()
+            ));
+        }
+    }
+    Ok(sysroot)
+}
+
+/// Where a version's sources appear inside the sandbox: unique per
+/// version, so cargo never takes one version's outputs for another's.
+fn sources_inside(job: &Job) -> String {
+    format!("src/{}/{}/{}", job.project, job.doee, job.version)
+}
+
 /// Builds a Rust Doee crate into a `cdylib`.
-async fn build_rust(root: &Path, config: &BuildConfig, log: &Log) -> Result<PathBuf, String> {
+async fn build_rust(
+    job: &Job,
+    config: &BuildConfig,
+    sandbox: &mut Sandbox,
+    log: &Log,
+    deadline: Instant,
+) -> Result<PathBuf, String> {
+    let root = &job.root;
     // Files that would let the upload reconfigure the toolchain or cargo.
     for name in [".cargo", "rust-toolchain", "rust-toolchain.toml"] {
         let path = root.join(name);
@@ -274,88 +424,152 @@ async fn build_rust(root: &Path, config: &BuildConfig, log: &Log) -> Result<Path
     std::fs::write(&manifest_path, cargo_toml.to_string())
         .map_err(|e| format!("cannot prepare Cargo.toml: {e}"))?;
 
-    let sdk = config
-        .sdk_dir
+    let sysroot = rust_sysroot().await?;
+    let toolchain = sandbox.bind(&sysroot, "toolchain", false);
+    let src = sandbox.bind(root, &sources_inside(job), true);
+    // One target directory per project: shared by its builds, so rebuilds
+    // take seconds, but never with another project's build scripts.
+    let target = sandbox.bind(
+        &config.target_dir.join(job.project.as_str()),
+        "target",
+        true,
+    );
+    let sdk = sandbox.bind(&config.sdk_dir, "sdk", false);
+    let cargo_home = sandbox.bind(&config.cargo_home, "cargo-home", false);
+    prepare(sandbox).await?;
+
+    let sdk = sdk
         .display()
         .to_string()
         .replace('\\', "\\\\")
         .replace('"', "\\\"");
-    let mut command = Command::new("cargo");
-    command
-        .args([
-            "rustc",
-            "--release",
-            "--lib",
-            "--crate-type",
-            "cdylib",
-            "--offline",
-        ])
-        .args(["--message-format", "json-render-diagnostics"])
-        .arg("--manifest-path")
-        .arg(&manifest_path)
-        .arg("--config")
-        .arg(format!("patch.crates-io.doee-sdk.path=\"{sdk}\""))
-        .env("CARGO_TARGET_DIR", &config.target_dir)
-        .env("CARGO_HOME", &config.cargo_home)
-        .env("CARGO_TERM_COLOR", "never")
-        .current_dir(root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        let leaks_in = key.starts_with("CARGO_") && key != "CARGO_HOME"
-            || matches!(
-                key.as_ref(),
-                "RUSTFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER" | "RUSTDOCFLAGS"
-            );
-        if leaks_in {
-            command.env_remove(key.as_ref());
-        }
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    let stderr = child.stderr.take();
-    let stdout = child.stdout.take();
-    let stderr_log = log.clone();
-    let stderr_task = tokio::spawn(async move {
-        if let Some(stderr) = stderr {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                stderr_log.push(&line);
-            }
-        }
-    });
-    let stdout_task = tokio::spawn(async move {
-        let mut artifact = None;
-        if let Some(stdout) = stdout {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(path) = shared_object_in(&line) {
-                    artifact = Some(path);
-                }
-            }
-        }
-        artifact
-    });
-    let status = match tokio::time::timeout(config.timeout, child.wait()).await {
-        Ok(status) => status.map_err(|e| format!("cannot wait for cargo: {e}"))?,
-        Err(_) => {
-            let _ = child.kill().await;
-            return Err(format!(
-                "the build took longer than {} s and was stopped",
-                config.timeout.as_secs()
-            ));
-        }
-    };
-    let _ = stderr_task.await;
-    let artifact = stdout_task.await.ok().flatten();
+    let args: Vec<OsString> = [
+        "rustc",
+        "--release",
+        "--lib",
+        "--crate-type",
+        "cdylib",
+        "--offline",
+        "--message-format",
+        "json-render-diagnostics",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .chain([
+        "--manifest-path".into(),
+        src.join("Cargo.toml").into_os_string(),
+        "--config".into(),
+        format!("patch.crates-io.doee-sdk.path=\"{sdk}\"").into(),
+    ])
+    .collect();
+    let env = [
+        ("CARGO_TARGET_DIR", target.into_os_string()),
+        ("CARGO_HOME", cargo_home.into_os_string()),
+        ("CARGO_TERM_COLOR", "never".into()),
+        ("RUSTC", toolchain.join("bin/rustc").into_os_string()),
+    ];
+    let command = sandbox.command(
+        &toolchain.join("bin/cargo"),
+        &args,
+        &env,
+        &[toolchain.join("bin")],
+        &src,
+    );
+    let (status, artifact) = run_step(
+        command,
+        log,
+        deadline,
+        config.timeout,
+        Some(shared_object_in),
+    )
+    .await?;
     if !status.success() {
         return Err(format!("cargo failed ({status}); see the log above"));
     }
-    artifact.ok_or_else(|| "cargo produced no shared object".to_string())
+    let artifact = artifact.ok_or_else(|| "cargo produced no shared object".to_string())?;
+    sandbox
+        .host_path(&artifact)
+        .ok_or_else(|| format!("cargo reported {} outside the build", artifact.display()))
+}
+
+/// Where a C or C++ build writes its shared object, in the version's
+/// directory (a Doee cannot upload it: it is removed before the build).
+const C_OUTPUT_DIR: &str = ".isms-build";
+
+/// Compiles a C or C++ Doee's sources into a shared object.
+async fn build_c(
+    job: &Job,
+    config: &BuildConfig,
+    sandbox: &mut Sandbox,
+    log: &Log,
+    deadline: Instant,
+) -> Result<PathBuf, String> {
+    let (compiler, package) = match job.manifest.language {
+        Language::Cpp => ("c++", "g++"),
+        _ => ("cc", "gcc"),
+    };
+    if which(compiler).is_none() {
+        return Err(format!(
+            "there is no {compiler} on this host to compile the Doee: apt-get install {package}"
+        ));
+    }
+    let out_dir = job.root.join(C_OUTPUT_DIR);
+    let _ = std::fs::remove_dir_all(&out_dir).or_else(|_| std::fs::remove_file(&out_dir));
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("cannot prepare the build: {e}"))?;
+    let src = sandbox.bind(&job.root, &sources_inside(job), true);
+    let include = sandbox.bind(&sdk::include_dir(&config.sdk_dir), "include", false);
+    prepare(sandbox).await?;
+
+    let output = format!("{C_OUTPUT_DIR}/doee.so");
+    let mut args: Vec<OsString> = [
+        "-shared",
+        "-fPIC",
+        "-O2",
+        "-Wall",
+        // Only the ABI's symbols are exported (ISMS_DOEE_C marks them).
+        "-fvisibility=hidden",
+        "-I",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    args.push(include.into_os_string());
+    args.extend(["-o".into(), OsString::from(&output)]);
+    // "./" keeps a source named like an option from being one.
+    args.extend(
+        job.manifest
+            .sources
+            .iter()
+            .map(|s| OsString::from(format!("./{s}"))),
+    );
+    // An undefined symbol is a build error here, not a load error later.
+    args.extend(["-Wl,-z,defs", "-lm"].map(OsString::from));
+    log.push(&format!(
+        "$ {compiler} {}",
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    let command = sandbox.command(Path::new(compiler), &args, &[], &[], &src);
+    let (status, _) = run_step(command, log, deadline, config.timeout, None).await?;
+    if !status.success() {
+        return Err(format!("{compiler} failed ({status}); see the log above"));
+    }
+    let built = job.root.join(&output);
+    if !built.is_file() {
+        return Err(format!("{compiler} produced no shared object"));
+    }
+    Ok(built)
+}
+
+/// Hands the sandbox's writable directories to the build's uid.
+async fn prepare(sandbox: &Sandbox) -> Result<(), String> {
+    let sandbox = sandbox.clone();
+    tokio::task::spawn_blocking(move || sandbox.prepare())
+        .await
+        .map_err(|e| format!("cannot prepare the build: {e}"))?
+        .map_err(|e| format!("cannot prepare the build directories: {e}"))
 }
 
 /// The `.so` named by a cargo `compiler-artifact` JSON message, if any.

@@ -4,6 +4,7 @@
 //! - [`manifest`]: `doee.toml` validation.
 //! - [`archive`]: bounded unpacking of uploads.
 //! - [`builder`]: the build queue.
+//! - [`sandbox`]: the bubblewrap sandbox builds run in.
 //! - [`auth`]: passwords and tokens.
 //! - [`sdk`]: the bundled Doee SDK.
 
@@ -11,6 +12,7 @@ pub mod archive;
 pub mod auth;
 pub mod builder;
 pub mod manifest;
+pub mod sandbox;
 pub mod sdk;
 pub mod stats;
 pub mod store;
@@ -44,6 +46,8 @@ pub struct ResadminConfig {
     pub cargo_home: PathBuf,
     /// The longest a build may take.
     pub build_timeout: Duration,
+    /// The sandbox builds run in.
+    pub build_sandbox: sandbox::SandboxConfig,
     /// How long a login token lasts.
     pub token_ttl: Duration,
     /// Bounds on uploads.
@@ -65,6 +69,7 @@ impl ResadminConfig {
             build_target_dir: dir.join("target"),
             cargo_home: dir.join("cargo-home"),
             build_timeout: Duration::from_secs(600),
+            build_sandbox: sandbox::SandboxConfig::default(),
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             archive: archive::Limits::default(),
             quotas: Quotas::default(),
@@ -171,6 +176,7 @@ impl Prepared {
                 cargo_home: config.cargo_home.clone(),
                 binaries_dir: config.binaries_dir(),
                 timeout: config.build_timeout,
+                sandbox: config.build_sandbox.clone(),
             },
         );
         let pruner = {

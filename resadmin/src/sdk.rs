@@ -1,5 +1,6 @@
 //! The Doee SDK as shipped inside the platform, so Doees build offline
-//! against exactly the ABI this platform's Executor speaks.
+//! against exactly the ABI this platform's Executor speaks: the Rust crate
+//! and the C and C++ headers.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,24 @@ pub const FILES: &[(&str, &str)] = &[
         "src/testing.rs",
         include_str!("../../doee-sdk/src/testing.rs"),
     ),
+    (
+        "include/isms/doee.h",
+        include_str!("../../doee-sdk/include/isms/doee.h"),
+    ),
+    (
+        "include/isms/doee.hpp",
+        include_str!("../../doee-sdk/include/isms/doee.hpp"),
+    ),
+    (
+        "include/isms/testing.h",
+        include_str!("../../doee-sdk/include/isms/testing.h"),
+    ),
 ];
+
+/// The C and C++ headers' directory (`-I`) of an SDK that [`install`] wrote.
+pub fn include_dir(sdk: &Path) -> PathBuf {
+    sdk.join("include")
+}
 
 /// Writes the SDK crate to `dir/doee-sdk` (rewriting files that differ) and
 /// returns the crate's directory.

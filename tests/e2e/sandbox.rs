@@ -20,7 +20,9 @@ fn healthy(p: &Platform) {
     );
 }
 
-/// Processes of the Workers' user (uid 65534 when the tests run as root).
+/// Processes of Workers: the Executor and what it forked, under the
+/// Workers' user (uid 65534 when the tests run as root). Builds of other
+/// tests run as that uid too, but are not Executors.
 fn worker_processes() -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
@@ -36,6 +38,10 @@ fn worker_processes() -> usize {
                 s.lines()
                     .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("65534"))
             })
+        })
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).nth(1) == Some(b"executor"))
         })
         .count()
 }

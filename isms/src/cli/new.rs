@@ -1,4 +1,4 @@
-//! `isms new <name> --lang rust`: scaffolds a working Doee with a test.
+//! `isms new <name> --lang rust|c|cpp`: scaffolds a working Doee with a test.
 
 use anyhow::{Context as _, bail};
 use isms_ipc::DoeeName;
@@ -10,11 +10,40 @@ pub struct NewArgs {
     /// The Doee's name: a-z, 0-9 and -, up to 63 characters.
     pub name: String,
     /// Its language.
-    #[arg(long, default_value = "rust", value_parser = ["rust"])]
-    pub lang: String,
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    pub lang: Lang,
     /// Where to create it [default: ./<name>]
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+/// The languages a Doee can be scaffolded in.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    /// A crate against the `doee-sdk` crate; tested with `cargo test`.
+    Rust,
+    /// C against `<isms/doee.h>`; tested with `make test`.
+    C,
+    /// C++ against `<isms/doee.hpp>`; tested with `make test`.
+    Cpp,
+}
+
+impl Lang {
+    fn templates(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Lang::Rust => RUST,
+            Lang::C => C,
+            Lang::Cpp => CPP,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::C => "C",
+            Lang::Cpp => "C++",
+        }
+    }
 }
 
 const RUST: &[(&str, &str)] = &[
@@ -27,6 +56,30 @@ const RUST: &[(&str, &str)] = &[
     (".gitignore", include_str!("../../templates/rust/gitignore")),
 ];
 
+const C: &[(&str, &str)] = &[
+    ("doee.toml", include_str!("../../templates/c/doee.toml")),
+    ("src/%NAME%.c", include_str!("../../templates/c/doee.c")),
+    ("tests/test.c", include_str!("../../templates/c/test.c")),
+    ("Makefile", include_str!("../../templates/c/Makefile")),
+    ("README.md", include_str!("../../templates/c/README.md")),
+    (".gitignore", include_str!("../../templates/c/gitignore")),
+];
+
+const CPP: &[(&str, &str)] = &[
+    ("doee.toml", include_str!("../../templates/cpp/doee.toml")),
+    (
+        "src/%NAME%.cpp",
+        include_str!("../../templates/cpp/doee.cpp"),
+    ),
+    (
+        "tests/test.cpp",
+        include_str!("../../templates/cpp/test.cpp"),
+    ),
+    ("Makefile", include_str!("../../templates/cpp/Makefile")),
+    ("README.md", include_str!("../../templates/cpp/README.md")),
+    (".gitignore", include_str!("../../templates/cpp/gitignore")),
+];
+
 /// Creates the Doee directory.
 pub fn run(args: NewArgs) -> anyhow::Result<()> {
     let name = DoeeName::new(&args.name)?;
@@ -37,19 +90,31 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    for (relative, template) in RUST {
-        let path = dir.join(relative);
+    let sdk = install_sdk()?;
+    let include = isms_resadmin::sdk::include_dir(&sdk);
+    for (relative, template) in args.lang.templates() {
+        let path = dir.join(relative.replace("%NAME%", name.as_str()));
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        std::fs::write(&path, template.replace("%NAME%", name.as_str()))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let text = template
+            .replace("%NAME%", name.as_str())
+            .replace("%INCLUDE%", &include.display().to_string());
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let sdk = install_sdk()?;
-    write_sdk_patch(&dir, &sdk)?;
-    println!("Created the Rust Doee {name} in {}.", dir.display());
-    println!("  test it:    (cd {} && cargo test)", dir.display());
+    let test = if args.lang == Lang::Rust {
+        write_sdk_patch(&dir, &sdk)?;
+        "cargo test"
+    } else {
+        "make test"
+    };
+    println!(
+        "Created the {} Doee {name} in {}.",
+        args.lang.name(),
+        dir.display()
+    );
+    println!("  test it:    (cd {} && {test})", dir.display());
     println!(
         "  deploy it:  isms deploy {} --project <project> --wait",
         dir.display()
