@@ -124,6 +124,41 @@ fn the_c_api_reaches_the_platform() {
     );
     assert_eq!(r.text(), expected);
 
+    // Its isms_log lines are in the invocation's record, with their levels.
+    let token = p.admin_token();
+    let record =
+        isms_test_support::eventually(std::time::Duration::from_secs(5), "the record", || {
+            let r = p.call_api(
+                "GET",
+                &format!("/api/v1/invocations/{id}"),
+                Some(&token),
+                b"",
+            );
+            (r.status == 200).then(|| r.json())
+        });
+    let logged: Vec<String> = record["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {}",
+                l["level"].as_str().unwrap(),
+                l["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            "error an error line",
+            "warn a warning line",
+            "info an info line",
+            "debug a debug line"
+        ],
+        "{record}"
+    );
+
     // One Worker, initialized once, serves the next call with GET.
     let r = get(&p, "/capi/c-api");
     assert_eq!(r.status, 201);
