@@ -117,6 +117,13 @@ pub fn unpack(archive: &[u8], target: &Path, limits: &Limits) -> Result<PathBuf,
 /// target. The checks are the same in both passes and the bytes are the
 /// same, so a second pass fails only where writing fails.
 fn read(archive: &[u8], limits: &Limits, target: Option<&Path>) -> Result<PathBuf, ArchiveError> {
+    // Said plainly here; the decoder would only report an early end or a
+    // bad header.
+    if !archive.starts_with(&[0x1f, 0x8b]) {
+        return Err(ArchiveError::Malformed(
+            "the body is not gzip-compressed (a gzip stream starts with the bytes 1f 8b)".into(),
+        ));
+    }
     let by_ratio = (archive.len() as u64)
         .saturating_mul(limits.max_ratio)
         .max(limits.ratio_exempt);
