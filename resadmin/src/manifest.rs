@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 /// The manifest's file name.
 pub const FILE: &str = "doee.toml";
 
+/// The longest manifest, in bytes: room for 64 parameters of 4 KiB each.
+pub const MAX_BYTES: usize = 1 << 20;
+
 /// The language a Doee is written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -77,8 +80,9 @@ fn invalid<T>(message: impl Into<String>) -> Result<T, ManifestError> {
     Err(ManifestError(message.into()))
 }
 
+// `expecting` keeps these type names out of error messages.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct Raw {
     name: String,
     language: String,
@@ -93,7 +97,7 @@ struct Raw {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawResources {
     timeout_ms: Option<i64>,
     memory_mb: Option<i64>,
@@ -102,7 +106,7 @@ struct RawResources {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawTriggers {
     #[serde(default)]
     http: Vec<RawHttp>,
@@ -111,14 +115,14 @@ struct RawTriggers {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawHttp {
     route: String,
     methods: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawMqtt {
     topic: String,
     reply_topic: Option<String>,
@@ -127,8 +131,13 @@ struct RawMqtt {
 impl Manifest {
     /// Parses and validates the text of a `doee.toml`.
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-        let raw: Raw = toml::from_str(text)
-            .map_err(|e| ManifestError(e.message().to_string() + &location(text, e.span())))?;
+        if text.len() > MAX_BYTES {
+            return invalid(format!(
+                "the file is {} bytes; at most {MAX_BYTES} are allowed",
+                text.len()
+            ));
+        }
+        let raw: Raw = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         let name = DoeeName::new(raw.name).map_err(|e| ManifestError(format!("`name`: {e}")))?;
         let language = match raw.language.as_str() {
             "rust" => Language::Rust,
@@ -305,14 +314,34 @@ impl Manifest {
     }
 }
 
-fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
-    match span {
-        Some(span) if span.start <= text.len() => {
-            let line = text[..span.start].matches('\n').count() + 1;
+/// A TOML error with the key at fault and its line. An error read from the
+/// text has the line but not the key; reading the parsed table again gives
+/// the key (toml shows it only in the `Display` of an error without a span).
+fn toml_error(text: &str, err: &toml::de::Error) -> ManifestError {
+    let key = text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|table| Raw::deserialize(toml::Value::Table(table)).err())
+        .filter(|again| again.message() == err.message())
+        .and_then(|again| {
+            let shown = again.to_string();
+            let key = shown
+                .lines()
+                .last()?
+                .strip_prefix("in `")?
+                .strip_suffix('`')?;
+            Some(format!("`{key}`: "))
+        })
+        .unwrap_or_default();
+    let line = err
+        .span()
+        .and_then(|span| text.as_bytes().get(..span.start))
+        .map(|before| {
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
             format!(" (line {line})")
-        }
-        _ => String::new(),
-    }
+        })
+        .unwrap_or_default();
+    ManifestError(format!("{key}{}{line}", err.message()))
 }
 
 /// A path inside the Doee directory: relative, no `..`, printable.
