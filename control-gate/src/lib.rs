@@ -639,34 +639,19 @@ impl Gate {
     async fn invocation(&self, token: String, id: &str) -> Result<Reply, ApiError> {
         let missing = || ApiError(StatusCode::NOT_FOUND, format!("no invocation {id}"));
         let platform = Scope::platform(API_TIMEOUT);
-        let Ok(id) = id.parse::<InvocationId>() else {
-            // Still 401 before 404 for a caller without a valid token.
-            self.conn
-                .call(
-                    &platform,
-                    Authorize {
-                        token,
-                        need: Need::User,
-                    },
-                )
-                .await?;
-            return Err(missing());
+        let record = match id.parse::<InvocationId>() {
+            Ok(id) => match self.conn.call(&platform, GetInvocation { id }).await {
+                Ok(record) => Some(record),
+                Err(failure) if failure.kind == FailureKind::NotFound => None,
+                Err(failure) => return Err(failure.into()),
+            },
+            Err(_) => None,
         };
-        let record = match self.conn.call(&platform, GetInvocation { id }).await {
-            Ok(record) => record,
-            Err(failure) if failure.kind == FailureKind::NotFound => {
-                self.conn
-                    .call(
-                        &platform,
-                        Authorize {
-                            token,
-                            need: Need::User,
-                        },
-                    )
-                    .await?;
-                return Err(missing());
-            }
-            Err(failure) => return Err(failure.into()),
+        let Some(record) = record else {
+            // Still 401 before 404 for a caller without a valid token.
+            let need = Need::User;
+            self.conn.call(&platform, Authorize { token, need }).await?;
+            return Err(missing());
         };
         let scope = Scope::project(record.project.clone(), API_TIMEOUT);
         let need = Need::Project(Role::Viewer);

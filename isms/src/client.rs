@@ -71,6 +71,20 @@ fn split_url(url: &str) -> Result<(String, String), String> {
     Ok((address, path.to_string()))
 }
 
+/// Opens an HTTP/1.1 connection for one request.
+async fn connect(
+    address: &str,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("cannot reach {address}: {e} (is `isms up` running?)"))?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("cannot talk to {address}: {e}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
 /// Sends one request.
 pub async fn request(
     method: &str,
@@ -81,13 +95,7 @@ pub async fn request(
 ) -> Result<Response, String> {
     let (address, path) = split_url(url)?;
     let exchange = async {
-        let stream = tokio::net::TcpStream::connect(&address)
-            .await
-            .map_err(|e| format!("cannot reach {address}: {e} (is `isms up` running?)"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("cannot talk to {address}: {e}"))?;
-        tokio::spawn(connection);
+        let mut sender = connect(&address).await?;
         let mut builder = Request::builder()
             .method(method)
             .uri(&path)
@@ -140,13 +148,7 @@ pub async fn stream(
     mut on_chunk: impl FnMut(&[u8]) -> bool,
 ) -> Result<Option<Response>, String> {
     let (address, path) = split_url(url)?;
-    let stream = tokio::net::TcpStream::connect(&address)
-        .await
-        .map_err(|e| format!("cannot reach {address}: {e} (is `isms up` running?)"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("cannot talk to {address}: {e}"))?;
-    tokio::spawn(connection);
+    let mut sender = connect(&address).await?;
     let mut builder = Request::builder()
         .method("GET")
         .uri(&path)

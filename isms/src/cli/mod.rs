@@ -78,13 +78,18 @@ impl Api {
         path: &str,
         value: &serde_json::Value,
     ) -> anyhow::Result<Response> {
+        self.send_json("PUT", path, value).await
+    }
+
+    async fn send_json(
+        &self,
+        method: &str,
+        path: &str,
+        value: &serde_json::Value,
+    ) -> anyhow::Result<Response> {
+        let body = Bytes::from(value.to_string());
         ok(self
-            .send(
-                "PUT",
-                path,
-                Some("application/json"),
-                Bytes::from(value.to_string()),
-            )
+            .send(method, path, Some("application/json"), body)
             .await?)
     }
 
@@ -112,14 +117,7 @@ impl Api {
         path: &str,
         value: &serde_json::Value,
     ) -> anyhow::Result<Response> {
-        ok(self
-            .send(
-                "POST",
-                path,
-                Some("application/json"),
-                Bytes::from(value.to_string()),
-            )
-            .await?)
+        self.send_json("POST", path, value).await
     }
 
     /// POST bytes; the caller decides what a non-2xx answer means.
