@@ -159,8 +159,8 @@ async fn run_job(store: &Store, conn: &Connection, config: &BuildConfig, job: Jo
     tracing::info!(%project, %doee, version, "building");
     let log = Log::default();
     log.push(&format!(
-        "building {project}/{doee} version {version} ({:?})",
-        job.manifest.language
+        "building {project}/{doee} version {version} ({})",
+        job.manifest.language.as_str()
     ));
     // Records "building" at once (an interval's first tick is immediate),
     // then the growing log every second, so `isms deploy --wait` shows progress.
