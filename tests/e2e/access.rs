@@ -327,6 +327,37 @@ fn every_endpoint_checks_role_and_membership() {
         anonymous.text()
     );
 
+    // An API token: created once with its secret, listed without it, usable,
+    // and gone once revoked.
+    let view = tokens[3].as_deref();
+    let created = p.call_api("POST", "/api/v1/tokens", view, br#"{"name":"ci","days":7}"#);
+    assert_eq!(created.status, 201, "{}", created.text());
+    let created = created.json();
+    let (secret, token_id) = (
+        created["token"].as_str().unwrap().to_string(),
+        created["id"].as_str().unwrap().to_string(),
+    );
+    let listed = p.call_api("GET", "/api/v1/tokens", view, b"").text();
+    assert!(
+        listed.contains(&token_id) && !listed.contains(&secret),
+        "{listed}"
+    );
+    assert_eq!(
+        p.call_api("GET", "/api/v1/projects/alpha", Some(&secret), b"")
+            .status,
+        200
+    );
+    let bad_days = p.call_api("POST", "/api/v1/tokens", view, br#"{"name":"x","days":0}"#);
+    assert_eq!(bad_days.status, 400, "{}", bad_days.text());
+    assert!(bad_days.text().contains("days"));
+    let revoke = format!("/api/v1/tokens/{token_id}");
+    assert_eq!(p.call_api("DELETE", &revoke, view, b"").status, 204);
+    assert_eq!(
+        p.call_api("GET", "/api/v1/projects/alpha", Some(&secret), b"")
+            .status,
+        401
+    );
+
     // A revoked token stops working at once.
     let dev = tokens[2].as_deref();
     assert_eq!(
