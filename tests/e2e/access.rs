@@ -399,27 +399,21 @@ fn quotas_refuse_with_a_clear_error() {
     p.login_admin();
     p.run(&["project", "create", "small"]);
     p.deploy_misbehave("small", "first", "echo", "");
-    let second = p.try_run(&[
-        "deploy",
-        p.root.join("doee-first").to_str().unwrap(),
-        "--project",
-        "small",
-    ]);
+    // Deploys the fixture's directory under another manifest.
+    let dir = p.root.join("doee-first");
+    let deploy = |manifest: Option<&str>| {
+        if let Some(manifest) = manifest {
+            std::fs::write(dir.join("doee.toml"), manifest).unwrap();
+        }
+        let path = dir.to_str().unwrap();
+        p.try_run(&["deploy", path, "--project", "small"])
+    };
+    let second = deploy(None);
     assert!(
         second.status.success(),
         "redeploying the same Doee is not a new one"
     );
-    std::fs::write(
-        p.root.join("doee-first/doee.toml"),
-        "name = \"second\"\nlanguage = \"rust\"\n",
-    )
-    .unwrap();
-    let refused = p.try_run(&[
-        "deploy",
-        p.root.join("doee-first").to_str().unwrap(),
-        "--project",
-        "small",
-    ]);
+    let refused = deploy(Some("name = \"second\"\nlanguage = \"rust\"\n"));
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -428,27 +422,12 @@ fn quotas_refuse_with_a_clear_error() {
     );
     // Workers: concurrency past the project's max_workers.
     let quotas = r#"{"max_doees":5,"max_workers":4,"max_upload_bytes":1000000}"#;
-    assert_eq!(
-        p.call_api(
-            "PUT",
-            "/api/v1/projects/small/quotas",
-            Some(&admin),
-            quotas.as_bytes()
-        )
-        .status,
-        200
-    );
-    std::fs::write(
-        p.root.join("doee-first/doee.toml"),
+    let path = "/api/v1/projects/small/quotas";
+    let set = p.call_api("PUT", path, Some(&admin), quotas.as_bytes());
+    assert_eq!(set.status, 200, "{}", set.text());
+    let refused = deploy(Some(
         "name = \"second\"\nlanguage = \"rust\"\n[resources]\nconcurrency = 4\n",
-    )
-    .unwrap();
-    let refused = p.try_run(&[
-        "deploy",
-        p.root.join("doee-first").to_str().unwrap(),
-        "--project",
-        "small",
-    ]);
+    ));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         !refused.status.success() && stderr.contains("max_workers"),
