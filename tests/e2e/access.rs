@@ -405,8 +405,7 @@ fn quotas_refuse_with_a_clear_error() {
         if let Some(manifest) = manifest {
             std::fs::write(dir.join("doee.toml"), manifest).unwrap();
         }
-        let path = dir.to_str().unwrap();
-        p.try_run(&["deploy", path, "--project", "small"])
+        p.try_deploy(&dir, "small")
     };
     let second = deploy(None);
     assert!(

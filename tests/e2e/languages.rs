@@ -72,7 +72,7 @@ fn scaffolded_c_and_cpp_doees_test_build_and_serve() {
         assert!(created.contains("make test"), "{created}");
         // The scaffold's own test passes here, against the installed SDK.
         make_test(&p.root.join(name));
-        let deployed = p.run(&["deploy", name, "--project", "langs", "--wait"]);
+        let deployed = p.deploy(std::path::Path::new(name), "langs");
         assert!(deployed.contains("now active"), "{deployed}");
         assert!(deployed.contains("sandbox: bubblewrap"), "{deployed}");
 
@@ -104,13 +104,7 @@ fn the_c_api_reaches_the_platform() {
     p.run(&["project", "create", "capi"]);
     let dir = p.root.join("c-api");
     isms_test_support::copy_dir(&isms_test_support::fixtures().join("c-api"), &dir);
-    p.run(&[
-        "deploy",
-        dir.to_str().unwrap(),
-        "--project",
-        "capi",
-        "--wait",
-    ]);
+    p.deploy(&dir, "capi");
 
     let url = format!("{}/capi/c-api?x=1&y=two", p.triggers);
     let r = http::request("POST", &url, &[], b"abc\0def");
@@ -200,13 +194,7 @@ fn the_c_api_reaches_the_platform() {
         ),
     )
     .unwrap();
-    p.run(&[
-        "deploy",
-        dir.to_str().unwrap(),
-        "--project",
-        "capi",
-        "--wait",
-    ]);
+    p.deploy(&dir, "capi");
     let r = p.trigger("/capi/c-api", b"abc");
     assert_eq!(r.status, 500);
     let error = r.json()["error"].as_str().unwrap().to_string();
@@ -221,7 +209,7 @@ fn a_failed_c_build_keeps_the_previous_version() {
     p.login_admin();
     p.run(&["project", "create", "broken"]);
     p.run(&["new", "greeter", "--lang", "c"]);
-    p.run(&["deploy", "greeter", "--project", "broken", "--wait"]);
+    p.deploy(std::path::Path::new("greeter"), "broken");
     assert_eq!(p.trigger("/broken/greeter", b"v1").text(), "Hello, v1!");
 
     let source = p.root.join("greeter/src/greeter.c");
@@ -234,7 +222,7 @@ fn a_failed_c_build_keeps_the_previous_version() {
         ),
     )
     .unwrap();
-    let out = p.try_run(&["deploy", "greeter", "--project", "broken", "--wait"]);
+    let out = p.try_deploy(std::path::Path::new("greeter"), "broken");
     let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -266,7 +254,7 @@ fn a_failed_c_build_keeps_the_previous_version() {
     )
     .unwrap();
     assert!(
-        !p.try_run(&["deploy", "greeter", "--project", "broken", "--wait"])
+        !p.try_deploy(std::path::Path::new("greeter"), "broken")
             .status
             .success()
     );
@@ -310,13 +298,7 @@ fn builds_cannot_reach_the_network_or_the_host() {
     let dir = p.root.join("build-probe");
     isms_test_support::copy_dir(&isms_test_support::fixtures().join("build-probe"), &dir);
     std::fs::write(dir.join("probes.txt"), probes.join("\n")).unwrap();
-    let deployed = p.run(&[
-        "deploy",
-        dir.to_str().unwrap(),
-        "--project",
-        "walls",
-        "--wait",
-    ]);
+    let deployed = p.deploy(&dir, "walls");
 
     // The build log shows each probe's outcome (cargo prints the build
     // script's warnings); the Doee's output carries them too.
@@ -361,13 +343,7 @@ fn builds_cannot_reach_the_network_or_the_host() {
         format!("#include \"{}\"\n", secret.display()),
     )
     .unwrap();
-    let out = p.try_run(&[
-        "deploy",
-        dir.to_str().unwrap(),
-        "--project",
-        "walls",
-        "--wait",
-    ]);
+    let out = p.try_deploy(&dir, "walls");
     assert!(!out.status.success());
     let (status, log) = build_log(&p, "walls", "c-include", 1);
     assert_eq!(status, "failed");
@@ -389,13 +365,7 @@ fn the_operator_can_let_builds_reach_the_network() {
     let dir = p.root.join("build-probe");
     isms_test_support::copy_dir(&isms_test_support::fixtures().join("build-probe"), &dir);
     std::fs::write(dir.join("probes.txt"), &probe).unwrap();
-    let deployed = p.run(&[
-        "deploy",
-        dir.to_str().unwrap(),
-        "--project",
-        "online",
-        "--wait",
-    ]);
+    let deployed = p.deploy(&dir, "online");
     assert!(deployed.contains("network allowed"), "{deployed}");
     let report = p.trigger("/online/build-probe", b"").text();
     assert_eq!(report, format!("{probe}: CONNECTED"));
@@ -415,13 +385,7 @@ fn a_hanging_build_is_killed_whole() {
     // A marker no other process on the machine has.
     let marker = format!("{}", 900_000 + std::process::id() % 90_000);
     std::fs::write(dir.join("probes.txt"), format!("hang {marker}\n")).unwrap();
-    let out = p.try_run(&[
-        "deploy",
-        dir.to_str().unwrap(),
-        "--project",
-        "hangs",
-        "--wait",
-    ]);
+    let out = p.try_deploy(&dir, "hangs");
     assert!(!out.status.success());
     let (status, log) = build_log(&p, "hangs", "build-probe", 1);
     assert_eq!(status, "failed");
@@ -453,7 +417,7 @@ fn an_unsandboxed_build_says_so() {
     p.login_admin();
     p.run(&["project", "create", "open"]);
     p.run(&["new", "plain", "--lang", "cpp"]);
-    let deployed = p.run(&["deploy", "plain", "--project", "open", "--wait"]);
+    let deployed = p.deploy(std::path::Path::new("plain"), "open");
     assert!(
         deployed.contains("THIS BUILD IS NOT SANDBOXED"),
         "{deployed}"

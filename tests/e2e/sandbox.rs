@@ -163,13 +163,7 @@ fn a_doee_of_another_abi_is_refused() {
     p.run(&["project", "create", "lab"]);
     let dir = p.root.join("wrong-abi");
     isms_test_support::copy_dir(&isms_test_support::fixtures().join("wrong-abi"), &dir);
-    p.run(&[
-        "deploy",
-        dir.to_str().unwrap(),
-        "--project",
-        "lab",
-        "--wait",
-    ]);
+    p.deploy(&dir, "lab");
     let r = p.trigger("/lab/wrong-abi", b"");
     assert_eq!(r.status, 500, "{}", r.text());
     let error = r.json()["error"].as_str().unwrap().to_string();

@@ -33,13 +33,7 @@ fn deploys_make_versions_rollback_switches_and_a_failed_build_changes_nothing() 
     let mut source = std::fs::read_to_string(&lib).unwrap();
     source.push_str("\nfn broken( {\n");
     std::fs::write(&lib, source).unwrap();
-    let failed = p.try_run(&[
-        "deploy",
-        dir.to_str().unwrap(),
-        "--project",
-        "demo",
-        "--wait",
-    ]);
+    let failed = p.try_deploy(&dir, "demo");
     assert!(!failed.status.success());
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(

@@ -349,13 +349,32 @@ impl Platform {
              [[triggers.http]]\nroute = \"/{name}\"\nmethods = [\"POST\"]\n{extra_manifest}"
         );
         std::fs::write(dir.join("doee.toml"), manifest).unwrap();
-        self.run(&[
+        self.deploy(&dir, project);
+    }
+
+    /// `isms deploy <dir> --project <project> --wait`, whatever its outcome.
+    /// A relative `dir` is relative to the test's directory.
+    pub fn try_deploy(&self, dir: &Path, project: &str) -> Output {
+        let dir = self.root.join(dir);
+        self.try_run(&[
             "deploy",
             dir.to_str().unwrap(),
             "--project",
             project,
             "--wait",
-        ]);
+        ])
+    }
+
+    /// As [`Platform::try_deploy`], asserting it succeeds; what it printed.
+    pub fn deploy(&self, dir: &Path, project: &str) -> String {
+        let output = self.try_deploy(dir, project);
+        assert!(
+            output.status.success(),
+            "deploying {} failed: {}",
+            dir.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// The pid of a service, from the Services Controller.
