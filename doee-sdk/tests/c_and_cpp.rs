@@ -60,35 +60,64 @@ const ABI_SYMBOLS: [&str; 4] = [
     "isms_doee_terminate",
 ];
 
-#[test]
-fn a_c_doee_passes_its_tests_against_the_fake_host() {
-    let binary = out("c_api_test");
-    run(Command::new("cc")
-        .args(C_FLAGS)
+/// The flags Resadmin builds a shared object with.
+const SHARED: &[&str] = &[
+    "-O2",
+    "-shared",
+    "-fPIC",
+    "-fvisibility=hidden",
+    "-Wl,-z,defs",
+];
+
+/// Compiles `sources` (then `extra` arguments, for linking) into `output`,
+/// with the SDK's headers on the include path.
+fn compile(
+    compiler: &str,
+    flags: &[&[&str]],
+    output: &Path,
+    sources: &[PathBuf],
+    extra: &[String],
+) {
+    let mut command = Command::new(compiler);
+    for flags in flags {
+        command.args(*flags);
+    }
+    run(command
         .arg("-I")
         .arg(include())
         .arg("-o")
-        .arg(&binary)
-        .arg(c_api().join("api.c"))
-        .arg(c_api().join("report.c"))
-        .arg(tests_dir().join("c/api_test.c")));
-    let report = run(&mut Command::new(&binary));
+        .arg(output)
+        .args(sources)
+        .args(extra));
+}
+
+/// Runs a test program built against `testing.h` and checks its report.
+fn passes(binary: &Path) {
+    let report = run(&mut Command::new(binary));
     assert!(report.contains(" passed, 0 failed"), "{report}");
+}
+
+#[test]
+fn a_c_doee_passes_its_tests_against_the_fake_host() {
+    let binary = out("c_api_test");
+    let sources = [
+        c_api().join("api.c"),
+        c_api().join("report.c"),
+        tests_dir().join("c/api_test.c"),
+    ];
+    compile("cc", &[C_FLAGS], &binary, &sources, &[]);
+    passes(&binary);
 }
 
 #[test]
 fn a_cpp_doee_passes_its_tests_against_the_fake_host() {
     let binary = out("cpp_api_test");
-    run(Command::new("c++")
-        .args(CPP_FLAGS)
-        .arg("-I")
-        .arg(include())
-        .arg("-o")
-        .arg(&binary)
-        .arg(tests_dir().join("cpp/api.cpp"))
-        .arg(tests_dir().join("cpp/api_test.cpp")));
-    let report = run(&mut Command::new(&binary));
-    assert!(report.contains(" passed, 0 failed"), "{report}");
+    let sources = [
+        tests_dir().join("cpp/api.cpp"),
+        tests_dir().join("cpp/api_test.cpp"),
+    ];
+    compile("c++", &[CPP_FLAGS], &binary, &sources, &[]);
+    passes(&binary);
 }
 
 /// Built as the platform builds it, a C Doee exports the ABI and nothing
@@ -96,21 +125,8 @@ fn a_cpp_doee_passes_its_tests_against_the_fake_host() {
 #[test]
 fn a_c_shared_object_exports_exactly_the_abi() {
     let so = out("libcapi.so");
-    run(Command::new("cc")
-        .args(C_FLAGS)
-        .args([
-            "-O2",
-            "-shared",
-            "-fPIC",
-            "-fvisibility=hidden",
-            "-Wl,-z,defs",
-        ])
-        .arg("-I")
-        .arg(include())
-        .arg("-o")
-        .arg(&so)
-        .arg(c_api().join("api.c"))
-        .arg(c_api().join("report.c")));
+    let sources = [c_api().join("api.c"), c_api().join("report.c")];
+    compile("cc", &[C_FLAGS, SHARED], &so, &sources, &[]);
     let mut symbols = exported(&so);
     symbols.retain(|s| s.starts_with("isms") || s == "report");
     symbols.sort();
@@ -118,38 +134,27 @@ fn a_c_shared_object_exports_exactly_the_abi() {
 
     let binary = out("c_api_test_linked");
     let dir = so.parent().unwrap();
-    run(Command::new("cc")
-        .args(C_FLAGS)
-        .arg("-I")
-        .arg(include())
-        .arg("-o")
-        .arg(&binary)
-        .arg(tests_dir().join("c/api_test.c"))
-        .arg("-L")
-        .arg(dir)
-        .arg("-lcapi")
-        .arg(format!("-Wl,-rpath,{}", dir.display())));
-    let report = run(&mut Command::new(&binary));
-    assert!(report.contains(" passed, 0 failed"), "{report}");
+    let link = [
+        "-L".to_string(),
+        dir.display().to_string(),
+        "-lcapi".to_string(),
+        format!("-Wl,-rpath,{}", dir.display()),
+    ];
+    compile(
+        "cc",
+        &[C_FLAGS],
+        &binary,
+        &[tests_dir().join("c/api_test.c")],
+        &link,
+    );
+    passes(&binary);
 }
 
 #[test]
 fn a_cpp_shared_object_exports_the_abi_unmangled() {
     let so = out("libcppapi.so");
-    run(Command::new("c++")
-        .args(CPP_FLAGS)
-        .args([
-            "-O2",
-            "-shared",
-            "-fPIC",
-            "-fvisibility=hidden",
-            "-Wl,-z,defs",
-        ])
-        .arg("-I")
-        .arg(include())
-        .arg("-o")
-        .arg(&so)
-        .arg(tests_dir().join("cpp/api.cpp")));
+    let sources = [tests_dir().join("cpp/api.cpp")];
+    compile("c++", &[CPP_FLAGS, SHARED], &so, &sources, &[]);
     let mut symbols = exported(&so);
     // Template instances of the standard library may be weak exports.
     symbols.retain(|s| s.starts_with("isms"));
