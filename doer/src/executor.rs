@@ -560,10 +560,12 @@ unsafe extern "C" fn host_doc(
     // SAFETY: ABI contract.
     let (host, op, collection, json) =
         unsafe { (host(ctx), text(op), text(collection), text(json)) };
-    let result = host.host_call(HostCall::Doc {
-        op: op.to_string(),
-        collection: collection.to_string(),
-        json: json.to_string(),
+    let result = op.parse().and_then(|op| {
+        host.host_call(HostCall::Doc {
+            op,
+            collection: collection.to_string(),
+            json: json.to_string(),
+        })
     });
     finish_call(host, result, out)
 }

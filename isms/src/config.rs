@@ -8,6 +8,9 @@
 use anyhow::{Context as _, bail};
 use isms_commserver::CommServerConfig;
 use isms_control_gate::ControlGateConfig;
+use isms_dbriver::DBriverConfig;
+use isms_dbriver::docs::{DocBackend, DocLimits};
+use isms_dbriver::sql::{SqlBackend, SqlLimits};
 use isms_doer::DoerConfig;
 use isms_doer::isolation::IsolationChoice;
 use isms_ipc::Endpoint;
@@ -34,6 +37,8 @@ pub struct Config {
     pub doer: DoerSection,
     /// Resadmin.
     pub resadmin: ResadminSection,
+    /// DBriver.
+    pub dbriver: DBriverSection,
 }
 
 /// `[control_gate]`.
@@ -190,6 +195,43 @@ impl Default for ResadminSection {
             build_network: false,
             build_memory_mb: 2048,
             build_uid: 65534,
+        }
+    }
+}
+
+/// `[dbriver]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DBriverSection {
+    /// `postgres://user:password@host:port/database` of a role that may create roles and schemas; empty means one SQLite file per project.
+    pub sql_url: String,
+    /// `mongodb://…`; empty means the embedded document store.
+    pub mongodb_url: String,
+    /// Largest SQL database per project, MiB.
+    pub max_db_mb: u32,
+    /// SQL connections per project.
+    pub max_connections: u32,
+    /// Longest SQL statement, ms.
+    pub statement_timeout_ms: u32,
+    /// Most rows one SQL statement returns.
+    pub max_rows: u32,
+    /// Largest document, KiB.
+    pub max_document_kb: u32,
+    /// Largest document store per project, MiB.
+    pub max_docs_mb: u32,
+}
+
+impl Default for DBriverSection {
+    fn default() -> Self {
+        DBriverSection {
+            sql_url: String::new(),
+            mongodb_url: String::new(),
+            max_db_mb: 1024,
+            max_connections: 4,
+            statement_timeout_ms: 5000,
+            max_rows: 10_000,
+            max_document_kb: 1024,
+            max_docs_mb: 1024,
         }
     }
 }
@@ -389,6 +431,64 @@ impl Config {
         })
     }
 
+    /// DBriver's configuration.
+    pub fn dbriver(&self, data_dir: &Path) -> anyhow::Result<DBriverConfig> {
+        let section = &self.dbriver;
+        let mut dbriver = DBriverConfig::new(data_dir);
+        if !section.sql_url.is_empty() {
+            if !section.sql_url.starts_with("postgres://")
+                && !section.sql_url.starts_with("postgresql://")
+            {
+                bail!("dbriver.sql_url must be a postgres:// URL (leave it empty for SQLite)");
+            }
+            dbriver.sql = SqlBackend::Postgres {
+                url: section.sql_url.clone(),
+            };
+        }
+        if !section.mongodb_url.is_empty() {
+            if !section.mongodb_url.starts_with("mongodb://")
+                && !section.mongodb_url.starts_with("mongodb+srv://")
+            {
+                bail!(
+                    "dbriver.mongodb_url must be a mongodb:// URL (leave it empty for the embedded store)"
+                );
+            }
+            dbriver.docs = DocBackend::Mongo {
+                url: section.mongodb_url.clone(),
+            };
+        }
+        dbriver.sql_limits = SqlLimits {
+            max_db_bytes: u64::from(section.max_db_mb.max(1)) << 20,
+            max_connections: section.max_connections.max(1),
+            statement_timeout: Duration::from_millis(u64::from(
+                section.statement_timeout_ms.max(1),
+            )),
+            max_rows: section.max_rows.max(1) as usize,
+        };
+        dbriver.doc_limits = DocLimits {
+            max_document_bytes: (section.max_document_kb.max(1) as usize) << 10,
+            max_results: section.max_rows.max(1) as usize,
+            max_project_bytes: u64::from(section.max_docs_mb.max(1)) << 20,
+        };
+        Ok(dbriver)
+    }
+
+    /// Where the databases are, for the banner: never with a password.
+    pub fn databases_summary(&self, data_dir: &Path) -> String {
+        let sql = match &self.dbriver.sql_url {
+            url if url.is_empty() => "SQLite".to_string(),
+            url => format!("PostgreSQL at {}", url_host(url)),
+        };
+        let docs = match &self.dbriver.mongodb_url {
+            url if url.is_empty() => "embedded documents".to_string(),
+            url => format!("MongoDB at {}", url_host(url)),
+        };
+        format!(
+            "{sql}, {docs} (under {})",
+            data_dir.join("dbriver").display()
+        )
+    }
+
     /// The Control Gate's configuration.
     pub fn control_gate(&self) -> anyhow::Result<ControlGateConfig> {
         Ok(ControlGateConfig {
@@ -402,6 +502,7 @@ impl Config {
         self.kernel(data_dir)?;
         self.doer(data_dir)?;
         self.resadmin(data_dir)?;
+        self.dbriver(data_dir)?;
         self.commserver()?;
         self.control_gate()?;
         Ok(())
@@ -425,6 +526,13 @@ fn check_socket_path(path: &Path, what: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `host:port` of a URL, without its credentials.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.split(['/', '?']).next().unwrap_or(rest)
 }
 
 #[cfg(test)]

@@ -83,6 +83,11 @@ async fn serve(
             let (conn, incoming) = join(isms_resadmin::CAPACITY).await?;
             prepared.serve(conn, incoming, shutdown).await
         }
+        ServiceKind::DBriver => {
+            let prepared = isms_dbriver::prepare(config.dbriver(data_dir)?).await?;
+            let (conn, incoming) = join(isms_dbriver::CAPACITY).await?;
+            prepared.serve(conn, incoming, shutdown).await
+        }
         ServiceKind::CommServer => {
             let prepared = isms_commserver::prepare(config.commserver()?).await?;
             let (conn, incoming) = join(isms_commserver::CAPACITY).await?;

@@ -22,9 +22,10 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 /// The services `isms up` starts, in start order.
-const SERVICES: [ServiceKind; 5] = [
+const SERVICES: [ServiceKind; 6] = [
     ServiceKind::Kernel,
     ServiceKind::Resadmin,
+    ServiceKind::DBriver,
     ServiceKind::Doer,
     ServiceKind::CommServer,
     ServiceKind::ControlGate,
@@ -366,6 +367,10 @@ fn print_banner(up: &Up, config: &Config, backend: Backend) {
         "  MQTT broker         not available in this version (MQTT triggers arrive with a later release)"
     );
     println!("  Isolation           {isolation}");
+    println!(
+        "  Databases           {}",
+        config.databases_summary(&up.data_dir)
+    );
     println!(
         "  Initial admin       user `admin`, password in {}",
         password.display()

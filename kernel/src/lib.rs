@@ -182,6 +182,11 @@ impl Kernel {
         let RawMessage { header, body } = raw;
         let mut envelope = header.envelope;
         envelope.origin = origin;
+        if target.serves_projects_only() && envelope.project.is_none() {
+            let refused =
+                Failure::invalid(format!("a request for the {target} must act for a project"));
+            return self.answer(&peer, envelope.id, target, Err(refused));
+        }
         let queue = self
             .queues
             .entry(target)

@@ -7,12 +7,13 @@
 //! `conn.call(resadmin::Login { .. })` answers `Result<resadmin::Token, Failure>`.
 //!
 //! - [`message`]: the envelope, the two-frame encoding, [`Failure`].
-//! - [`kernel`], [`doer`], [`resadmin`]: each service's requests and replies.
+//! - [`kernel`], [`doer`], [`resadmin`], [`dbriver`]: each service's requests and replies.
 //! - [`worker`]: between the Doer and the Doee Executor inside a Worker.
 //! - [`connection`]: the client every service uses to talk to the kernel.
 #![deny(missing_docs)]
 
 pub mod connection;
+pub mod dbriver;
 pub mod doer;
 pub mod kernel;
 pub mod message;
@@ -51,6 +52,8 @@ pub enum Request {
     Doer(doer::Request),
     /// For Resadmin.
     Resadmin(resadmin::Request),
+    /// For DBriver.
+    DBriver(dbriver::Request),
 }
 
 impl Request {
@@ -60,6 +63,7 @@ impl Request {
             Request::Kernel(_) => ServiceKind::Kernel,
             Request::Doer(_) => ServiceKind::Doer,
             Request::Resadmin(_) => ServiceKind::Resadmin,
+            Request::DBriver(_) => ServiceKind::DBriver,
         }
     }
 
@@ -69,6 +73,7 @@ impl Request {
             Request::Kernel(r) => r.name(),
             Request::Doer(r) => r.name(),
             Request::Resadmin(r) => r.name(),
+            Request::DBriver(r) => r.name(),
         }
     }
 }
@@ -82,6 +87,8 @@ pub enum Reply {
     Doer(doer::Reply),
     /// From Resadmin.
     Resadmin(resadmin::Reply),
+    /// From DBriver.
+    DBriver(dbriver::Reply),
 }
 
 /// A notification broadcast to every other connected service.

@@ -14,6 +14,8 @@ pub enum ServiceKind {
     Doer,
     /// Users, projects, Doee sources, builds and binaries.
     Resadmin,
+    /// Each project's SQL and document databases.
+    DBriver,
     /// HTTP and MQTT triggers.
     CommServer,
     /// Dashboard, REST API, metrics.
@@ -22,9 +24,10 @@ pub enum ServiceKind {
 
 impl ServiceKind {
     /// Every kind, in start-up order.
-    pub const ALL: [ServiceKind; 5] = [
+    pub const ALL: [ServiceKind; 6] = [
         ServiceKind::Kernel,
         ServiceKind::Resadmin,
+        ServiceKind::DBriver,
         ServiceKind::Doer,
         ServiceKind::CommServer,
         ServiceKind::ControlGate,
@@ -36,9 +39,18 @@ impl ServiceKind {
             ServiceKind::Kernel => "kernel",
             ServiceKind::Doer => "doer",
             ServiceKind::Resadmin => "resadmin",
+            ServiceKind::DBriver => "dbriver",
             ServiceKind::CommServer => "commserver",
             ServiceKind::ControlGate => "control-gate",
         }
+    }
+}
+
+impl ServiceKind {
+    /// Whether every request for this service must act for a project: the
+    /// kernel refuses one whose envelope names none.
+    pub fn serves_projects_only(self) -> bool {
+        self == ServiceKind::DBriver
     }
 }
 

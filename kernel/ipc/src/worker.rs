@@ -5,6 +5,7 @@
 //! from. A message is one frame: a [`PROTOCOL_VERSION`] byte, then postcard.
 
 use crate::Payload;
+use crate::dbriver::DocOp;
 use crate::doer::{LogLine, Response, Trigger};
 use crate::message::{PROTOCOL_VERSION, ProtocolError, decode, encode};
 use crate::names::{DoeeName, InvocationId, ProjectName};
@@ -102,8 +103,8 @@ pub enum HostCall {
     },
     /// `ctx.docs().<op>(collection, json)`.
     Doc {
-        /// `insert`, `find`, `update` or `delete`.
-        op: String,
+        /// What to do.
+        op: DocOp,
         /// The collection.
         collection: String,
         /// The operation's JSON argument.
