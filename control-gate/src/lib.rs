@@ -19,6 +19,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use isms_ipc::connection::Scope;
+use isms_ipc::dbriver::{self, DocOp};
 use isms_ipc::doer::{Invoke, Trigger};
 use isms_ipc::kernel::{InstanceState, Services};
 use isms_ipc::resadmin::{
@@ -53,6 +54,8 @@ pub const CAPACITY: u32 = 16;
 const API_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest JSON body accepted.
 const MAX_JSON: usize = 64 * 1024;
+/// Largest SQL request body: a statement and its parameters.
+const MAX_SQL: usize = 1 << 20;
 
 /// The Control Gate with its port bound, ready to join the kernel.
 pub struct Prepared {
@@ -139,7 +142,12 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
-    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let body = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());
+    raw_json(status, body)
+}
+
+/// A response whose JSON is already text.
+fn raw_json(status: StatusCode, body: String) -> Reply {
     let mut response = Response::new(full(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -229,6 +237,14 @@ struct UserBody {
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SqlBody {
+    query: String,
+    #[serde(default)]
+    params: Option<Vec<serde_json::Value>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MemberBody {
     username: String,
     role: String,
@@ -274,6 +290,29 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
         .find(|(k, _)| *k == key)
         .map(|(_, v)| v)
+}
+
+/// `%XX` escapes and `+` of a query string value, decoded.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn query_number(query: &str, key: &str) -> Result<Option<u64>, ApiError> {
@@ -424,7 +463,9 @@ impl Gate {
             }
             E::RevokeToken => {
                 let id = matched.param("id").to_string();
-                self.conn.call(&scope, RevokeToken { by: by()?, id }).await?;
+                self.conn
+                    .call(&scope, RevokeToken { by: by()?, id })
+                    .await?;
                 Ok(no_content())
             }
             E::ListProjects => {
@@ -437,8 +478,8 @@ impl Gate {
             }
             E::CreateProject => {
                 let body: ProjectBody = parse_json(&read_body(request, MAX_JSON).await?)?;
-                let name = ProjectName::new(body.name)
-                    .map_err(|e| bad_request(format!("`name`: {e}")))?;
+                let name =
+                    ProjectName::new(body.name).map_err(|e| bad_request(format!("`name`: {e}")))?;
                 let created = self
                     .conn
                     .call(
@@ -466,11 +507,15 @@ impl Gate {
             E::AddMember => {
                 let body: MemberBody = parse_json(&read_body(request, MAX_JSON).await?)?;
                 let (username, role) = (username(&body.username)?, role(&body.role)?);
-                self.conn.call(&scope, SetMember {
-                    username: username.clone(),
-                    role: Some(role),
-                })
-                .await?;
+                self.conn
+                    .call(
+                        &scope,
+                        SetMember {
+                            username: username.clone(),
+                            role: Some(role),
+                        },
+                    )
+                    .await?;
                 Ok(json(
                     StatusCode::OK,
                     &api::MemberView::from(Member {
@@ -482,11 +527,15 @@ impl Gate {
             E::RemoveMember => {
                 let username = username(matched.param("username"))
                     .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.1))?;
-                self.conn.call(&scope, SetMember {
-                    username,
-                    role: None,
-                })
-                .await?;
+                self.conn
+                    .call(
+                        &scope,
+                        SetMember {
+                            username,
+                            role: None,
+                        },
+                    )
+                    .await?;
                 Ok(no_content())
             }
             E::SetQuotas => {
@@ -510,11 +559,10 @@ impl Gate {
                         "the body must be the Doee directory as .tar.gz",
                     ));
                 }
-                let deployed = self.conn.call(&scope, Deploy {
-                    by: by()?,
-                    archive,
-                })
-                .await?;
+                let deployed = self
+                    .conn
+                    .call(&scope, Deploy { by: by()?, archive })
+                    .await?;
                 Ok(json(
                     StatusCode::ACCEPTED,
                     &api::DeployedView::from(deployed),
@@ -533,11 +581,16 @@ impl Gate {
             E::Rollback => {
                 let doee = doee(matched.param("doee"))?;
                 let body: RollbackBody = parse_json(&read_body(request, MAX_JSON).await?)?;
-                let info = self.conn.call(&scope, Rollback {
-                    doee,
-                    version: body.version,
-                })
-                .await?;
+                let info = self
+                    .conn
+                    .call(
+                        &scope,
+                        Rollback {
+                            doee,
+                            version: body.version,
+                        },
+                    )
+                    .await?;
                 Ok(json(StatusCode::OK, &api::DoeeView::from(info)))
             }
             E::Invoke => {
@@ -573,11 +626,63 @@ impl Gate {
                     Ok(json(StatusCode::OK, &map(lines, api::LogView::from)))
                 }
             }
-            E::Sql | E::ListCollections | E::GetCollection => Err(ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the project databases are served by DBriver, which this release does not include yet"
-                    .into(),
-            )),
+            E::Sql => {
+                let body: SqlBody = parse_json(&read_body(request, MAX_SQL).await?)?;
+                let params = serde_json::to_string(&body.params.unwrap_or_default())
+                    .map_err(|e| bad_request(format!("`params`: {e}")))?;
+                let rows = self
+                    .conn
+                    .call(
+                        &scope,
+                        dbriver::Sql {
+                            query: body.query,
+                            params,
+                        },
+                    )
+                    .await?;
+                // The rows are JSON text already: spliced, not re-parsed.
+                let columns = serde_json::to_string(&rows.columns).unwrap_or_else(|_| "[]".into());
+                let body = format!(
+                    r#"{{"columns":{columns},"rows":{},"rows_affected":{}}}"#,
+                    rows.rows, rows.rows_affected
+                );
+                Ok(raw_json(StatusCode::OK, body))
+            }
+            E::ListCollections => {
+                let collections = self.conn.call(&scope, dbriver::Collections {}).await?;
+                Ok(json(StatusCode::OK, &collections))
+            }
+            E::GetCollection => {
+                let collection = matched.param("collection").to_string();
+                let mut find = serde_json::Map::new();
+                for key in ["filter", "sort", "projection"] {
+                    if let Some(value) = query_param(&query, key) {
+                        let text = percent_decode(value);
+                        let value: serde_json::Value =
+                            serde_json::from_str(&text).map_err(|e| {
+                                bad_request(format!("`{key}` must be JSON (got `{text}`): {e}"))
+                            })?;
+                        find.insert(key.into(), value);
+                    }
+                }
+                for key in ["limit", "skip"] {
+                    if let Some(n) = query_number(&query, key)? {
+                        find.insert(key.into(), n.into());
+                    }
+                }
+                let documents = self
+                    .conn
+                    .call(
+                        &scope,
+                        dbriver::Doc {
+                            op: DocOp::Find,
+                            collection,
+                            json: serde_json::Value::Object(find).to_string(),
+                        },
+                    )
+                    .await?;
+                Ok(raw_json(StatusCode::OK, documents))
+            }
             E::Services => {
                 let services = self.conn.call(&scope, Services {}).await?;
                 Ok(json(StatusCode::OK, &map(services, api::ServiceView::from)))
@@ -593,6 +698,7 @@ impl Gate {
             .await?;
         let required = [
             ServiceKind::Resadmin,
+            ServiceKind::DBriver,
             ServiceKind::Doer,
             ServiceKind::CommServer,
             ServiceKind::ControlGate,

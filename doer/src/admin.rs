@@ -23,6 +23,7 @@ use crate::isolation::Isolation;
 use crate::versions::{self, Prepared, VersionKey};
 use crate::worker::{self, WorkerId};
 use bytes::Bytes;
+use isms_ipc::dbriver;
 use isms_ipc::doer::{self, DoeeFailure, Outcome, Trigger};
 use isms_ipc::resadmin::{InvocationRecord, InvocationStatus, Record};
 use isms_ipc::worker::{Done, FromWorker, HostCall, Limits, Load, ToWorker};
@@ -522,21 +523,55 @@ impl Admin {
                 let waiting = self.pending.remove(&key).unwrap_or_default();
                 self.version_failed(key, why, waiting);
             }
-            worker::Event::Message(FromWorker::HostCall(call)) => {
-                let why = match call {
-                    HostCall::Sql { .. } | HostCall::Doc { .. } => {
-                        "databases are not available yet on this platform (DBriver is not installed)"
-                    }
-                    HostCall::Publish { .. } => {
-                        "MQTT publishing is not available yet on this platform"
-                    }
-                };
-                if let Some(worker) = self.workers.get(&id) {
-                    worker.handle.send(ToWorker::HostReply(Err(why.into())));
-                }
-            }
+            worker::Event::Message(FromWorker::HostCall(call)) => self.on_host_call(id, call),
             worker::Event::Exited(reason) => self.on_exited(id, reason),
         }
+    }
+
+    /// Carries a Doee's call to the platform through the kernel, for the
+    /// project of the Worker it came from: the Doee cannot name another.
+    /// The Worker waits for the answer; its invocation's timeout bounds it.
+    fn on_host_call(&mut self, id: WorkerId, call: HostCall) {
+        let Some(worker) = self.workers.get(&id) else {
+            return;
+        };
+        let handle = worker.handle.clone();
+        let timeout = match worker.state {
+            WorkerState::Busy { deadline, .. } => {
+                deadline.saturating_duration_since(Instant::now())
+            }
+            _ => Duration::from_secs(5),
+        };
+        let scope = Scope::project(worker.key.project.clone(), timeout);
+        let conn = self.conn.clone();
+        tokio::spawn(async move {
+            let answer = match call {
+                HostCall::Sql { query, params } => conn
+                    .call(&scope, dbriver::Sql { query, params })
+                    .await
+                    .map(|rows| rows.rows),
+                HostCall::Doc {
+                    op,
+                    collection,
+                    json,
+                } => {
+                    conn.call(
+                        &scope,
+                        dbriver::Doc {
+                            op,
+                            collection,
+                            json,
+                        },
+                    )
+                    .await
+                }
+                HostCall::Publish { .. } => Err(Failure::new(
+                    FailureKind::Unavailable,
+                    "MQTT publishing is not available yet on this platform",
+                )),
+            };
+            handle.send(ToWorker::HostReply(answer.map_err(|f| f.message)));
+        });
     }
 
     fn on_done(&mut self, id: WorkerId, done: Done) {

@@ -718,6 +718,27 @@ impl State {
     }
 
     async fn delete_project(&self, project: ProjectName) -> Result<(), Failure> {
+        self.store
+            .project(&project, self.config.quotas)
+            .await
+            .map_err(db_failure)?
+            .ok_or_else(|| no_project(&project))?;
+        // The databases go first: a project deleted with its databases
+        // left behind would hand them to the next project of that name.
+        self.conn
+            .call(
+                &isms_ipc::Scope::project(project.clone(), Duration::from_secs(30)),
+                isms_ipc::dbriver::DropProject {},
+            )
+            .await
+            .map_err(|failure| {
+                Failure::new(
+                    failure.kind,
+                    format!(
+                        "the project was not deleted: its databases could not be removed: {failure}"
+                    ),
+                )
+            })?;
         if !self
             .store
             .delete_project(&project)

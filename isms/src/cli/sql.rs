@@ -7,7 +7,7 @@ use super::{Api, ApiArgs};
 pub struct SqlArgs {
     /// The project.
     pub project: String,
-    /// The SQL statement; `?` placeholders take --param values in order.
+    /// The SQL statement; its placeholders (`?` on SQLite, `$1` on PostgreSQL) take the --param values in order.
     pub query: String,
     /// A positional parameter (JSON: `42`, `"text"`, `null`; anything else is a string).
     #[arg(short, long = "param")]
@@ -40,16 +40,19 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
         .collect();
     let rows = answer["rows"].as_array().cloned().unwrap_or_default();
     if columns.is_empty() {
-        println!("{}", answer);
+        let affected = answer["rows_affected"].as_u64().unwrap_or(0);
+        println!(
+            "({affected} row{} affected)",
+            if affected == 1 { "" } else { "s" }
+        );
         return Ok(());
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            row.as_array()
-                .into_iter()
-                .flatten()
-                .map(|v| match v {
+            columns
+                .iter()
+                .map(|column| match &row[column] {
                     serde_json::Value::String(s) => s.clone(),
                     other => other.to_string(),
                 })

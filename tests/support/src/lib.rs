@@ -399,7 +399,14 @@ impl Drop for Platform {
         if std::thread::panicking() {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "---- isms up printed:\n{}", self.output());
-            for service in ["kernel", "resadmin", "doer", "commserver", "control-gate"] {
+            for service in [
+                "kernel",
+                "resadmin",
+                "dbriver",
+                "doer",
+                "commserver",
+                "control-gate",
+            ] {
                 let log = std::fs::read_to_string(
                     self.data_dir.join("logs").join(format!("{service}.log")),
                 )

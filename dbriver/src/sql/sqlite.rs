@@ -1,0 +1,344 @@
+//! SQLite: one file per project, `<dir>/<project>.db`, in WAL mode.
+//!
+//! Each connection is hardened before a project's statement reaches it: no
+//! attached databases (so no `ATTACH` of another project's file, and no
+//! `VACUUM INTO` a file elsewhere), an authorizer that refuses `ATTACH`,
+//! `DETACH`, every `PRAGMA` but read-only introspection, and
+//! `load_extension`; defensive mode; and a page limit that caps the file's
+//! size. A progress handler stops a statement at its time limit.
+
+use super::{Param, RowsJson, SqlLimits, busy, full, internal, timed_out};
+use futures_util::TryStreamExt;
+use isms_ipc::dbriver::SqlRows;
+use isms_ipc::{Failure, FailureKind, ProjectName};
+use libsqlite3_sys as ffi;
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{
+    AssertSqlSafe, Column, Either, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef,
+};
+use std::collections::HashMap;
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// SQLite pages are 4 KiB by default; the size limit is counted in pages.
+const PAGE_SIZE: u64 = 4096;
+/// Idle connections are closed after this, so an idle project holds no file.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// The projects' SQLite files.
+pub struct Databases {
+    dir: PathBuf,
+    limits: SqlLimits,
+    pools: Mutex<HashMap<ProjectName, SqlitePool>>,
+}
+
+impl Databases {
+    /// Uses (and creates) `dir`.
+    pub fn open(dir: &Path, limits: SqlLimits) -> anyhow::Result<Databases> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Databases {
+            dir: dir.to_path_buf(),
+            limits,
+            pools: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub(super) fn describe(&self) -> String {
+        format!("SQLite files in {}", self.dir.display())
+    }
+
+    fn file(&self, project: &ProjectName) -> PathBuf {
+        self.dir.join(format!("{project}.db"))
+    }
+
+    fn pool(&self, project: &ProjectName) -> Result<SqlitePool, Failure> {
+        let mut pools = self
+            .pools
+            .lock()
+            .map_err(|_| Failure::internal("DBriver's pool table is poisoned"))?;
+        if let Some(pool) = pools.get(project) {
+            return Ok(pool.clone());
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(self.file(project))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(self.limits.statement_timeout);
+        let max_pages = (self.limits.max_db_bytes / PAGE_SIZE).max(1);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(self.limits.max_connections)
+            .min_connections(0)
+            .idle_timeout(IDLE)
+            .acquire_timeout(self.limits.statement_timeout)
+            .after_connect(move |conn, _| Box::pin(harden(conn, max_pages)))
+            .after_release(|conn, _| Box::pin(end_transaction(conn)))
+            .connect_lazy_with(options);
+        pools.insert(project.clone(), pool.clone());
+        Ok(pool)
+    }
+
+    pub(super) async fn run(
+        &self,
+        project: &ProjectName,
+        query: &str,
+        params: Vec<Param>,
+    ) -> Result<SqlRows, Failure> {
+        let pool = self.pool(project)?;
+        let mut conn = pool.acquire().await.map_err(|err| match err {
+            sqlx::Error::PoolTimedOut => busy(project, &self.limits),
+            other => internal("cannot open the project's SQLite database", other),
+        })?;
+        let deadline = Instant::now() + self.limits.statement_timeout;
+        set_deadline(&mut conn, Some(deadline)).await?;
+        let result = self.execute(&mut conn, query, params).await;
+        set_deadline(&mut conn, None).await?;
+        result.map_err(|err| self.failure(project, err, deadline))
+    }
+
+    async fn execute(
+        &self,
+        conn: &mut SqliteConnection,
+        query: &str,
+        params: Vec<Param>,
+    ) -> Result<SqlRows, Error> {
+        let mut statement = sqlx::query(AssertSqlSafe(query.to_string()));
+        for param in params {
+            statement = match param {
+                Param::Null => statement.bind(None::<i64>),
+                Param::Bool(b) => statement.bind(b),
+                Param::Int(i) => statement.bind(i),
+                Param::Float(f) => statement.bind(f),
+                Param::Text(s) => statement.bind(s),
+            };
+        }
+        let mut rows = RowsJson::new(self.limits.max_rows);
+        let mut rows_affected = 0;
+        let mut stream = conn.fetch_many(statement);
+        while let Some(item) = stream.try_next().await? {
+            match item {
+                Either::Left(done) => rows_affected += done.rows_affected(),
+                Either::Right(row) => {
+                    if rows.columns.is_empty() {
+                        rows.columns = row.columns().iter().map(|c| c.name().into()).collect();
+                    }
+                    let values: Vec<Value> = (0..row.len())
+                        .map(|i| cell(&row, i))
+                        .collect::<Result<_, _>>()?;
+                    rows.push(values).map_err(Error::Refused)?;
+                }
+            }
+        }
+        drop(stream);
+        if rows.columns.is_empty() {
+            // No rows: the statement still says what its columns are.
+            let prepared = conn.prepare(AssertSqlSafe(query.to_string()).into_sql_str());
+            if let Ok(prepared) = prepared.await {
+                rows.columns = prepared.columns().iter().map(|c| c.name().into()).collect();
+            }
+        }
+        Ok(rows.finish(rows_affected))
+    }
+
+    /// Explains a failed statement.
+    fn failure(&self, project: &ProjectName, err: Error, deadline: Instant) -> Failure {
+        let err = match err {
+            Error::Refused(failure) => return failure,
+            Error::Sqlx(err) => err,
+        };
+        let Some(db) = err.as_database_error() else {
+            return internal("the project's SQLite database failed", err);
+        };
+        let message = db.message();
+        let code = db.code().and_then(|c| c.parse::<c_int>().ok()).unwrap_or(0);
+        match code & 0xff {
+            ffi::SQLITE_AUTH => refused_statement(),
+            ffi::SQLITE_FULL => full(project, &self.limits),
+            ffi::SQLITE_INTERRUPT if Instant::now() >= deadline => timed_out(&self.limits),
+            ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => timed_out(&self.limits),
+            _ if message.contains("not authorized")
+                || message.contains("too many attached databases") =>
+            {
+                refused_statement()
+            }
+            _ => Failure::invalid(format!("SQL error: {message}")),
+        }
+    }
+
+    pub(super) async fn drop_project(&self, project: &ProjectName) -> Result<(), Failure> {
+        let pool = self
+            .pools
+            .lock()
+            .map_err(|_| Failure::internal("DBriver's pool table is poisoned"))?
+            .remove(project);
+        if let Some(pool) = pool {
+            pool.close().await;
+        }
+        let file = self.file(project);
+        for suffix in ["", "-wal", "-shm"] {
+            let path = PathBuf::from(format!("{}{suffix}", file.display()));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(internal("cannot remove a project's SQLite file", err)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a statement failed: the database said so, or a limit stopped it.
+enum Error {
+    Sqlx(sqlx::Error),
+    Refused(Failure),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Error {
+        Error::Sqlx(err)
+    }
+}
+
+fn refused_statement() -> Failure {
+    Failure::new(
+        FailureKind::Forbidden,
+        "refused: the statement reaches outside the project's database \
+         (ATTACH, DETACH, VACUUM, extensions and PRAGMAs other than read-only ones are not allowed)",
+    )
+}
+
+/// One cell as JSON, by the type of the value stored (SQLite's columns are
+/// not typed).
+fn cell(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<Value, Error> {
+    let raw = row.try_get_raw(i)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let type_name = raw.type_info().name().to_string();
+    Ok(match type_name.as_str() {
+        "INTEGER" | "BOOLEAN" => Value::from(row.try_get_unchecked::<i64, _>(i)?),
+        "REAL" => super::float(row.try_get_unchecked::<f64, _>(i)?),
+        "BLOB" => super::base64(&row.try_get_unchecked::<Vec<u8>, _>(i)?),
+        _ => Value::from(row.try_get_unchecked::<String, _>(i)?),
+    })
+}
+
+/// Sets (or clears) the point past which the connection's statement stops.
+async fn set_deadline(
+    conn: &mut SqliteConnection,
+    deadline: Option<Instant>,
+) -> Result<(), Failure> {
+    let mut handle = conn
+        .lock_handle()
+        .await
+        .map_err(|e| internal("cannot reach an SQLite connection", e))?;
+    match deadline {
+        // Checked every 1,000 virtual-machine steps: microseconds.
+        Some(deadline) => handle.set_progress_handler(1000, move || Instant::now() < deadline),
+        None => handle.remove_progress_handler(),
+    }
+    Ok(())
+}
+
+/// Makes a fresh connection safe to hand to a project.
+async fn harden(conn: &mut SqliteConnection, max_pages: u64) -> Result<(), sqlx::Error> {
+    conn.execute(AssertSqlSafe(format!(
+        "PRAGMA max_page_count = {max_pages}"
+    )))
+    .await?;
+    conn.execute("PRAGMA trusted_schema = OFF").await?;
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    // SAFETY: `db` is this connection's open handle, which the lock keeps
+    // from being used elsewhere meanwhile; the authorizer is a plain
+    // function that keeps no state.
+    unsafe {
+        ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_ATTACHED, 0);
+        ffi::sqlite3_db_config(
+            db,
+            ffi::SQLITE_DBCONFIG_DEFENSIVE,
+            1,
+            std::ptr::null_mut::<c_int>(),
+        );
+        ffi::sqlite3_db_config(
+            db,
+            ffi::SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION,
+            0,
+            std::ptr::null_mut::<c_int>(),
+        );
+        ffi::sqlite3_set_authorizer(db, Some(authorize), std::ptr::null_mut());
+    }
+    Ok(())
+}
+
+/// Rolls back a transaction a statement left open, before the connection
+/// serves another call.
+async fn end_transaction(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    let open = {
+        let mut handle = conn.lock_handle().await?;
+        // SAFETY: a valid handle, held locked.
+        unsafe { ffi::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) == 0 }
+    };
+    if open {
+        conn.execute("ROLLBACK").await?;
+    }
+    Ok(true)
+}
+
+/// PRAGMAs that only read the project's own schema.
+const READ_ONLY_PRAGMAS: &[&str] = &[
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_list",
+    "index_info",
+    "index_xinfo",
+    "foreign_key_list",
+    "foreign_key_check",
+    "integrity_check",
+    "quick_check",
+    "page_count",
+    "freelist_count",
+    "user_version",
+];
+
+/// SQLite's authorizer: refuses what could reach outside the project's file.
+unsafe extern "C" fn authorize(
+    _: *mut c_void,
+    action: c_int,
+    arg3: *const c_char,
+    arg4: *const c_char,
+    _database: *const c_char,
+    _trigger: *const c_char,
+) -> c_int {
+    // SAFETY: SQLite passes NUL-terminated strings or NULL.
+    let text = |p: *const c_char| (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes());
+    match action {
+        ffi::SQLITE_ATTACH | ffi::SQLITE_DETACH => ffi::SQLITE_DENY,
+        ffi::SQLITE_PRAGMA => {
+            let name = text(arg3).unwrap_or_default().to_ascii_lowercase();
+            // (`PRAGMA user_version = 3` writes only the file's header.)
+            if READ_ONLY_PRAGMAS.iter().any(|p| p.as_bytes() == name) {
+                ffi::SQLITE_OK
+            } else {
+                ffi::SQLITE_DENY
+            }
+        }
+        ffi::SQLITE_FUNCTION => {
+            let name = text(arg4).unwrap_or_default().to_ascii_lowercase();
+            if name == b"load_extension" {
+                ffi::SQLITE_DENY
+            } else {
+                ffi::SQLITE_OK
+            }
+        }
+        _ => ffi::SQLITE_OK,
+    }
+}
