@@ -229,6 +229,9 @@ struct Host {
     logs: Vec<LogLine>,
     error: Option<String>,
     last_error: CString,
+    /// A task the Doer sent ahead while the Doee waited for a platform
+    /// call (it starts the moment the current one ends).
+    next: Option<ToWorker>,
     max_output: usize,
     max_logs: usize,
 }
@@ -272,6 +275,7 @@ impl Host {
             logs: Vec::new(),
             error: None,
             last_error: CString::default(),
+            next: None,
             max_output: load.limits.max_output_bytes as usize,
             max_logs: load.limits.max_log_lines as usize,
         }
@@ -286,7 +290,10 @@ impl Host {
     }
 
     fn recv(&mut self) -> Result<ToWorker, String> {
-        recv(&mut self.link)
+        match self.next.take() {
+            Some(next) => Ok(next),
+            None => recv(&mut self.link),
+        }
     }
 
     /// Resets per-invocation state; `invocation` is None outside `execute`.
@@ -329,12 +336,19 @@ impl Host {
     /// Forwards a Doee's request to the platform and waits for the answer.
     fn host_call(&mut self, call: HostCall) -> Result<String, String> {
         self.send(&FromWorker::HostCall(call))?;
-        match self.recv()? {
-            ToWorker::HostReply(result) => result,
-            // The Doer wants the Worker gone, even mid-call.
-            ToWorker::Stop => std::process::exit(0),
-            ToWorker::Load(_) | ToWorker::Execute(_) => {
-                Err("the Doer sent a new task during a platform call".into())
+        loop {
+            match recv(&mut self.link)? {
+                ToWorker::HostReply(result) => return result,
+                // The Doer wants the Worker gone, even mid-call.
+                ToWorker::Stop => std::process::exit(0),
+                // The next task, sent ahead: it waits its turn. The Doer
+                // sends at most one ahead.
+                execute @ ToWorker::Execute(_) if self.next.is_none() => {
+                    self.next = Some(execute);
+                }
+                ToWorker::Load(_) | ToWorker::Execute(_) => {
+                    return Err("the Doer sent a second task during a platform call".into());
+                }
             }
         }
     }

@@ -37,6 +37,10 @@ pub struct Databases {
     admin: PgPool,
     options: PgConnectOptions,
     secret: Vec<u8>,
+    /// Roles are shared by every database of a server: a project's role is
+    /// named after the database too (`isms<hash>_<project>`), so two ISMS
+    /// installations on one server never share one.
+    role_prefix: String,
     limits: SqlLimits,
     projects: Mutex<HashMap<ProjectName, Project>>,
 }
@@ -48,16 +52,21 @@ struct Project {
     size: Option<(u64, Instant)>,
 }
 
-/// A project's role and schema name: `isms_<project>`, with a hash in
-/// place of the tail of a name too long for PostgreSQL's 63 bytes.
-fn identifier(project: &ProjectName) -> String {
-    let name = format!("isms_{project}");
+/// `<prefix>_<project>`, with a hash in place of the tail of a name too
+/// long for PostgreSQL's 63 bytes.
+fn identifier(prefix: &str, project: &ProjectName) -> String {
+    let name = format!("{prefix}_{project}");
     if name.len() <= 63 {
         return name;
     }
-    let hash = Sha256::digest(project.as_str().as_bytes());
+    let hash = Sha256::digest(name.as_bytes());
     let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
     format!("{}_{hex}", &name[..46])
+}
+
+/// A project's schema: `isms_<project>`, within this database.
+fn schema(project: &ProjectName) -> String {
+    identifier("isms", project)
 }
 
 /// `"name"` for SQL text; names here are `[a-z0-9_-]`, so no quote inside.
@@ -87,9 +96,16 @@ impl Databases {
                 "the PostgreSQL role of dbriver.sql_url must have CREATEROLE (ISMS gives each project a role of its own)"
             );
         }
+        let database: (String,) = sqlx::query_as("SELECT current_database()")
+            .fetch_one(&admin)
+            .await
+            .context("cannot read the PostgreSQL database's name")?;
+        let hash = Sha256::digest(database.0.as_bytes());
+        let role_prefix = format!("isms{:02x}{:02x}{:02x}", hash[0], hash[1], hash[2]);
         Ok(Databases {
             admin,
             options,
+            role_prefix,
             secret: secret(dir)?,
             limits,
             projects: Mutex::new(HashMap::new()),
@@ -102,6 +118,10 @@ impl Databases {
             host(&self.options),
             self.options.get_database().unwrap_or("(default)")
         )
+    }
+
+    fn role(&self, project: &ProjectName) -> String {
+        identifier(&self.role_prefix, project)
     }
 
     fn password(&self, role: &str) -> String {
@@ -120,12 +140,12 @@ impl Databases {
         if let Some(known) = self.lock()?.get(project) {
             return Ok(known.clone());
         }
-        let role = identifier(project);
+        let role = self.role(project);
         let password = self.password(&role);
-        self.provision(&role, &password)
+        self.provision(&role, &schema(project), &password)
             .await
             .map_err(|e| internal("cannot create the project's PostgreSQL role and schema", e))?;
-        let settings = session_settings(&role, &self.limits);
+        let settings = session_settings(&schema(project), &self.limits);
         let reset = format!("ROLLBACK; {settings}");
         let pool = PgPoolOptions::new()
             .max_connections(self.limits.max_connections)
@@ -167,7 +187,7 @@ impl Databases {
     }
 
     /// Creates (or brings up to date) the project's role and schema.
-    async fn provision(&self, role: &str, password: &str) -> Result<(), sqlx::Error> {
+    async fn provision(&self, role: &str, schema: &str, password: &str) -> Result<(), sqlx::Error> {
         let mut admin = self.admin.acquire().await?;
         let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_roles WHERE rolname = $1")
             .bind(role)
@@ -200,7 +220,8 @@ impl Databases {
             .await;
         admin
             .execute(AssertSqlSafe(format!(
-                "CREATE SCHEMA IF NOT EXISTS {quoted_role} AUTHORIZATION {quoted_role}"
+                "CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {quoted_role}",
+                quoted(schema)
             )))
             .await?;
         admin
@@ -252,7 +273,7 @@ impl Databases {
              JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relkind IN ('r', 'm', 't')",
         )
-        .bind(identifier(project))
+        .bind(schema(project))
         .fetch_one(&self.admin)
         .await
         .map_err(unreachable_server)?;
@@ -328,9 +349,9 @@ impl Databases {
         if let Some(known) = known {
             known.pool.close().await;
         }
-        let role = quoted(&identifier(project));
+        let (role, schema) = (quoted(&self.role(project)), quoted(&schema(project)));
         let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_roles WHERE rolname = $1")
-            .bind(identifier(project))
+            .bind(self.role(project))
             .fetch_optional(&self.admin)
             .await
             .map_err(unreachable_server)?;
@@ -339,7 +360,7 @@ impl Databases {
         }
         let mut tx = self.admin.begin().await.map_err(unreachable_server)?;
         for statement in [
-            format!("DROP SCHEMA IF EXISTS {role} CASCADE"),
+            format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
             format!("DROP OWNED BY {role} CASCADE"),
             format!("DROP ROLE {role}"),
         ] {
@@ -354,12 +375,12 @@ impl Databases {
 }
 
 /// What a session of the project's role starts with, and is put back to.
-fn session_settings(role: &str, limits: &SqlLimits) -> String {
+fn session_settings(schema: &str, limits: &SqlLimits) -> String {
     let ms = limits.statement_timeout.as_millis();
     format!(
         "SET search_path = {}; SET statement_timeout = {ms}; SET lock_timeout = {ms}; \
          SET idle_in_transaction_session_timeout = {};",
-        quoted(role),
+        quoted(schema),
         ms * 2
     )
 }
@@ -624,11 +645,13 @@ mod tests {
     #[test]
     fn long_project_names_stay_within_postgres_identifiers() {
         let short = ProjectName::new("demo").unwrap();
-        assert_eq!(identifier(&short), "isms_demo");
+        assert_eq!(schema(&short), "isms_demo");
         let a = ProjectName::new("a".repeat(63)).unwrap();
         let b = ProjectName::new(format!("{}b", "a".repeat(62))).unwrap();
-        assert!(identifier(&a).len() <= 63);
-        assert_ne!(identifier(&a), identifier(&b));
+        for prefix in ["isms", "isms0a1b2c"] {
+            assert!(identifier(prefix, &a).len() <= 63);
+            assert_ne!(identifier(prefix, &a), identifier(prefix, &b));
+        }
     }
 
     #[test]

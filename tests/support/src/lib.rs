@@ -439,3 +439,70 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A fresh, empty database on the PostgreSQL server of
+/// `ISMS_TEST_POSTGRES_URL` (which `.ci/run` starts), dropped on drop with
+/// the roles the platform made for it.
+pub struct PostgresDatabase {
+    server: String,
+    name: String,
+    /// The database's URL, for `dbriver.sql_url`.
+    pub url: String,
+}
+
+impl PostgresDatabase {
+    /// Creates the database, or panics saying how to get a server.
+    pub fn create() -> PostgresDatabase {
+        let server = std::env::var("ISMS_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+            panic!(
+                "these tests need a PostgreSQL server: run .ci/run, which starts one, or set \
+                 ISMS_TEST_POSTGRES_URL=postgres://user:password@127.0.0.1:port/postgres \
+                 (a role with CREATEDB and CREATEROLE)"
+            )
+        });
+        let mut nonce = [0u8; 4];
+        getrandom::fill(&mut nonce).unwrap();
+        let name = format!("isms_test_{:08x}", u32::from_be_bytes(nonce));
+        psql(&server, &format!("CREATE DATABASE {name}"));
+        let (base, _) = server
+            .rsplit_once('/')
+            .expect("ISMS_TEST_POSTGRES_URL has no /database");
+        let url = format!("{base}/{name}");
+        PostgresDatabase { server, name, url }
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let name = &self.name;
+        // Project roles are named `isms` + 6 hex digits of the database
+        // name's sha256 + `_<project>` (see DBriver's postgres.rs).
+        let script = format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE);\n\
+             SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE rolname LIKE \
+             'isms' || left(encode(sha256('{name}'::bytea), 'hex'), 6) || '\\_%' \\gexec\n"
+        );
+        let _ = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=0", &self.server])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .and_then(|mut child| {
+                child.stdin.take().unwrap().write_all(script.as_bytes())?;
+                child.wait()
+            });
+    }
+}
+
+fn psql(server: &str, command: &str) {
+    let output = Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", server, "-c", command])
+        .output()
+        .expect("cannot run psql (apt-get install postgresql-client)");
+    assert!(
+        output.status.success(),
+        "psql `{command}` failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
