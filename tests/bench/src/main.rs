@@ -5,6 +5,7 @@
 //!     cargo run --release -p isms-bench -- http-warm --duration 10 --concurrency 32
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark may stop on the first surprise.
 
+mod db;
 mod helpers;
 mod load;
 
@@ -55,7 +56,7 @@ enum Scenario {
     Handoff(Shape),
     /// QoS 1 messages through a Doee (not available yet).
     Mqtt(Shape),
-    /// A Doee doing SQL (not available yet).
+    /// A Doee doing one indexed SQL insert and one select, beside the same statements issued directly.
     Db(Shape),
     #[command(hide = true)]
     BareServer {
@@ -97,9 +98,6 @@ fn main() {
         Scenario::Load { url, shape } => load_only(&url, shape).map(Some),
         Scenario::Mqtt(_) => Err(anyhow::anyhow!(
             "the mqtt scenario needs the MQTT triggers, which this version of ISMS does not have yet"
-        )),
-        Scenario::Db(_) => Err(anyhow::anyhow!(
-            "the db scenario needs DBriver, which this version of ISMS does not have yet"
         )),
         scenario => run(scenario).map(Some),
     };
@@ -154,6 +152,7 @@ fn run(scenario: Scenario) -> anyhow::Result<serde_json::Value> {
         Scenario::ColdStart(shape) => cold_start(&isms, shape),
         Scenario::Kernel(shape) => kernel(&isms, shape),
         Scenario::Fairness(shape) => fairness(&isms, shape),
+        Scenario::Db(shape) => db::db(&isms, shape),
         _ => unreachable!("handled in main"),
     }
 }
