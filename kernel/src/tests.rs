@@ -342,3 +342,35 @@ fn messages_do_not_postpone_the_heartbeat_check() {
         );
     }
 }
+
+#[test]
+fn a_request_for_dbriver_must_act_for_a_project() {
+    const DB: &[u8] = b"dbriver-a";
+    let mut k = setup();
+    register(&mut k, DB, ServiceKind::DBriver, "dbriver-1", 8);
+    let sql = |project| Message {
+        envelope: envelope(3, ServiceKind::Doer, project, 5_000),
+        body: Body::Request(
+            isms_ipc::dbriver::Sql {
+                query: "SELECT 1".into(),
+                params: String::new(),
+            }
+            .into_request(),
+        ),
+    };
+    send(&mut k, DOER, sql(None));
+    let out = sent(&mut k);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let (to, body, _) = &out[0];
+    assert_eq!(to, &peer(DOER), "refused back to the sender, not delivered");
+    assert!(
+        matches!(body, Body::Reply(Err(f)) if f.kind == FailureKind::Invalid && f.message.contains("project")),
+        "{body:?}"
+    );
+    send(&mut k, DOER, sql(Some("demo")));
+    let out = sent(&mut k);
+    assert!(
+        matches!(&out[..], [(to, Body::Request(Request::DBriver(_)), _)] if to == &peer(DB)),
+        "{out:?}"
+    );
+}
