@@ -240,6 +240,16 @@ impl RowsJson {
     }
 }
 
+/// Whether a statement is a query, whose columns an empty answer still names.
+fn reads(query: &str) -> bool {
+    let first = query.split_whitespace().next().unwrap_or_default();
+    [
+        "select", "with", "values", "pragma", "table", "explain", "show",
+    ]
+    .iter()
+    .any(|k| first.eq_ignore_ascii_case(k))
+}
+
 /// A float as JSON: NaN and infinities have no JSON form, so they become strings.
 fn float(f: f64) -> Value {
     serde_json::Number::from_f64(f).map_or_else(|| Value::String(f.to_string()), Value::Number)

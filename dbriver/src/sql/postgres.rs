@@ -20,7 +20,9 @@ use sqlx::postgres::{
     PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, PgTypeInfo, PgValueFormat,
     Postgres,
 };
-use sqlx::{AssertSqlSafe, Column, Either, Executor, Row, TypeInfo, ValueRef};
+use sqlx::{
+    AssertSqlSafe, Column, Either, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef,
+};
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
@@ -315,6 +317,14 @@ impl Databases {
                         .collect::<Result<_, _>>()?;
                     rows.push(values).map_err(Error::Refused)?;
                 }
+            }
+        }
+        drop(stream);
+        if rows.columns.is_empty() && super::reads(query) {
+            // No rows: the statement still says what its columns are.
+            let prepared = conn.prepare(AssertSqlSafe(query.to_string()).into_sql_str());
+            if let Ok(prepared) = prepared.await {
+                rows.columns = prepared.columns().iter().map(|c| c.name().into()).collect();
             }
         }
         Ok(rows.finish(rows_affected))

@@ -73,12 +73,13 @@ impl Databases {
             .foreign_keys(true)
             .busy_timeout(self.limits.statement_timeout);
         let max_pages = (self.limits.max_db_bytes / PAGE_SIZE).max(1);
+        let timeout = self.limits.statement_timeout;
         let pool = SqlitePoolOptions::new()
             .max_connections(self.limits.max_connections)
             .min_connections(0)
             .idle_timeout(IDLE)
             .acquire_timeout(self.limits.statement_timeout)
-            .after_connect(move |conn, _| Box::pin(harden(conn, max_pages)))
+            .after_connect(move |conn, _| Box::pin(harden(conn, max_pages, timeout)))
             .after_release(|conn, _| Box::pin(end_transaction(conn)))
             .connect_lazy_with(options);
         pools.insert(project.clone(), pool.clone());
@@ -96,11 +97,9 @@ impl Databases {
             sqlx::Error::PoolTimedOut => busy(project, &self.limits),
             other => internal("cannot open the project's SQLite database", other),
         })?;
-        let deadline = Instant::now() + self.limits.statement_timeout;
-        set_deadline(&mut conn, Some(deadline)).await?;
+        let started = Instant::now();
         let result = self.execute(&mut conn, query, params).await;
-        set_deadline(&mut conn, None).await?;
-        result.map_err(|err| self.failure(project, err, deadline))
+        result.map_err(|err| self.failure(project, err, started))
     }
 
     async fn execute(
@@ -137,7 +136,7 @@ impl Databases {
             }
         }
         drop(stream);
-        if rows.columns.is_empty() {
+        if rows.columns.is_empty() && super::reads(query) {
             // No rows: the statement still says what its columns are.
             let prepared = conn.prepare(AssertSqlSafe(query.to_string()).into_sql_str());
             if let Ok(prepared) = prepared.await {
@@ -148,7 +147,7 @@ impl Databases {
     }
 
     /// Explains a failed statement.
-    fn failure(&self, project: &ProjectName, err: Error, deadline: Instant) -> Failure {
+    fn failure(&self, project: &ProjectName, err: Error, started: Instant) -> Failure {
         let err = match err {
             Error::Refused(failure) => return failure,
             Error::Sqlx(err) => err,
@@ -161,7 +160,9 @@ impl Databases {
         match code & 0xff {
             ffi::SQLITE_AUTH => refused_statement(),
             ffi::SQLITE_FULL => full(project, &self.limits),
-            ffi::SQLITE_INTERRUPT if Instant::now() >= deadline => timed_out(&self.limits),
+            ffi::SQLITE_INTERRUPT if started.elapsed() >= self.limits.statement_timeout => {
+                timed_out(&self.limits)
+            }
             ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => timed_out(&self.limits),
             _ if message.contains("not authorized")
                 || message.contains("too many attached databases") =>
@@ -230,25 +231,48 @@ fn cell(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<Value, Error> {
     })
 }
 
-/// Sets (or clears) the point past which the connection's statement stops.
-async fn set_deadline(
-    conn: &mut SqliteConnection,
-    deadline: Option<Instant>,
-) -> Result<(), Failure> {
-    let mut handle = conn
-        .lock_handle()
-        .await
-        .map_err(|e| internal("cannot reach an SQLite connection", e))?;
-    match deadline {
-        // Checked every 1,000 virtual-machine steps: microseconds.
-        Some(deadline) => handle.set_progress_handler(1000, move || Instant::now() < deadline),
-        None => handle.remove_progress_handler(),
-    }
-    Ok(())
+/// Stops each statement of a connection once it has run for `timeout`.
+///
+/// Installed once per connection, so a statement costs no extra trip to
+/// the connection's thread: every 10,000 virtual-machine steps the handler
+/// looks at the statement running (its address and run count tell one
+/// execution from the next) and interrupts it past its time.
+fn stop_statements_after(handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>, timeout: Duration) {
+    let db = handle.as_raw_handle().as_ptr() as usize;
+    let mut current = (0usize, 0 as c_int);
+    let mut started = Instant::now();
+    handle.set_progress_handler(10_000, move || {
+        let db = db as *mut ffi::sqlite3;
+        // SAFETY: the handler runs on the connection's own thread while one
+        // of its statements steps; these calls only read its statement list.
+        let running = unsafe {
+            let mut stmt = ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
+            while !stmt.is_null() && ffi::sqlite3_stmt_busy(stmt) == 0 {
+                stmt = ffi::sqlite3_next_stmt(db, stmt);
+            }
+            (
+                stmt as usize,
+                if stmt.is_null() {
+                    0
+                } else {
+                    ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_RUN, 0)
+                },
+            )
+        };
+        if running != current {
+            current = running;
+            started = Instant::now();
+        }
+        started.elapsed() < timeout
+    });
 }
 
 /// Makes a fresh connection safe to hand to a project.
-async fn harden(conn: &mut SqliteConnection, max_pages: u64) -> Result<(), sqlx::Error> {
+async fn harden(
+    conn: &mut SqliteConnection,
+    max_pages: u64,
+    timeout: Duration,
+) -> Result<(), sqlx::Error> {
     conn.execute(AssertSqlSafe(format!(
         "PRAGMA max_page_count = {max_pages}"
     )))
@@ -275,6 +299,7 @@ async fn harden(conn: &mut SqliteConnection, max_pages: u64) -> Result<(), sqlx:
         );
         ffi::sqlite3_set_authorizer(db, Some(authorize), std::ptr::null_mut());
     }
+    stop_statements_after(&mut handle, timeout);
     Ok(())
 }
 
