@@ -13,7 +13,7 @@ fn killed_services_come_back_and_are_reported() {
     p.deploy_misbehave("ops", "echo", "echo", "");
     assert_eq!(p.trigger("/ops/echo", b"ok").status, 200);
 
-    for service in ["doer", "commserver", "resadmin"] {
+    for service in ["doer", "commserver", "resadmin", "dbriver"] {
         let pid = p.pid_of(service);
         // SAFETY: killing a process of our own platform.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -48,9 +48,21 @@ fn killed_services_come_back_and_are_reported() {
             p.output()
         );
     }
+    // The restarted DBriver answers SQL again.
+    let token = p.admin_token();
+    let sql = p.call_api(
+        "POST",
+        "/api/v1/projects/ops/sql",
+        Some(&token),
+        br#"{"query": "SELECT 1 AS one"}"#,
+    );
+    assert_eq!(sql.json()["rows"], serde_json::json!([{ "one": 1 }]));
     // The restarted Resadmin still builds and serves.
     p.deploy_misbehave("ops", "again", "echo", "");
-    assert_eq!(p.trigger("/ops/again", b"yes").text(), "yes");
+    // (The CommServer loads the new route on the deploy's event, moments later.)
+    eventually(Duration::from_secs(2), "the new route to serve", || {
+        (p.trigger("/ops/again", b"yes").text() == "yes").then_some(())
+    });
 }
 
 /// A Doer that stops answering (frozen, not dead) is marked down after its
