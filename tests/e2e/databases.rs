@@ -362,3 +362,94 @@ fn sql_for_a_project_that_does_not_exist_creates_nothing() {
             .is_none()
     );
 }
+
+#[test]
+fn documents_from_doees_and_the_api_stay_in_their_project() {
+    let p = Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR")).start();
+    p.login_admin();
+    let token = p.admin_token();
+    for project in ["alpha", "beta"] {
+        p.run(&["project", "create", project]);
+        p.deploy(&fixtures().join("data"), project);
+    }
+    let doc = |project: &str, op: &str, collection: &str, json: &str| {
+        let input = format!("doc {op} {collection}\n{json}");
+        let response = p.trigger(&format!("/{project}/data"), input.as_bytes());
+        (response.status, response.text())
+    };
+    for (device, temp) in [("d1", 19.5), ("d2", 23.0), ("d3", 25.5)] {
+        let (status, body) = doc(
+            "alpha",
+            "insert",
+            "readings",
+            &json!({ "device": device, "temp": temp, "tags": ["greenhouse"] }).to_string(),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            serde_json::from_str::<Value>(&body).unwrap()["id"].is_string(),
+            "{body}"
+        );
+    }
+    let (status, body) = doc(
+        "alpha",
+        "find",
+        "readings",
+        r#"{"filter": {"temp": {"$gte": 20}}, "projection": {"device": 1, "_id": 0}, "sort": {"temp": -1}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!([{ "device": "d3" }, { "device": "d2" }])
+    );
+    let (status, body) = doc(
+        "alpha",
+        "update",
+        "readings",
+        r#"{"filter": {"device": "d1"}, "update": {"$inc": {"temp": 1}, "$set": {"checked": true}}}"#,
+    );
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).unwrap()),
+        (200, json!({ "matched": 1, "modified": 1 }))
+    );
+    let (status, body) = doc(
+        "alpha",
+        "find",
+        "readings",
+        r#"{"filter": {"$regex": "x"}}"#,
+    );
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("$regex"),
+        "the error names the operator: {body}"
+    );
+
+    // The API browses the same documents; another project sees none.
+    let get = |project: &str, path: &str| {
+        let response = p.call_api(
+            "GET",
+            &format!("/api/v1/projects/{project}/collections{path}"),
+            Some(&token),
+            b"",
+        );
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.json()
+    };
+    assert_eq!(
+        get("alpha", ""),
+        json!([{ "name": "readings", "count": 3 }])
+    );
+    let filter = "%7B%22checked%22%3Atrue%7D"; // {"checked":true}
+    let found = get("alpha", &format!("/readings?filter={filter}&limit=5"));
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found[0]["temp"], json!(20.5));
+    assert_eq!(get("beta", ""), json!([]));
+    assert_eq!(get("beta", "/readings"), json!([]));
+    let (status, body) = doc("beta", "find", "readings", "{}");
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    let (status, body) = doc("beta", "delete", "readings", "{}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        get("alpha", ""),
+        json!([{ "name": "readings", "count": 3 }])
+    );
+}

@@ -311,7 +311,7 @@ fn busy(project: &ProjectName, limits: &SqlLimits) -> Failure {
 }
 
 /// A failure of the platform, logged here and reported without detail.
-fn internal(what: &str, err: impl std::fmt::Display) -> Failure {
+pub(crate) fn internal(what: &str, err: impl std::fmt::Display) -> Failure {
     tracing::error!(cause = %err, "{what}");
     Failure::internal(format!("{what}; see DBriver's log"))
 }
