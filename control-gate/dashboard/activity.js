@@ -31,7 +31,7 @@ export async function invocationsTab(body, { project, signal }) {
   const tbody = h('tbody');
   const tableEl = h('table.invocations',
     h('caption.visually-hidden', `Recent invocations of ${project}, newest first`),
-    h('thead', h('tr', ['Started', 'Doee', 'Trigger', 'Status', 'Duration', 'HTTP', ''].map((t) => h('th', { scope: 'col' }, t)))),
+    h('thead', h('tr', ['Started', 'Doee', 'Trigger', 'Status', 'Duration', 'HTTP', 'Output or error', ''].map((t) => h('th', { scope: 'col' }, t)))),
     tbody);
   const wrap = h('div.table-wrap', { tabindex: '0', role: 'region', 'aria-label': 'Recent invocations' }, tableEl);
   const none = empty('No invocations yet.', 'Call one of the project\'s HTTP routes (see Triggers) or use Try it on a Doee; it appears here within a second.');
@@ -109,11 +109,12 @@ export async function invocationsTab(body, { project, signal }) {
     row.cells.status = h('td');
     row.cells.duration = h('td.num');
     row.cells.http = h('td.num');
+    row.cells.output = h('td.out');
     row.tr = h('tr', { 'data-id': inv.id },
       h('td', formatTime(inv.started_ms)),
       h('td', `${inv.doee} v${inv.version}`),
       h('td', triggerText(inv)),
-      row.cells.status, row.cells.duration, row.cells.http,
+      row.cells.status, row.cells.duration, row.cells.http, row.cells.output,
       h('td', open));
     updateRow(row, inv);
     open.addEventListener('click', async () => {
@@ -123,7 +124,7 @@ export async function invocationsTab(body, { project, signal }) {
         open.setAttribute('aria-expanded', 'false');
         return;
       }
-      const cell = h('td', { colspan: '7' }, h('p.muted', 'Loading…'));
+      const cell = h('td', { colspan: '8' }, h('p.muted', 'Loading…'));
       row.detail = h('tr.detail', cell);
       row.tr.after(row.detail);
       open.setAttribute('aria-expanded', 'true');
@@ -144,6 +145,16 @@ function updateRow(row, inv) {
   fill(row.cells.status, badge(inv.status), inv.cold_start ? h('span.muted', ' cold') : null);
   fill(row.cells.duration, inv.status === 'pending' ? '…' : formatDuration(inv.duration_ms));
   fill(row.cells.http, inv.http_status ? String(inv.http_status) : '—');
+  fill(row.cells.output, outputSnippet(inv));
+}
+
+/** The start of an invocation's output (or why it failed), on one line. */
+function outputSnippet(inv) {
+  const cut = (text) => (text.length > 60 ? `${text.slice(0, 60)}…` : text).replace(/\s+/g, ' ');
+  if (inv.error) return h('span.bad-text', cut(inv.error));
+  if (inv.output !== undefined) return inv.output ? h('code', cut(inv.output)) : h('span.muted', '(empty)');
+  if (inv.output_base64 !== undefined) return h('span.muted', '(binary)');
+  return inv.status === 'pending' ? h('span.muted', 'running…') : '—';
 }
 
 function invocationDetail(inv) {

@@ -161,6 +161,7 @@ try {
     const log = await page.locator('pre.build-log').first().innerText();
     if (!/Compiling|Finished|build/i.test(log)) throw new Error(`no build log shown: ${log}`);
     await see(page.getByRole('link', { name: 'hello', exact: true }));
+    await see(page.locator('table td', { hasText: 'v1' }).filter({ hasText: 'succeeded' }));
     await shot(page, '03-deployed');
   });
 
@@ -185,7 +186,7 @@ try {
     }
     const row = page.locator('table.invocations tbody tr', { hasText: 'hello v1' });
     await see(row.filter({ hasText: 'succeeded' }));
-    await see(row.filter({ hasText: 'HTTP POST /hello' }));
+    await see(row.filter({ hasText: 'HTTP POST /hello' }).filter({ hasText: 'Hello, browser!' }));
     if (!(await page.evaluate(() => window.__noReload))) throw new Error('the page was reloaded');
     await row.first().getByRole('button', { name: 'Details' }).click();
     await see(page.locator('tr.detail pre.output', { hasText: 'Hello, browser!' }));
@@ -243,6 +244,10 @@ try {
     await see(page.getByText('Active version: v1'));
     answer = await trigger(`/${PROJECT}/hello`, 'again');
     if (answer.text !== 'Hello, again!') throw new Error(`after the rollback it answered ${answer.text}`);
+    // And from the page itself.
+    await page.getByLabel('Input (the request body)').fill('button');
+    await page.getByRole('button', { name: 'Invoke' }).click();
+    await see(page.locator('pre.output', { hasText: 'Hello, button!' }));
     await shot(page, '08-rolled-back');
   });
 
@@ -331,8 +336,6 @@ try {
     await see(page.locator('table.invocations tbody tr', { hasText: 'hello' }));
   });
 
-  await context.close();
-
   // The same dashboard on a phone-sized screen.
   const phone = await browser.newContext({ viewport: { width: 375, height: 812 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
   const small = await phone.newPage();
@@ -351,6 +354,23 @@ try {
     await shot(small, '14-phone-system');
   });
   await phone.close();
+
+  await step('delete the Doee: its route is gone', page, async () => {
+    await page.getByRole('button', { name: 'Log out' }).click();
+    await login(page, 'admin', ADMIN_PASSWORD);
+    await page.getByRole('link', { name: PROJECT, exact: true }).click();
+    await page.getByRole('link', { name: 'hello', exact: true }).click();
+    await page.getByRole('button', { name: 'Delete hello' }).click();
+    // Asked again, with Cancel focused.
+    const focused = await page.evaluate(() => document.activeElement.textContent);
+    if (focused !== 'Cancel') throw new Error(`focus is on "${focused}" after asking to delete`);
+    await page.getByRole('button', { name: 'Delete hello for good' }).click();
+    await see(page.getByText('No Doees in this project yet.'));
+    const answer = await trigger(`/${PROJECT}/hello`, 'gone');
+    if (answer.status !== 404) throw new Error(`the deleted route answered ${answer.status}`);
+    await shot(page, '15-deleted');
+  });
+  await context.close();
 
   if (problems.length) {
     throw new Error(`the browser reported problems:\n  ${problems.join('\n  ')}`);
