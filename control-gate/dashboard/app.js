@@ -40,8 +40,13 @@ function updateChrome(current, section) {
 }
 
 function parse(hash) {
-  const parts = hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
-  return parts;
+  return hash.replace(/^#\/?/, '').split('/').filter(Boolean).map((part) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      return part; // a malformed %-escape is just a name that does not exist
+    }
+  });
 }
 
 async function route() {

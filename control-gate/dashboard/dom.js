@@ -122,11 +122,6 @@ export function formatBytes(n) {
   return `${(n / (1 << 20)).toFixed(1)} MiB`;
 }
 
-/** Whether the user is reading the end of a scrolled element. */
-export function atBottom(el) {
-  return el.scrollHeight - el.scrollTop - el.clientHeight < 24;
-}
-
 /**
  * A button that asks again before a destructive action: the first press
  * shows "Really …?" with a confirm and a cancel button in its place.

@@ -28,7 +28,18 @@ function roleIn(detail) {
 }
 
 export async function projectView(main, view, { project, tab, doee }) {
-  const detail = await get(`projects/${seg(project)}`, { signal: view.signal });
+  let detail;
+  try {
+    detail = await get(`projects/${seg(project)}`, { signal: view.signal });
+  } catch (err) {
+    if (err.status !== 404) throw err;
+    // The platform answers 404 alike for a project that does not exist and
+    // one the caller is not a member of.
+    fill(main, h('h1', `No project ${project}`),
+      empty(`There is no project ${project}, or you are not one of its members.`,
+        h('a', { href: '#/projects' }, 'See your projects')));
+    return;
+  }
   const role = roleIn(detail);
   const may = (needed) => RANK[role] >= RANK[needed];
   const known = TABS.some(([key]) => key === tab);
