@@ -218,10 +218,11 @@ mod tests {
     #[test]
     fn unknown_names_are_not_served_even_from_a_directory() {
         let dashboard = Dashboard {
-            dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+            dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dashboard")),
             triggers_url: String::new(),
         };
         assert!(dashboard.file("Cargo.toml").is_none());
+        assert!(dashboard.file("package.json").is_none());
         assert!(dashboard.file("../Cargo.toml").is_none());
         assert!(dashboard.file("app.js").is_some());
     }

@@ -4,6 +4,9 @@
 //! expired), then runs `tests/browser/dashboard.mjs`, which drives Debian's
 //! Chromium through playwright-core and saves a screenshot per step.
 //!
+//! A second test runs the dashboard's unit tests in node
+//! (`tests/browser/units.test.mjs`).
+//!
 //! Needs `node`, `npm` and `/usr/bin/chromium` (`.ci/run` installs them);
 //! runs `npm ci` in `tests/browser` when `node_modules` is missing. Until
 //! DBriver lands, run it with `ISMS_SQL_EXPECT=unavailable`: the SQL step
@@ -58,8 +61,14 @@ fn chromium() -> String {
     std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
 }
 
-/// node, npm and Chromium, and playwright-core installed from the lock file.
+/// node, npm and Chromium, and playwright-core installed from the lock
+/// file (once: both tests of this file need it, and run at the same time).
 fn prepare_browser() {
+    static READY: std::sync::Once = std::sync::Once::new();
+    READY.call_once(install_browser);
+}
+
+fn install_browser() {
     for (program, package) in [("node", "nodejs"), ("npm", "npm")] {
         let found = Command::new(program).arg("--version").output();
         assert!(
@@ -157,6 +166,19 @@ fn check_files(p: &Platform) {
     let missing = p.call_api("GET", "/ui/nothing.js", None, b"");
     assert_eq!(missing.status, 404);
     assert!(missing.json()["error"].is_string());
+}
+
+/// The dashboard's pure parts in node: the in-page tar writer (read back
+/// by GNU tar) and the chart arithmetic.
+#[test]
+fn the_dashboards_tar_writer_and_charts_pass_their_unit_tests() {
+    prepare_browser();
+    let status = Command::new("node")
+        .args(["--test", "units.test.mjs"])
+        .current_dir(browser_dir())
+        .status()
+        .unwrap();
+    assert!(status.success(), "tests/browser/units.test.mjs failed");
 }
 
 #[test]
