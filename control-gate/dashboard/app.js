@@ -129,6 +129,12 @@ document.getElementById('logout').addEventListener('click', async () => {
   navigate('#/login');
 });
 
+// The skip link must not become a route: it moves focus to the content.
+document.querySelector('.skip').addEventListener('click', (event) => {
+  event.preventDefault();
+  main.focus();
+});
+
 window.addEventListener('hashchange', route);
 if (session()) sampler.start();
 route();

@@ -215,6 +215,19 @@ mod tests {
         }
     }
 
+    /// A file added to the folder is served, not forgotten.
+    #[test]
+    fn every_file_of_the_folder_is_built_in() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dashboard");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(
+                name == "package.json" || ASSETS.iter().any(|a| a.name == name),
+                "control-gate/dashboard/{name} is not in ASSETS"
+            );
+        }
+    }
+
     #[test]
     fn unknown_names_are_not_served_even_from_a_directory() {
         let dashboard = Dashboard {
