@@ -1,10 +1,11 @@
-//! The Control Gate: the REST API, `/metrics` and (later) the dashboard.
+//! The Control Gate: the REST API, `/metrics` and the web dashboard.
 //!
 //! Every endpoint is in one table ([`routes::ROUTES`]) with what its caller
 //! needs; before acting, the Gate asks Resadmin to `Authorize` the bearer
 //! token for that need, so a refused call changes nothing.
 
 pub mod api;
+pub mod dashboard;
 mod metrics;
 pub mod routes;
 mod sse;
@@ -45,6 +46,8 @@ pub struct ControlGateConfig {
     pub addr: SocketAddr,
     /// The largest upload (a Doee archive) accepted.
     pub max_upload_bytes: usize,
+    /// The web dashboard's files and what it shows of the platform.
+    pub dashboard: dashboard::Dashboard,
 }
 
 /// The capacity the Control Gate registers with (it serves no requests).
@@ -70,6 +73,9 @@ pub async fn prepare(config: ControlGateConfig) -> anyhow::Result<Prepared> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for the API on {}: {e}", config.addr))?;
     tracing::info!(addr = %config.addr, "Control Gate listening");
+    if let Some(dir) = &config.dashboard.dir {
+        tracing::warn!(dir = %dir.display(), "serving the dashboard's files from a directory, not the built-in copies");
+    }
     Ok(Prepared { config, listener })
 }
 
@@ -387,6 +393,8 @@ impl Gate {
         };
         use routes::Endpoint as E;
         match matched.endpoint {
+            E::Dashboard => Ok(self.dashboard_file(&request, dashboard::INDEX)),
+            E::DashboardFile => Ok(self.dashboard_file(&request, matched.param("file"))),
             E::Healthz => self.healthz().await,
             E::Metrics => self.metrics().await,
             E::OpenApi => {
@@ -688,6 +696,44 @@ impl Gate {
                 Ok(json(StatusCode::OK, &map(services, api::ServiceView::from)))
             }
         }
+    }
+
+    /// A file of the dashboard, or 304 when the browser holds this version.
+    /// `no-cache`: the browser asks each time, so a new binary's dashboard is
+    /// never mixed with an old one's modules.
+    fn dashboard_file(&self, request: &Request<Body>, name: &str) -> Reply {
+        let Some(file) = self.config.dashboard.file(name) else {
+            return error_reply(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("the dashboard has no file {name}"),
+            ));
+        };
+        let fresh = request
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|tags| tags.split(',').any(|t| t.trim() == file.etag));
+        let mut reply = if fresh {
+            let mut reply = Response::new(full(Bytes::new()));
+            *reply.status_mut() = StatusCode::NOT_MODIFIED;
+            reply
+        } else {
+            let mut reply = Response::new(full(file.body));
+            reply.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(file.content_type),
+            );
+            reply
+        };
+        let headers = reply.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if let Ok(etag) = HeaderValue::from_str(&file.etag) {
+            headers.insert(header::ETAG, etag);
+        }
+        for (name, value) in dashboard::SECURITY_HEADERS {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        reply
     }
 
     /// 200 when every service is up, 503 otherwise.

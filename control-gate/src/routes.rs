@@ -1,6 +1,7 @@
 //! The API's endpoints as one table: method, path pattern, what the caller
 //! needs. The router, the authorization check and the OpenAPI test all read
-//! it, so an endpoint cannot exist without its access rule.
+//! it, so an endpoint cannot exist without its access rule. The dashboard's
+//! page and files are in the table too (public, and not part of the API).
 
 use isms_ipc::resadmin::{Need, Role};
 
@@ -20,6 +21,8 @@ pub enum Access {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum Endpoint {
+    Dashboard,
+    DashboardFile,
     Healthz,
     Metrics,
     OpenApi,
@@ -54,6 +57,14 @@ pub enum Endpoint {
     Services,
 }
 
+impl Endpoint {
+    /// Whether this is part of the REST API (described in openapi.json),
+    /// rather than the dashboard's page and files.
+    pub fn is_api(self) -> bool {
+        !matches!(self, Endpoint::Dashboard | Endpoint::DashboardFile)
+    }
+}
+
 const VIEWER: Access = Access::Needs(Need::Project(Role::Viewer));
 const DEVELOPER: Access = Access::Needs(Need::Project(Role::Developer));
 const PROJECT_ADMIN: Access = Access::Needs(Need::Project(Role::Admin));
@@ -62,6 +73,8 @@ const ADMIN: Access = Access::Needs(Need::Admin);
 
 /// The table: method, path (`{name}` matches one segment), endpoint, access.
 pub const ROUTES: &[(&str, &str, Endpoint, Access)] = &[
+    ("GET", "/", Endpoint::Dashboard, Access::Public),
+    ("GET", "/ui/{file}", Endpoint::DashboardFile, Access::Public),
     ("GET", "/healthz", Endpoint::Healthz, Access::Public),
     ("GET", "/metrics", Endpoint::Metrics, Access::Public),
     (
@@ -307,12 +320,33 @@ mod tests {
         ));
     }
 
-    /// Every endpoint is described in openapi.json, with its method.
+    #[test]
+    fn the_dashboard_is_at_the_root_and_public() {
+        let Lookup::Found(m) = lookup("GET", "/") else {
+            panic!("/ not found");
+        };
+        assert_eq!(m.endpoint, Endpoint::Dashboard);
+        let Lookup::Found(m) = lookup("GET", "/ui/app.js") else {
+            panic!("/ui/app.js not found");
+        };
+        assert_eq!(m.endpoint, Endpoint::DashboardFile);
+        assert_eq!(m.param("file"), "app.js");
+        for (_, _, endpoint, access) in ROUTES {
+            if !endpoint.is_api() {
+                assert_eq!(*access, Access::Public, "{endpoint:?}");
+            }
+        }
+        assert!(matches!(lookup("GET", "/ui/a/b.js"), Lookup::Missing));
+    }
+
+    /// Every endpoint of the API is described in openapi.json, with its
+    /// method; the dashboard's page and files are not API.
     #[test]
     fn the_openapi_description_covers_every_endpoint() {
         let doc: serde_json::Value = serde_json::from_str(crate::OPENAPI).unwrap();
         let paths = doc["paths"].as_object().unwrap();
-        for (method, pattern, endpoint, _) in ROUTES {
+        let api: Vec<_> = ROUTES.iter().filter(|r| r.2.is_api()).collect();
+        for (method, pattern, endpoint, _) in &api {
             let path = &paths
                 .get(*pattern)
                 .unwrap_or_else(|| panic!("{pattern} is missing from openapi.json"));
@@ -324,7 +358,7 @@ mod tests {
         let described: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
         assert_eq!(
             described,
-            ROUTES.len(),
+            api.len(),
             "openapi.json describes endpoints that do not exist"
         );
     }

@@ -49,6 +49,9 @@ pub struct ControlGateSection {
     pub addr: String,
     /// Largest Doee upload, MiB.
     pub max_upload_mb: u32,
+    /// For working on the dashboard: serve its files from this directory
+    /// (`control-gate/dashboard`) instead of the copies built into `isms`.
+    pub dashboard_dir: String,
 }
 
 impl Default for ControlGateSection {
@@ -56,6 +59,7 @@ impl Default for ControlGateSection {
         ControlGateSection {
             addr: "127.0.0.1:7780".into(),
             max_upload_mb: 16,
+            dashboard_dir: String::new(),
         }
     }
 }
@@ -311,6 +315,7 @@ impl Config {
                     ("kernel", "listen", _) => "ipc://<data-dir>/run/kernel.sock".to_string(),
                     ("resadmin", "build_target_dir", _) => "<data-dir>/resadmin/target".to_string(),
                     ("resadmin", "cargo_home", _) => "<data-dir>/resadmin/cargo-home".to_string(),
+                    ("control_gate", "dashboard_dir", _) => "the copy built into isms".to_string(),
                     (_, _, other) => other.to_string(),
                 };
                 out.push_str(&format!(
@@ -494,6 +499,12 @@ impl Config {
         Ok(ControlGateConfig {
             addr: parse_addr("control_gate.addr", &self.control_gate.addr)?,
             max_upload_bytes: (self.control_gate.max_upload_mb as usize) << 20,
+            dashboard: isms_control_gate::dashboard::Dashboard {
+                dir: Some(&self.control_gate.dashboard_dir)
+                    .filter(|dir| !dir.is_empty())
+                    .map(PathBuf::from),
+                triggers_url: format!("http://{}", self.commserver.http_addr),
+            },
         })
     }
 
