@@ -26,7 +26,7 @@ function sqlConsole({ project, may, role, signal }) {
     h('p.hint', 'Runs one statement on this project\'s SQL database, as its Doees see it. Ctrl+Enter runs it.'),
     may('developer') ? null : h('p.msg.info', `Running SQL needs the developer role in this project; yours is ${role}.`),
     field('Query', query),
-    field('Parameters (optional)', params, 'A JSON array, bound to ? placeholders in order.'),
+    field('Parameters (optional)', params, 'A JSON array, bound to the placeholders $1, $2… in order (never spliced into the query).'),
     h('div.actions', run),
     result);
   query.addEventListener('keydown', (event) => {
