@@ -202,21 +202,7 @@ impl Store {
         if let Some(pool) = pool {
             pool.close().await;
         }
-        let file = self.file(project);
-        for suffix in ["", "-wal", "-shm"] {
-            let path = PathBuf::from(format!("{}{suffix}", file.display()));
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => {
-                    return Err(super::super::sql::internal(
-                        "cannot remove a project's document store",
-                        err,
-                    ));
-                }
-            }
-        }
-        Ok(())
+        crate::sql::remove_sqlite_files(&self.file(project))
     }
 
     fn failure(&self, project: &ProjectName, err: sqlx::Error) -> Failure {
@@ -234,7 +220,7 @@ impl Store {
                 ),
             );
         }
-        super::super::sql::internal("the project's document store failed", err)
+        crate::sql::internal("the project's document store failed", err)
     }
 }
 

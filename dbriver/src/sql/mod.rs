@@ -175,6 +175,75 @@ impl Param {
     }
 }
 
+/// Why a statement failed: the database said so, or a limit stopped it.
+pub(crate) enum Error {
+    Sqlx(sqlx::Error),
+    Refused(Failure),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Error {
+        Error::Sqlx(err)
+    }
+}
+
+/// Runs a bound statement on `conn` and reads its answer as JSON rows, each
+/// cell converted by `cell`; stops past `max_rows`.
+async fn read_rows<'q, DB, C>(
+    conn: &mut C,
+    statement: impl sqlx::Execute<'q, DB> + 'q,
+    query: &str,
+    max_rows: usize,
+    cell: impl Fn(&DB::Row, usize) -> Result<Value, Error>,
+    rows_affected: impl Fn(&DB::QueryResult) -> u64,
+) -> Result<SqlRows, Error>
+where
+    DB: sqlx::Database,
+    for<'e> &'e mut C: sqlx::Executor<'e, Database = DB>,
+{
+    use futures_util::TryStreamExt;
+    use sqlx::{Column, Executor, Row, SqlSafeStr, Statement};
+    let mut rows = RowsJson::new(max_rows);
+    let mut affected = 0;
+    let mut stream = conn.fetch_many(statement);
+    while let Some(item) = stream.try_next().await? {
+        match item {
+            sqlx::Either::Left(done) => affected += rows_affected(&done),
+            sqlx::Either::Right(row) => {
+                if rows.columns.is_empty() {
+                    rows.columns = row.columns().iter().map(|c| c.name().into()).collect();
+                }
+                let values: Vec<Value> = (0..row.len())
+                    .map(|i| cell(&row, i))
+                    .collect::<Result<_, _>>()?;
+                rows.push(values).map_err(Error::Refused)?;
+            }
+        }
+    }
+    drop(stream);
+    if rows.columns.is_empty() && reads(query) {
+        // No rows: the statement still says what its columns are.
+        let prepared = conn.prepare(sqlx::AssertSqlSafe(query.to_string()).into_sql_str());
+        if let Ok(prepared) = prepared.await {
+            rows.columns = prepared.columns().iter().map(|c| c.name().into()).collect();
+        }
+    }
+    Ok(rows.finish(affected))
+}
+
+/// Removes a SQLite database file and its WAL companions.
+pub(crate) fn remove_sqlite_files(file: &Path) -> Result<(), Failure> {
+    for suffix in ["", "-wal", "-shm"] {
+        let path = PathBuf::from(format!("{}{suffix}", file.display()));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(internal("cannot remove a project's database file", err)),
+        }
+    }
+    Ok(())
+}
+
 /// Rows as they are read, written straight to JSON text.
 struct RowsJson {
     out: String,

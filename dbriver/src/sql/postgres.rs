@@ -9,9 +9,8 @@
 //! role's connection limit caps its connections; settings a statement
 //! changes are put back when the connection returns to the pool.
 
-use super::{Param, RowsJson, SqlLimits, busy, full, internal, timed_out};
+use super::{Error, Param, SqlLimits, busy, full, internal, read_rows, timed_out};
 use anyhow::Context as _;
-use futures_util::TryStreamExt;
 use isms_ipc::dbriver::SqlRows;
 use isms_ipc::{Failure, FailureKind, ProjectName};
 use serde_json::Value;
@@ -20,9 +19,7 @@ use sqlx::postgres::{
     PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, PgTypeInfo, PgValueFormat,
     Postgres,
 };
-use sqlx::{
-    AssertSqlSafe, Column, Either, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef,
-};
+use sqlx::{AssertSqlSafe, Column, Executor, Row, TypeInfo, ValueRef};
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
@@ -302,32 +299,10 @@ impl Databases {
                 Param::Text(s) => statement.bind(s),
             };
         }
-        let mut rows = RowsJson::new(self.limits.max_rows);
-        let mut rows_affected = 0;
-        let mut stream = conn.fetch_many(statement);
-        while let Some(item) = stream.try_next().await? {
-            match item {
-                Either::Left(done) => rows_affected += done.rows_affected(),
-                Either::Right(row) => {
-                    if rows.columns.is_empty() {
-                        rows.columns = row.columns().iter().map(|c| c.name().into()).collect();
-                    }
-                    let values: Vec<Value> = (0..row.len())
-                        .map(|i| cell(&row, i))
-                        .collect::<Result<_, _>>()?;
-                    rows.push(values).map_err(Error::Refused)?;
-                }
-            }
-        }
-        drop(stream);
-        if rows.columns.is_empty() && super::reads(query) {
-            // No rows: the statement still says what its columns are.
-            let prepared = conn.prepare(AssertSqlSafe(query.to_string()).into_sql_str());
-            if let Ok(prepared) = prepared.await {
-                rows.columns = prepared.columns().iter().map(|c| c.name().into()).collect();
-            }
-        }
-        Ok(rows.finish(rows_affected))
+        read_rows(conn, statement, query, self.limits.max_rows, cell, |done| {
+            done.rows_affected()
+        })
+        .await
     }
 
     fn failure(&self, project: &ProjectName, err: sqlx::Error) -> Failure {
@@ -447,18 +422,6 @@ fn getrandom(buf: &mut [u8]) -> anyhow::Result<()> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(buf))
         .context("cannot read /dev/urandom")
-}
-
-/// Why a statement failed: the server said so, or a limit stopped it.
-enum Error {
-    Sqlx(sqlx::Error),
-    Refused(Failure),
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(err: sqlx::Error) -> Error {
-        Error::Sqlx(err)
-    }
 }
 
 /// A NULL parameter of type `unknown`, so the server infers its type from

@@ -7,8 +7,7 @@
 //! `load_extension`; defensive mode; and a page limit that caps the file's
 //! size. A progress handler stops a statement at its time limit.
 
-use super::{Param, RowsJson, SqlLimits, busy, full, internal, timed_out};
-use futures_util::TryStreamExt;
+use super::{Error, Param, SqlLimits, busy, full, internal, read_rows, timed_out};
 use isms_ipc::dbriver::SqlRows;
 use isms_ipc::{Failure, FailureKind, ProjectName};
 use libsqlite3_sys as ffi;
@@ -17,9 +16,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{
-    AssertSqlSafe, Column, Either, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef,
-};
+use sqlx::{AssertSqlSafe, Executor, Row, TypeInfo, ValueRef};
 use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
@@ -118,32 +115,10 @@ impl Databases {
                 Param::Text(s) => statement.bind(s),
             };
         }
-        let mut rows = RowsJson::new(self.limits.max_rows);
-        let mut rows_affected = 0;
-        let mut stream = conn.fetch_many(statement);
-        while let Some(item) = stream.try_next().await? {
-            match item {
-                Either::Left(done) => rows_affected += done.rows_affected(),
-                Either::Right(row) => {
-                    if rows.columns.is_empty() {
-                        rows.columns = row.columns().iter().map(|c| c.name().into()).collect();
-                    }
-                    let values: Vec<Value> = (0..row.len())
-                        .map(|i| cell(&row, i))
-                        .collect::<Result<_, _>>()?;
-                    rows.push(values).map_err(Error::Refused)?;
-                }
-            }
-        }
-        drop(stream);
-        if rows.columns.is_empty() && super::reads(query) {
-            // No rows: the statement still says what its columns are.
-            let prepared = conn.prepare(AssertSqlSafe(query.to_string()).into_sql_str());
-            if let Ok(prepared) = prepared.await {
-                rows.columns = prepared.columns().iter().map(|c| c.name().into()).collect();
-            }
-        }
-        Ok(rows.finish(rows_affected))
+        read_rows(conn, statement, query, self.limits.max_rows, cell, |done| {
+            done.rows_affected()
+        })
+        .await
     }
 
     /// Explains a failed statement.
@@ -182,28 +157,7 @@ impl Databases {
         if let Some(pool) = pool {
             pool.close().await;
         }
-        let file = self.file(project);
-        for suffix in ["", "-wal", "-shm"] {
-            let path = PathBuf::from(format!("{}{suffix}", file.display()));
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => return Err(internal("cannot remove a project's SQLite file", err)),
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Why a statement failed: the database said so, or a limit stopped it.
-enum Error {
-    Sqlx(sqlx::Error),
-    Refused(Failure),
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(err: sqlx::Error) -> Error {
-        Error::Sqlx(err)
+        super::remove_sqlite_files(&self.file(project))
     }
 }
 
