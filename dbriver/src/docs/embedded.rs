@@ -208,12 +208,8 @@ impl Embedded {
             .begin()
             .await
             .map_err(failed("begin an update"))?;
-        if update.update.can_fail_or_grow()
-            && stored_bytes(&mut tx).await? >= limits.max_project_bytes
-        {
-            return Err(store_full(limits));
-        }
         let mut matched = 0u64;
+        let mut growth = 0u64;
         let mut changed = Vec::new();
         scan(&mut tx, collection, &update.selection.filter, |doc| {
             matched += 1;
@@ -223,12 +219,16 @@ impl Embedded {
                 .apply(&mut after)
                 .map_err(|e| Failure::invalid(format!("update: {e}")))?;
             if after != doc {
-                request::check_updated(&after, limits)?;
+                let bytes = request::check_updated(&after, limits)?;
+                growth += (bytes as u64).saturating_sub(doc.json_len() as u64);
                 changed.push(after);
             }
             Ok(())
         })
         .await?;
+        if growth > 0 && stored_bytes(&mut tx).await? + growth > limits.max_project_bytes {
+            return Err(store_full(limits));
+        }
         for doc in &changed {
             let key = doc.get("_id").and_then(request::id_key).unwrap_or_default();
             sqlx::query("UPDATE documents SET body = ? WHERE collection = ? AND id = ?")

@@ -192,10 +192,8 @@ impl Mongo {
         let filter = to_document(&update.selection.object);
         let coll = self.collection(project, collection);
         let mut growth = 0u64;
+        let mut matched = 0u64;
         if update.update.can_fail_or_grow() {
-            if self.stored_bytes(project).await? >= limits.max_project_bytes {
-                return Err(store_full(limits));
-            }
             let mut cursor = coll
                 .find(filter.clone())
                 .await
@@ -205,6 +203,7 @@ impl Mongo {
                 .await
                 .map_err(|e| self.failure("update", e))?
             {
+                matched += 1;
                 let before = from_raw_document(cursor.current())
                     .map_err(|e| internal("read a document", e))?;
                 let mut after = before.clone();
@@ -217,6 +216,21 @@ impl Mongo {
                     growth += (bytes as u64).saturating_sub(before.json_len() as u64);
                 }
             }
+            if growth > 0 && self.stored_bytes(project).await? + growth > limits.max_project_bytes {
+                return Err(store_full(limits));
+            }
+        } else {
+            // Only `$unset`s (or nothing): is there anything to change?
+            matched = coll
+                .count_documents(filter.clone())
+                .await
+                .map_err(|e| self.failure("update", e))?;
+        }
+        // Nothing matched: nothing to send. (SecantusDB, the test server,
+        // would create the collection on an update that matches nothing;
+        // mongod does not.) An update without changes only counts.
+        if matched == 0 || update.update.is_empty() {
+            return Ok((matched, 0));
         }
         let result = coll
             .update_many(filter, to_document(&update.update.to_object()))

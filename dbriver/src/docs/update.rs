@@ -139,6 +139,11 @@ impl Update {
         object
     }
 
+    /// Whether it changes nothing (`{"$set": {}}`).
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
     /// Whether applying can fail or grow a document: anything but `$unset`.
     pub fn can_fail_or_grow(&self) -> bool {
         self.changes
