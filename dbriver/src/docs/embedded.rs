@@ -19,10 +19,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, SqliteConnection};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 const SCHEMA: [&str; 2] = [
@@ -44,8 +44,50 @@ pub struct Embedded {
 /// One project's file.
 struct ProjectStore {
     pool: SqlitePool,
-    writer: Mutex<()>,
+    /// Held by every write; guards what writes remember.
+    writer: Mutex<Written>,
 }
+
+/// What the writer remembers between writes, to spare statements: each
+/// costs about 0.1 ms through sqlx's worker thread.
+#[derive(Default)]
+struct Written {
+    /// Collections known to be in the `collections` table.
+    collections: HashSet<String>,
+    /// The file's size as last measured, and when.
+    measured: Option<(u64, Instant)>,
+    /// Document bytes written since.
+    since: u64,
+}
+
+impl Written {
+    /// The size, measured at most every [`SIZE_FRESH_FOR`] or when the
+    /// estimate nears `limit`.
+    async fn stored_bytes(
+        &mut self,
+        pool: &SqlitePool,
+        adding: u64,
+        limit: u64,
+    ) -> Result<u64, Failure> {
+        if let Some((bytes, at)) = self.measured
+            && at.elapsed() < SIZE_FRESH_FOR
+            && bytes + self.since + adding <= limit
+        {
+            return Ok(bytes + self.since);
+        }
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(failed("measure the project's store"))?;
+        let bytes = stored_bytes(&mut conn).await?;
+        self.measured = Some((bytes, Instant::now()));
+        self.since = 0;
+        Ok(bytes)
+    }
+}
+
+/// How long a measured size is trusted (plus what was written since).
+const SIZE_FRESH_FOR: Duration = Duration::from_secs(5);
 
 fn failed(what: &str) -> impl FnOnce(sqlx::Error) -> Failure + '_ {
     move |e| internal(what, e)
@@ -110,7 +152,7 @@ impl Embedded {
         }
         let store = Arc::new(ProjectStore {
             pool,
-            writer: Mutex::new(()),
+            writer: Mutex::new(Written::default()),
         });
         projects.insert(project.clone(), store.clone());
         Ok(Some(store))
@@ -128,34 +170,48 @@ impl Embedded {
         };
         let key = request::id_key(&insert.id)
             .ok_or_else(|| Failure::internal("an `_id` without a key"))?;
-        let _writer = store.writer.lock().await;
-        let mut tx = store
-            .pool
-            .begin()
-            .await
-            .map_err(failed("begin an insert"))?;
-        if stored_bytes(&mut tx).await? + insert.bytes as u64 > limits.max_project_bytes {
+        let bytes = insert.bytes as u64;
+        let mut written = store.writer.lock().await;
+        let limit = limits.max_project_bytes;
+        if written.stored_bytes(&store.pool, bytes, limit).await? + bytes > limit {
             return Err(store_full(limits));
         }
-        sqlx::query("INSERT OR IGNORE INTO collections (name) VALUES (?)")
-            .bind(collection)
-            .execute(&mut *tx)
-            .await
-            .map_err(failed("insert"))?;
-        let inserted = sqlx::query("INSERT INTO documents (collection, id, body) VALUES (?, ?, ?)")
-            .bind(collection)
-            .bind(&key)
-            .bind(insert.doc.to_json())
-            .execute(&mut *tx)
-            .await;
-        match inserted {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(duplicate(&insert.id, collection));
+        let statement =
+            sqlx::query("INSERT INTO documents (collection, id, body) VALUES (?, ?, ?)")
+                .bind(collection)
+                .bind(&key)
+                .bind(insert.doc.to_json());
+        // One statement when the collection is known; with its first
+        // document, the collection too, in one transaction.
+        let inserted = if written.collections.contains(collection) {
+            statement.execute(&store.pool).await.map(drop)
+        } else {
+            let mut tx = store
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(failed("begin an insert"))?;
+            sqlx::query("INSERT OR IGNORE INTO collections (name) VALUES (?)")
+                .bind(collection)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("insert"))?;
+            match statement.execute(&mut *tx).await {
+                Ok(_) => tx.commit().await,
+                Err(e) => Err(e),
             }
-            Err(e) => return Err(internal("insert", e)),
+        };
+        match inserted {
+            Ok(()) => {
+                written.collections.insert(collection.to_string());
+                written.since += bytes;
+                Ok(())
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(duplicate(&insert.id, collection))
+            }
+            Err(e) => Err(internal("insert", e)),
         }
-        tx.commit().await.map_err(failed("commit an insert"))
     }
 
     pub async fn find(
@@ -202,10 +258,10 @@ impl Embedded {
         let Some(store) = self.store(project, false).await? else {
             return Ok((0, 0));
         };
-        let _writer = store.writer.lock().await;
+        let mut written = store.writer.lock().await;
         let mut tx = store
             .pool
-            .begin()
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(failed("begin an update"))?;
         let mut matched = 0u64;
@@ -240,6 +296,7 @@ impl Embedded {
                 .map_err(failed("update"))?;
         }
         tx.commit().await.map_err(failed("commit an update"))?;
+        written.since += growth;
         Ok((matched, changed.len() as u64))
     }
 
@@ -252,8 +309,12 @@ impl Embedded {
         let Some(store) = self.store(project, false).await? else {
             return Ok(0);
         };
-        let _writer = store.writer.lock().await;
-        let mut tx = store.pool.begin().await.map_err(failed("begin a delete"))?;
+        let mut written = store.writer.lock().await;
+        let mut tx = store
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(failed("begin a delete"))?;
         let deleted = if delete.selection.object.is_empty() {
             sqlx::query("DELETE FROM documents WHERE collection = ?")
                 .bind(collection)
@@ -279,6 +340,9 @@ impl Embedded {
             keys.len() as u64
         };
         tx.commit().await.map_err(failed("commit a delete"))?;
+        if deleted > 0 {
+            written.measured = None;
+        }
         Ok(deleted)
     }
 
