@@ -10,6 +10,7 @@
 
 use super::filter::Filter;
 use super::request::{self, Delete, Find, Insert, UpdateMany};
+use super::sort::Sort;
 use super::value::{Object, Value};
 use super::{DocLimits, duplicate, internal, store_full};
 use futures_util::TryStreamExt;
@@ -264,11 +265,19 @@ impl Embedded {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(failed("begin an update"))?;
-        let mut matched = 0u64;
+        let mut docs = Vec::new();
+        scan(&mut tx, collection, &update.selection.filter, |doc| {
+            docs.push(doc);
+            Ok(())
+        })
+        .await?;
+        // In `_id` order, as the MongoDB backend checks them, so an error
+        // names the same document on both.
+        Sort::by_id().sort(&mut docs);
+        let matched = docs.len() as u64;
         let mut growth = 0u64;
         let mut changed = Vec::new();
-        scan(&mut tx, collection, &update.selection.filter, |doc| {
-            matched += 1;
+        for doc in docs {
             let mut after = doc.clone();
             update
                 .update
@@ -279,9 +288,7 @@ impl Embedded {
                 growth += (bytes as u64).saturating_sub(doc.json_len() as u64);
                 changed.push(after);
             }
-            Ok(())
-        })
-        .await?;
+        }
         if growth > 0 && stored_bytes(&mut tx).await? + growth > limits.max_project_bytes {
             return Err(store_full(limits));
         }

@@ -194,8 +194,11 @@ impl Mongo {
         let mut growth = 0u64;
         let mut matched = 0u64;
         if update.update.can_fail_or_grow() {
+            // In `_id` order, as the embedded store checks them, so an
+            // error names the same document on both.
             let mut cursor = coll
                 .find(filter.clone())
+                .sort(doc! { "_id": 1 })
                 .await
                 .map_err(|e| self.failure("update", e))?;
             while cursor

@@ -37,6 +37,14 @@ impl Path {
         })
     }
 
+    /// `_id`.
+    pub fn id() -> Path {
+        Path {
+            text: "_id".to_string(),
+            parts: vec!["_id".to_string()],
+        }
+    }
+
     /// The parts between the dots.
     pub fn parts(&self) -> &[String] {
         &self.parts

@@ -46,9 +46,16 @@ impl Sort {
             keys.push((path, direction));
         }
         if !keys.iter().any(|(p, _)| p.as_str() == "_id") {
-            keys.push((Path::parse("_id")?, Direction::Ascending));
+            keys.push((Path::id(), Direction::Ascending));
         }
         Ok(Sort { keys })
+    }
+
+    /// By `_id`, ascending.
+    pub fn by_id() -> Sort {
+        Sort {
+            keys: vec![(Path::id(), Direction::Ascending)],
+        }
     }
 
     /// The sort document to send to MongoDB (with the `_id` tiebreaker).
