@@ -51,7 +51,6 @@ fn embedded() {
     );
     let server = format!("embedded store in {}", dir.display());
     run_suite(&runtime, store, &server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -166,7 +165,6 @@ fn embedded_store_survives_a_restart() {
     assert!(!dir.join("quiet.db").exists());
     runtime.block_on(store.drop_project(&project)).unwrap();
     assert!(!dir.join("persist.db").exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -1771,7 +1769,6 @@ fn differential(runtime: &tokio::runtime::Runtime, server: &DocStore, name: &str
         }
     }
     let _ = runtime.block_on(server.drop_project(&project));
-    let _ = std::fs::remove_dir_all(&dir);
     println!(
         "documents: differential against {name}, seed {seed}: {finds} random finds and {updates} updates, {} differences",
         differences.len()
@@ -1874,10 +1871,32 @@ fn run_id() -> String {
     format!("t{:x}{:x}", std::process::id() % 0xffff, nanos % 0xfffff)
 }
 
-fn temp_dir(label: &str) -> PathBuf {
+fn temp_dir(label: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("isms-docs-{label}-{}", run_id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
+}
+
+/// A directory removed on drop, also when a test fails.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn free_port() -> u16 {
@@ -1893,7 +1912,7 @@ struct WireServer {
     child: Child,
     address: String,
     label: String,
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 const INSTALL_HINT: &str = "documents: the MongoDB-wire test server `secantusd-py` (SecantusDB, from PyPI) \
@@ -1926,8 +1945,11 @@ impl WireServer {
                 ":memory:",
             ])
             .args(["--log-level", "WARNING"])
-            // Its configuration is looked for in the working directory.
+            // Its configuration is looked for in the working directory, and
+            // `:memory:` is a temporary directory, which a killed server
+            // leaves behind: both in ours, removed on drop.
             .current_dir(&dir)
+            .env("TMPDIR", dir.as_path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -1969,7 +1991,6 @@ impl Drop for WireServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
