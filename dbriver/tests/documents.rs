@@ -820,6 +820,14 @@ async fn filter_errors(t: Ctx) {
         ),
         (r#"{"a..b":1}"#, "bad field path `a..b`: an empty part"),
         (r#"{"a.$.b":1}"#, "bad field path `a.$.b`"),
+        (
+            r#"{"n":{"$in":[{"$gt":1}]}}"#,
+            "`$in` at `n` holds the key `$gt`; values in a filter may not have keys starting with `$`",
+        ),
+        (
+            r#"{"n":{"o":{"$exists":true}}}"#,
+            "the value at `n` holds the key `$exists`",
+        ),
     ] {
         // The same message on every call that takes a filter.
         let find = format!(r#"{{"filter":{filter}}}"#);

@@ -159,6 +159,7 @@ fn parse_field(path: Path, value: &Value, out: &mut Vec<Filter>) -> Result<(), S
     let operators = object.iter().filter(|(k, _)| k.starts_with('$')).count();
     if operators == 0 {
         // An object literal: the field must equal it exactly.
+        check_operand(value, &path, "the value")?;
         out.push(Filter::Field(path, Condition::Eq(value.clone())));
         return Ok(());
     }
@@ -212,9 +213,35 @@ fn parse_field(path: Path, value: &Value, out: &mut Vec<Filter>) -> Result<(), S
                 ));
             }
         };
+        check_operand(arg, &path, &format!("`{op}`"))?;
         out.push(Filter::Field(path.clone(), condition));
     }
     Ok(())
+}
+
+/// Refuses a value with a key starting with `$` inside: no stored
+/// document has one, so it could never match, and MongoDB refuses some
+/// (`$in: [{$gt: 1}]`) and takes others literally.
+fn check_operand(value: &Value, path: &Path, what: &str) -> Result<(), String> {
+    let bad = |key: &str| {
+        Err(format!(
+            "{what} at `{path}` holds the key `{}`; values in a filter may not have keys starting with `$` (operators go right after the field)",
+            key.escape_debug()
+        ))
+    };
+    match value {
+        Value::Object(object) => {
+            for (key, v) in object.iter() {
+                if key.starts_with('$') {
+                    return bad(key);
+                }
+                check_operand(v, path, what)?;
+            }
+            Ok(())
+        }
+        Value::Array(items) => items.iter().try_for_each(|v| check_operand(v, path, what)),
+        _ => Ok(()),
+    }
 }
 
 /// One value a path reaches in a document, or its absence.
@@ -454,6 +481,18 @@ mod tests {
                 "mixes operators with the field name `b`",
             ),
             (r#"{"a..b":1}"#, "bad field path `a..b`"),
+            (
+                r#"{"a":{"$in":[{"$gt":1}]}}"#,
+                "`$in` at `a` holds the key `$gt`; values in a filter may not have keys",
+            ),
+            (
+                r#"{"a":{"$eq":{"b":{"$x":1}}}}"#,
+                "`$eq` at `a` holds the key `$x`",
+            ),
+            (
+                r#"{"a":{"b":[{"$y":1}]}}"#,
+                "the value at `a` holds the key `$y`",
+            ),
         ] {
             let value = Value::parse(filter).unwrap();
             let e = Filter::parse(value.as_object().unwrap()).unwrap_err();
