@@ -213,9 +213,11 @@ fn store_full(limits: &DocLimits) -> Failure {
     )
 }
 
-/// `16 MiB`, `256 KiB`, `1000 bytes`.
+/// `1 GiB`, `16 MiB`, `256 KiB`, `1000 bytes`.
 fn human_bytes(n: u64) -> String {
-    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+    if n >= 1 << 30 && n.is_multiple_of(1 << 30) {
+        format!("{} GiB", n >> 30)
+    } else if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
     } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
         format!("{} KiB", n >> 10)
@@ -239,4 +241,18 @@ fn duplicate(id: &Value, collection: &str) -> Failure {
 fn internal(what: &str, cause: impl std::fmt::Display) -> Failure {
     tracing::error!(%cause, "document store: failed to {what}");
     Failure::internal(format!("the document store failed to {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_bytes(1 << 30), "1 GiB");
+        assert_eq!(human_bytes(3 << 29), "1536 MiB");
+        assert_eq!(human_bytes(16 << 20), "16 MiB");
+        assert_eq!(human_bytes(256 << 10), "256 KiB");
+        assert_eq!(human_bytes(1000), "1000 bytes");
+    }
 }
