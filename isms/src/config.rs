@@ -451,11 +451,9 @@ impl Config {
             };
         }
         if !section.mongodb_url.is_empty() {
-            if !section.mongodb_url.starts_with("mongodb://")
-                && !section.mongodb_url.starts_with("mongodb+srv://")
-            {
+            if !section.mongodb_url.starts_with("mongodb://") {
                 bail!(
-                    "dbriver.mongodb_url must be a mongodb:// URL (leave it empty for the embedded store)"
+                    "dbriver.mongodb_url must be a mongodb:// URL (mongodb+srv:// is not supported: list the hosts, with ?tls=true if needed; leave it empty for the embedded store)"
                 );
             }
             dbriver.docs = DocBackend::Mongo {

@@ -4,7 +4,7 @@
 //! increments that must count exactly 1,000.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 
-use isms_test_support::{Options, Platform, PostgresDatabase, fixtures, http};
+use isms_test_support::{MongoWire, Options, Platform, PostgresDatabase, fixtures, http};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -364,8 +364,32 @@ fn sql_for_a_project_that_does_not_exist_creates_nothing() {
 }
 
 #[test]
-fn documents_from_doees_and_the_api_stay_in_their_project() {
+fn documents_on_the_embedded_store_from_doees_and_the_api() {
     let p = Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR")).start();
+    assert!(p.output().contains("embedded documents"), "{}", p.output());
+    documents_suite(&p);
+}
+
+#[test]
+fn documents_on_mongodb_from_doees_and_the_api() {
+    let server = MongoWire::start();
+    let p = Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR"))
+        .env("ISMS_DBRIVER_MONGODB_URL", &server.url)
+        .start();
+    assert!(
+        p.output().contains("MongoDB at 127.0.0.1"),
+        "{}",
+        p.output()
+    );
+    println!(
+        "databases: the documents suite against the MongoDB-wire server at {}",
+        server.url
+    );
+    documents_suite(&p);
+}
+
+/// Documents from a Doee and through the API, each project seeing its own.
+fn documents_suite(p: &Platform) {
     p.login_admin();
     let token = p.admin_token();
     for project in ["alpha", "beta"] {

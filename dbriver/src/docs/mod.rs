@@ -1,19 +1,35 @@
-//! The document store: one per project, embedded (a SQLite file of JSON
-//! documents under the data directory, queried by [`query`]) by default.
+//! The document store: each project's collections of JSON documents, in
+//! the embedded store (a SQLite file per project) or on a MongoDB server
+//! (a database per project), queried with MongoDB's filter language.
 //!
-//! An operation's JSON is parsed and checked whole (collection name,
-//! document, filter, projection, sort, update) before anything is read or
-//! written, and each write is one transaction: a refused call leaves
-//! nothing behind.
+//! Everything that decides an answer lives here, above the backends:
+//! arguments are parsed and checked once ([`request`]); filters,
+//! projections, sorts and updates have one implementation each, which the
+//! embedded store evaluates and which checks what MongoDB is sent; ids are
+//! generated here; the limits are enforced here. So both backends answer
+//! the same bytes for the same data, and `dbriver/tests/documents.rs`
+//! holds them to it.
 
+mod convert;
 mod embedded;
-pub mod query;
+pub mod filter;
+mod id;
+mod mongo;
+pub mod path;
+pub mod projection;
+pub mod request;
+pub mod sort;
+pub mod update;
+pub mod value;
 
 use isms_ipc::dbriver::{CollectionInfo, DocOp};
 use isms_ipc::{Failure, FailureKind, ProjectName};
-use query::{Filter, Projection, Sort, Update};
-use serde_json::{Map, Value};
 use std::path::PathBuf;
+use value::{Object, Value};
+
+/// The largest answer one find gives, as JSON: past it, the caller must
+/// project fewer fields or page with a smaller limit.
+pub const MAX_REPLY_BYTES: usize = 16 << 20;
 
 /// Where documents live.
 #[derive(Clone, Debug)]
@@ -33,7 +49,7 @@ pub enum DocBackend {
 /// Limits on documents.
 #[derive(Clone, Debug)]
 pub struct DocLimits {
-    /// Largest document, bytes.
+    /// Largest document, bytes (as compact JSON).
     pub max_document_bytes: usize,
     /// Most documents one find returns.
     pub max_results: usize,
@@ -51,58 +67,44 @@ impl Default for DocLimits {
     }
 }
 
-/// Documents a find returns when it names no limit.
-const DEFAULT_LIMIT: usize = 100;
-
 /// The document store.
 pub struct DocStore {
-    store: embedded::Store,
+    backend: Backend,
     limits: DocLimits,
+    ids: id::IdGenerator,
 }
 
-/// One checked operation, ready to run.
-pub(crate) enum Op {
-    Insert {
-        id: Value,
-        document: Value,
-    },
-    Find {
-        filter: Filter,
-        projection: Projection,
-        sort: Sort,
-        skip: usize,
-        limit: usize,
-    },
-    Update {
-        filter: Filter,
-        update: Update,
-    },
-    Delete {
-        filter: Filter,
-    },
+enum Backend {
+    Embedded(embedded::Embedded),
+    Mongo(mongo::Mongo),
 }
 
 impl DocStore {
-    /// Opens the store.
+    /// Opens the store: creates the embedded store's directory, or connects
+    /// to MongoDB and fails clearly when it cannot be reached.
     pub async fn open(backend: DocBackend, limits: DocLimits) -> anyhow::Result<DocStore> {
-        match backend {
-            DocBackend::Embedded { dir } => Ok(DocStore {
-                store: embedded::Store::open(&dir, limits.max_project_bytes)?,
-                limits,
-            }),
-            DocBackend::Mongo { .. } => anyhow::bail!(
-                "dbriver.mongodb_url is set, but this build of ISMS has only the embedded document store; \
-                 leave dbriver.mongodb_url empty"
-            ),
+        let backend = match backend {
+            DocBackend::Embedded { dir } => Backend::Embedded(embedded::Embedded::open(dir)?),
+            DocBackend::Mongo { url } => Backend::Mongo(mongo::Mongo::open(&url).await?),
+        };
+        Ok(DocStore {
+            backend,
+            limits,
+            ids: id::IdGenerator::new(),
+        })
+    }
+
+    /// For logs: `embedded store in <dir>` or `MongoDB at host:port (server
+    /// X.Y)`, never a password.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Embedded(store) => store.describe(),
+            Backend::Mongo(server) => server.describe(),
         }
     }
 
-    /// Where the documents are, for logs.
-    pub fn describe(&self) -> String {
-        self.store.describe()
-    }
-
-    /// One operation on `project`'s `collection`.
+    /// One operation: `json` is its argument, the answer is JSON (see
+    /// [`DocOp`]).
     pub async fn run(
         &self,
         project: &ProjectName,
@@ -110,164 +112,147 @@ impl DocStore {
         collection: &str,
         json: &str,
     ) -> Result<String, Failure> {
-        check_collection(collection)?;
-        let op = self.parse(op, json)?;
-        self.store.run(project, collection, op).await
-    }
-
-    fn parse(&self, op: DocOp, json: &str) -> Result<Op, Failure> {
-        let value: Value = if json.trim().is_empty() {
-            Value::Object(Map::new())
-        } else {
-            serde_json::from_str(json).map_err(|e| {
-                Failure::invalid(format!("the {op} argument is not valid JSON: {e}"))
-            })?
-        };
-        let invalid = |e: query::QueryError| Failure::invalid(e);
-        if op == DocOp::Insert {
-            return self.document(value);
-        }
-        let Value::Object(mut args) = value else {
-            return Err(Failure::invalid(format!(
-                "the {op} argument must be a JSON object"
-            )));
-        };
-        let allowed: &[&str] = match op {
-            DocOp::Find => &["filter", "projection", "sort", "limit", "skip"],
-            DocOp::Update => &["filter", "update"],
-            _ => &["filter"],
-        };
-        if let Some(unknown) = args.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(Failure::invalid(format!(
-                "unknown key `{unknown}` in the {op} argument (expected {})",
-                allowed.join(", ")
-            )));
-        }
-        let filter =
-            Filter::parse(&args.remove("filter").unwrap_or(Value::Null)).map_err(invalid)?;
-        Ok(match op {
+        request::check_collection(collection)?;
+        let limits = &self.limits;
+        match op {
+            DocOp::Insert => {
+                let insert = request::insert(json, limits, &self.ids)?;
+                let id = insert.id.clone();
+                match &self.backend {
+                    Backend::Embedded(s) => s.insert(project, collection, insert, limits).await?,
+                    Backend::Mongo(s) => s.insert(project, collection, insert, limits).await?,
+                }
+                let mut answer = Object::new();
+                answer.push("id", id);
+                Ok(answer.to_json())
+            }
             DocOp::Find => {
-                let number = |key: &str, default: usize| match args.get(key) {
-                    None | Some(Value::Null) => Ok(default),
-                    Some(v) => v
-                        .as_u64()
-                        .map(|n| n as usize)
-                        .ok_or_else(|| Failure::invalid(format!("`{key}` must be a whole number"))),
+                let find = request::find(json, limits)?;
+                let docs = match &self.backend {
+                    Backend::Embedded(s) => s.find(project, collection, &find).await?,
+                    Backend::Mongo(s) => s.find(project, collection, &find).await?,
                 };
-                let limit = number("limit", DEFAULT_LIMIT.min(self.limits.max_results))?;
-                if limit > self.limits.max_results {
-                    return Err(Failure::new(
-                        FailureKind::TooLarge,
-                        format!(
-                            "`limit` {limit} is above the most a find returns, {} (dbriver.max_rows)",
-                            self.limits.max_results
-                        ),
-                    ));
+                if find.limit_is_default && docs.len() as u64 > find.limit {
+                    return Err(request::too_many_results(limits));
                 }
-                Op::Find {
-                    filter,
-                    projection: Projection::parse(args.get("projection").unwrap_or(&Value::Null))
-                        .map_err(invalid)?,
-                    sort: Sort::parse(args.get("sort").unwrap_or(&Value::Null)).map_err(invalid)?,
-                    skip: number("skip", 0)?,
-                    limit,
-                }
+                render(docs)
             }
             DocOp::Update => {
-                let update = args.get("update").ok_or_else(|| {
-                    Failure::invalid("update needs `update`, like {\"$set\": {\"a\": 1}}")
-                })?;
-                Op::Update {
-                    filter,
-                    update: Update::parse(update).map_err(invalid)?,
-                }
+                let update = request::update(json)?;
+                let (matched, modified) = match &self.backend {
+                    Backend::Embedded(s) => s.update(project, collection, &update, limits).await?,
+                    Backend::Mongo(s) => s.update(project, collection, &update, limits).await?,
+                };
+                let mut answer = Object::new();
+                answer.push("matched", Value::Int(matched as i64));
+                answer.push("modified", Value::Int(modified as i64));
+                Ok(answer.to_json())
             }
-            _ => Op::Delete { filter },
-        })
+            DocOp::Delete => {
+                let delete = request::delete(json)?;
+                let deleted = match &self.backend {
+                    Backend::Embedded(s) => s.delete(project, collection, &delete).await?,
+                    Backend::Mongo(s) => s.delete(project, collection, &delete).await?,
+                };
+                let mut answer = Object::new();
+                answer.push("deleted", Value::Int(deleted as i64));
+                Ok(answer.to_json())
+            }
+        }
     }
 
-    /// Checks a document to insert and gives it an `_id` if it has none.
-    fn document(&self, value: Value) -> Result<Op, Failure> {
-        let Value::Object(mut map) = value else {
-            return Err(Failure::invalid("a document must be a JSON object"));
+    /// The project's collections, sorted by name, with their counts.
+    pub async fn collections(&self, project: &ProjectName) -> Result<Vec<CollectionInfo>, Failure> {
+        let mut list = match &self.backend {
+            Backend::Embedded(s) => s.collections(project).await?,
+            Backend::Mongo(s) => s.collections(project).await?,
         };
-        check_keys(&map)?;
-        let id = match map.get("_id") {
-            None => {
-                let id = Value::String(object_id());
-                map.insert("_id".into(), id.clone());
-                id
-            }
-            Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
-            Some(_) => return Err(Failure::invalid("`_id` must be a string or a number")),
-        };
-        let document = Value::Object(map);
-        let size = document.to_string().len();
-        if size > self.limits.max_document_bytes {
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+
+    /// Removes the project's store (its files, or its database).
+    pub async fn drop_project(&self, project: &ProjectName) -> Result<(), Failure> {
+        match &self.backend {
+            Backend::Embedded(s) => s.drop_project(project).await,
+            Backend::Mongo(s) => s.drop_project(project).await,
+        }
+    }
+}
+
+/// The documents of a find as a JSON array, refused past [`MAX_REPLY_BYTES`].
+fn render(docs: Vec<Object>) -> Result<String, Failure> {
+    let mut out = String::from("[");
+    for (i, doc) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&doc.to_json());
+        if out.len() > MAX_REPLY_BYTES {
             return Err(Failure::new(
                 FailureKind::TooLarge,
                 format!(
-                    "the document is {size} bytes; the limit is {} (dbriver.max_document_kb)",
-                    self.limits.max_document_bytes
+                    "find: the answer is over {}; project fewer fields or give a smaller limit",
+                    human_bytes(MAX_REPLY_BYTES as u64)
                 ),
             ));
         }
-        Ok(Op::Insert { id, document })
     }
-
-    /// The project's collections.
-    pub async fn collections(&self, project: &ProjectName) -> Result<Vec<CollectionInfo>, Failure> {
-        self.store.collections(project).await
-    }
-
-    /// Removes the project's store.
-    pub async fn drop_project(&self, project: &ProjectName) -> Result<(), Failure> {
-        self.store.drop_project(project).await
-    }
+    out.push(']');
+    Ok(out)
 }
 
-fn check_collection(name: &str) -> Result<(), Failure> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
+/// The error for a project whose store is full.
+fn store_full(limits: &DocLimits) -> Failure {
+    Failure::new(
+        FailureKind::TooLarge,
+        format!(
+            "the project's document store is at its size limit of {}; delete documents to make room",
+            human_bytes(limits.max_project_bytes)
+        ),
+    )
+}
+
+/// `1 GiB`, `16 MiB`, `256 KiB`, `1000 bytes`.
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 30 && n.is_multiple_of(1 << 30) {
+        format!("{} GiB", n >> 30)
+    } else if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
     } else {
-        Err(Failure::invalid(format!(
-            "invalid collection name `{}`: 1 to 64 of A-Z, a-z, 0-9, _ and -",
-            name.chars().take(80).collect::<String>()
-        )))
+        format!("{n} bytes")
     }
 }
 
-/// Field names may not start with `$` nor contain `.` or NUL, at any depth.
-fn check_keys(map: &Map<String, Value>) -> Result<(), Failure> {
-    for (key, value) in map {
-        if key.is_empty() || key.starts_with('$') || key.contains('.') || key.contains('\0') {
-            return Err(Failure::invalid(format!(
-                "invalid field name `{key}`: it may not be empty, start with $, or contain . or NUL"
-            )));
-        }
-        let nested: Vec<&Map<String, Value>> = match value {
-            Value::Object(inner) => vec![inner],
-            Value::Array(items) => items.iter().filter_map(Value::as_object).collect(),
-            _ => Vec::new(),
-        };
-        for inner in nested {
-            check_keys(inner)?;
-        }
-    }
-    Ok(())
+/// The conflict of a duplicate `_id`, worded the same for both backends.
+fn duplicate(id: &Value, collection: &str) -> Failure {
+    Failure::new(
+        FailureKind::Conflict,
+        format!(
+            "insert: a document with `_id` {} already exists in `{collection}`",
+            id.to_json()
+        ),
+    )
 }
 
-/// A 24-hex-digit id like MongoDB's ObjectId: seconds, then random and a counter.
-fn object_id() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let secs = (isms_ipc::names::now_ms() / 1000) as u32;
-    let random = isms_ipc::InvocationId::generate().0 as u64;
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
-    format!("{secs:08x}{:010x}{count:06x}", random & 0xff_ffff_ffff)
+/// Logs the cause of an internal failure and says only what failed.
+fn internal(what: &str, cause: impl std::fmt::Display) -> Failure {
+    tracing::error!(%cause, "document store: failed to {what}");
+    Failure::internal(format!("the document store failed to {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_bytes(1 << 30), "1 GiB");
+        assert_eq!(human_bytes(3 << 29), "1536 MiB");
+        assert_eq!(human_bytes(16 << 20), "16 MiB");
+        assert_eq!(human_bytes(256 << 10), "256 KiB");
+        assert_eq!(human_bytes(1000), "1000 bytes");
+    }
 }

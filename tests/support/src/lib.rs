@@ -506,3 +506,61 @@ fn psql(server: &str, command: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The MongoDB-wire test server `.ci/run` installs (SecantusDB, found through
+/// `ISMS_TEST_MONGO_SERVER`), on a free loopback port with in-memory storage,
+/// killed and removed on drop.
+pub struct MongoWire {
+    child: Child,
+    dir: PathBuf,
+    /// `mongodb://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl MongoWire {
+    /// Starts the server and waits until it listens, or panics saying how to install it.
+    pub fn start() -> MongoWire {
+        let exe = std::env::var_os("ISMS_TEST_MONGO_SERVER")
+            .filter(|e| !e.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                panic!(
+                    "this test needs the MongoDB-wire server SecantusDB: run .ci/run, or \
+                     python3 -m venv ~/.cache/isms-ci/venv && ~/.cache/isms-ci/venv/bin/pip install SecantusDB==0.7.0b3 \
+                     and export ISMS_TEST_MONGO_SERVER=~/.cache/isms-ci/venv/bin/secantusd-py"
+                )
+            });
+        let dir = temp_dir("mongo-wire");
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("server.log")).unwrap();
+        let child = Command::new(&exe)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--storage-path", ":memory:", "--log-level", "WARNING"])
+            .current_dir(&dir)
+            .env("TMPDIR", &dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let server = MongoWire {
+            child,
+            dir,
+            url: format!("mongodb://127.0.0.1:{port}"),
+        };
+        eventually(
+            Duration::from_secs(60),
+            "the MongoDB-wire server to listen",
+            || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+        );
+        server
+    }
+}
+
+impl Drop for MongoWire {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
