@@ -381,17 +381,7 @@ impl Embedded {
         if let Some(store) = projects.remove(project) {
             store.pool.close().await;
         }
-        let file = self.file(project);
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = file.clone().into_os_string();
-            path.push(suffix);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(internal("remove the project's store", e)),
-            }
-        }
-        Ok(())
+        crate::sql::remove_sqlite_files(&self.file(project))
     }
 }
 
