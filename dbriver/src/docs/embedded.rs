@@ -277,15 +277,9 @@ impl Embedded {
         let matched = docs.len() as u64;
         let mut growth = 0u64;
         let mut changed = Vec::new();
-        for doc in docs {
-            let mut after = doc.clone();
-            update
-                .update
-                .apply(&mut after)
-                .map_err(|e| Failure::invalid(format!("update: {e}")))?;
-            if after != doc {
-                let bytes = request::check_updated(&after, limits)?;
-                growth += (bytes as u64).saturating_sub(doc.json_len() as u64);
+        for doc in &docs {
+            if let Some((after, grew)) = request::updated(doc, &update.update, limits)? {
+                growth += grew;
                 changed.push(after);
             }
         }

@@ -341,27 +341,9 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    /// The documents of the probe we ran against SecantusDB, which records
-    /// mongod 8.2's answers, with the ids each filter should select.
-    const DOCS: &[&str] = &[
-        r#"{"_id":"a","n":1}"#,
-        r#"{"_id":"b","n":1.5}"#,
-        r#"{"_id":"c","n":"1"}"#,
-        r#"{"_id":"d","n":null}"#,
-        r#"{"_id":"e"}"#,
-        r#"{"_id":"f","n":[1,5]}"#,
-        r#"{"_id":"g","n":{"x":1}}"#,
-        r#"{"_id":"h","n":true}"#,
-        r#"{"_id":"i","n":[]}"#,
-        r#"{"_id":"j","a":{"b":{"c":2}}}"#,
-        r#"{"_id":"k","a":[{"b":1},{"b":2}]}"#,
-        r#"{"_id":"l","a":[1,2]}"#,
-        r#"{"_id":"m","a":[{"b":1},{"c":1}]}"#,
-        r#"{"_id":"o","n":[[1]]}"#,
-        r#"{"_id":"p","n":1099511627776}"#,
-        r#"{"_id":"q","n":1.0}"#,
-        r#"{"_id":"r","n":[null,3]}"#,
-    ];
+    // The ids each filter should select come from a probe of SecantusDB,
+    // which records mongod 8.2's answers.
+    use crate::docs::SHAPES as DOCS;
 
     fn select(filter: &str) -> String {
         let filter = Value::parse(filter).unwrap();

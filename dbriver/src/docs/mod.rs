@@ -243,6 +243,29 @@ fn internal(what: &str, cause: impl std::fmt::Display) -> Failure {
     Failure::internal(format!("the document store failed to {what}"))
 }
 
+/// Documents of every shape the filter and sort unit tests need (`_id`s a
+/// to r); `dbriver/tests/documents.rs` keeps its own copy, as an outside test.
+#[cfg(test)]
+pub(crate) const SHAPES: &[&str] = &[
+    r#"{"_id":"a","n":1}"#,
+    r#"{"_id":"b","n":1.5}"#,
+    r#"{"_id":"c","n":"1"}"#,
+    r#"{"_id":"d","n":null}"#,
+    r#"{"_id":"e"}"#,
+    r#"{"_id":"f","n":[1,5]}"#,
+    r#"{"_id":"g","n":{"x":1}}"#,
+    r#"{"_id":"h","n":true}"#,
+    r#"{"_id":"i","n":[]}"#,
+    r#"{"_id":"j","a":{"b":{"c":2}}}"#,
+    r#"{"_id":"k","a":[{"b":1},{"b":2}]}"#,
+    r#"{"_id":"l","a":[1,2]}"#,
+    r#"{"_id":"m","a":[{"b":1},{"c":1}]}"#,
+    r#"{"_id":"o","n":[[1]]}"#,
+    r#"{"_id":"p","n":1099511627776}"#,
+    r#"{"_id":"q","n":1.0}"#,
+    r#"{"_id":"r","n":[null,3]}"#,
+];
+
 #[cfg(test)]
 mod tests {
     use super::human_bytes;

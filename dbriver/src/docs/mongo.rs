@@ -209,14 +209,8 @@ impl Mongo {
                 matched += 1;
                 let before = from_raw_document(cursor.current())
                     .map_err(|e| internal("read a document", e))?;
-                let mut after = before.clone();
-                update
-                    .update
-                    .apply(&mut after)
-                    .map_err(|e| Failure::invalid(format!("update: {e}")))?;
-                if after != before {
-                    let bytes = request::check_updated(&after, limits)?;
-                    growth += (bytes as u64).saturating_sub(before.json_len() as u64);
+                if let Some((_, grew)) = request::updated(&before, &update.update, limits)? {
+                    growth += grew;
                 }
             }
             if growth > 0 && self.stored_bytes(project).await? + growth > limits.max_project_bytes {

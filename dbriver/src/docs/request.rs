@@ -234,6 +234,24 @@ pub fn check_updated(doc: &Object, limits: &DocLimits) -> Result<usize, Failure>
     check_size("update", doc, limits)
 }
 
+/// `doc` as `update` leaves it, checked against the limits, with the bytes
+/// it grew; `None` when the update changes nothing. Both backends check an
+/// update's documents with it before writing any, so they refuse alike.
+pub fn updated(
+    doc: &Object,
+    update: &Update,
+    limits: &DocLimits,
+) -> Result<Option<(Object, u64)>, Failure> {
+    let mut after = doc.clone();
+    update.apply(&mut after).map_err(|e| invalid("update", e))?;
+    if after == *doc {
+        return Ok(None);
+    }
+    let bytes = check_updated(&after, limits)?;
+    let growth = (bytes as u64).saturating_sub(doc.json_len() as u64);
+    Ok(Some((after, growth)))
+}
+
 /// `find`.
 pub fn find(json: &str, limits: &DocLimits) -> Result<Find, Failure> {
     const OP: &str = "find";
