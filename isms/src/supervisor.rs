@@ -14,6 +14,7 @@ use isms_doer::isolation::Backend;
 use isms_ipc::{Endpoint, ServiceKind};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -357,24 +358,25 @@ fn print_banner(up: &Up, config: &Config, backend: Backend) {
             "process: WARNING, Doees run WITHOUT ISOLATION (development only)".to_string()
         }
     };
-    println!("ISMS is up.");
-    println!("  Dashboard and API   http://{}", config.control_gate.addr);
-    println!(
-        "  HTTP triggers       http://{}/<project>/<route>",
-        config.commserver.http_addr
+    // One write, so whoever reads the output sees the whole banner at once.
+    let banner = format!(
+        "ISMS is up.
+  Dashboard and API   http://{api}
+  HTTP triggers       http://{http}/<project>/<route>
+  MQTT broker         not available in this version (MQTT triggers arrive with a later release)
+  Isolation           {isolation}
+  Databases           {databases}
+  Initial admin       user `admin`, password in {password}
+  Data and logs       {data}
+Press Ctrl-C to stop.
+",
+        api = config.control_gate.addr,
+        http = config.commserver.http_addr,
+        databases = config.databases_summary(&up.data_dir),
+        password = password.display(),
+        data = up.data_dir.display(),
     );
-    println!(
-        "  MQTT broker         not available in this version (MQTT triggers arrive with a later release)"
-    );
-    println!("  Isolation           {isolation}");
-    println!(
-        "  Databases           {}",
-        config.databases_summary(&up.data_dir)
-    );
-    println!(
-        "  Initial admin       user `admin`, password in {}",
-        password.display()
-    );
-    println!("  Data and logs       {}", up.data_dir.display());
-    println!("Press Ctrl-C to stop.");
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(banner.as_bytes());
+    let _ = stdout.flush();
 }

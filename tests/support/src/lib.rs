@@ -143,7 +143,8 @@ impl Options {
         };
         let started = Instant::now();
         loop {
-            if platform.output().contains("ISMS is up.") {
+            // The banner's last line: the lines before it are read by then.
+            if platform.output().contains("Press Ctrl-C to stop.") {
                 break;
             }
             if started.elapsed() > Duration::from_secs(120) {
