@@ -59,8 +59,16 @@ pub struct NewJob {
 enum Op {
     Record(Vec<NewJob>, oneshot::Sender<anyhow::Result<Vec<Job>>>),
     Done(u64),
-    Retry { id: u64, attempts: u32, due_ms: u64 },
-    Dead { id: u64, attempts: u32, error: String },
+    Retry {
+        id: u64,
+        attempts: u32,
+        due_ms: u64,
+    },
+    Dead {
+        id: u64,
+        attempts: u32,
+        error: String,
+    },
 }
 
 /// The inbox's handle; cheap to clone.

@@ -135,7 +135,10 @@ async fn answer(mqtt: &mqtt::Mqtt, delivery: Delivery) {
     };
     let result = match request {
         Request::Publish(r) => match project() {
-            Ok(project) => mqtt.publish(&project, &r.topic, r.payload).await.map(R::Publish),
+            Ok(project) => mqtt
+                .publish(&project, &r.topic, r.payload)
+                .await
+                .map(R::Publish),
             Err(failure) => Err(failure),
         },
         Request::DeadLetters(r) => match project() {

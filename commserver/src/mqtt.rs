@@ -186,8 +186,7 @@ impl Mqtt {
         topic: &str,
         payload: Bytes,
     ) -> Result<(), Failure> {
-        topic::check(topic, false)
-            .map_err(|why| Failure::invalid(format!("the topic {why}")))?;
+        topic::check(topic, false).map_err(|why| Failure::invalid(format!("the topic {why}")))?;
         if payload.len() > self.config.max_payload_bytes {
             return Err(Failure::new(
                 FailureKind::TooLarge,
@@ -199,7 +198,10 @@ impl Mqtt {
             ));
         }
         let namespaces = self.routes.namespaces(project).ok_or_else(|| {
-            Failure::new(FailureKind::Unavailable, "the topic namespaces are not loaded yet")
+            Failure::new(
+                FailureKind::Unavailable,
+                "the topic namespaces are not loaded yet",
+            )
         })?;
         if !topic::allowed(&namespaces, topic) {
             let list: Vec<&str> = namespaces.iter().map(|ns| ns.as_str()).collect();
@@ -269,7 +271,8 @@ impl Mqtt {
         }
         loop {
             while self.pending.load(Ordering::Relaxed) >= self.config.max_pending {
-                let _ = tokio::time::timeout(Duration::from_millis(100), self.room.notified()).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(100), self.room.notified()).await;
             }
             if incoming.recv_many(&mut batch, 1024).await == 0 {
                 return;
@@ -450,7 +453,8 @@ impl Mqtt {
     }
 
     async fn invoke(&self, route: &MqttRoute, job: &Job) -> Result<Bytes, Attempt> {
-        let timeout = Duration::from_millis(u64::from(route.timeout_ms)) + self.config.queue_allowance;
+        let timeout =
+            Duration::from_millis(u64::from(route.timeout_ms)) + self.config.queue_allowance;
         let scope = Scope {
             project: Some(job.project.clone()),
             priority: route.priority,
@@ -512,8 +516,8 @@ fn tls_config(ca_file: Option<&PathBuf>) -> anyhow::Result<rustls::ClientConfig>
             for cert in CertificateDer::pem_file_iter(path)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
             {
-                let cert =
-                    cert.map_err(|e| anyhow::anyhow!("bad certificate in {}: {e}", path.display()))?;
+                let cert = cert
+                    .map_err(|e| anyhow::anyhow!("bad certificate in {}: {e}", path.display()))?;
                 roots.add(cert)?;
             }
         }

@@ -137,7 +137,11 @@ impl Routes {
     /// Every distinct filter of the MQTT triggers.
     pub fn mqtt_filters(&self) -> BTreeSet<String> {
         self.snapshot().map_or_else(BTreeSet::new, |table| {
-            table.mqtt.iter().map(|route| route.filter.clone()).collect()
+            table
+                .mqtt
+                .iter()
+                .map(|route| route.filter.clone())
+                .collect()
         })
     }
 

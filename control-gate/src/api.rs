@@ -2,6 +2,7 @@
 //! the API is a public contract and must not change when the internal
 //! protocol does.
 
+use isms_ipc::commserver::DeadLetter;
 use isms_ipc::doer::Trigger;
 use isms_ipc::kernel::ServiceStatus;
 use isms_ipc::resadmin::{
@@ -256,6 +257,56 @@ pub struct ProjectDetailView {
     pub members: Vec<MemberView>,
     /// Its quotas.
     pub quotas: QuotasView,
+    /// Its MQTT topic namespaces, `<project>/#` first.
+    pub topics: Vec<String>,
+}
+
+/// The body of `PUT .../topics`: the namespaces granted beyond `<project>/#`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsView {
+    /// Namespaces like `greenhouse/#`.
+    pub namespaces: Vec<String>,
+}
+
+/// An MQTT message given up on.
+#[derive(Serialize)]
+pub struct DeadLetterView {
+    /// Its place in the inbox.
+    pub id: u64,
+    /// The Doee it was for.
+    pub doee: String,
+    /// The topic it arrived on.
+    pub topic: String,
+    /// The payload, as text when it is UTF-8.
+    pub payload: String,
+    /// `utf8` or `base64`.
+    pub payload_encoding: &'static str,
+    /// When it arrived (ms since the epoch).
+    pub received_ms: u64,
+    /// How many times it ran.
+    pub attempts: u32,
+    /// Why the last run failed.
+    pub error: String,
+}
+
+impl From<DeadLetter> for DeadLetterView {
+    fn from(d: DeadLetter) -> Self {
+        let (payload, payload_encoding) = match std::str::from_utf8(&d.payload) {
+            Ok(text) => (text.to_string(), "utf8"),
+            Err(_) => (base64_encode(&d.payload), "base64"),
+        };
+        DeadLetterView {
+            id: d.id,
+            doee: d.doee.to_string(),
+            topic: d.topic,
+            payload,
+            payload_encoding,
+            received_ms: d.received_ms,
+            attempts: d.attempts,
+            error: d.error,
+        }
+    }
 }
 
 /// A member of a project.
@@ -300,6 +351,7 @@ impl From<ProjectDetail> for ProjectDetailView {
                 max_workers: p.quotas.max_workers,
                 max_upload_bytes: p.quotas.max_upload_bytes,
             },
+            topics: p.topics,
         }
     }
 }

@@ -19,6 +19,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use isms_ipc::commserver;
 use isms_ipc::connection::Scope;
 use isms_ipc::dbriver::{self, DocOp};
 use isms_ipc::doer::{Invoke, Trigger};
@@ -27,7 +28,7 @@ use isms_ipc::resadmin::{
     Authorize, CreateProject, CreateToken, CreateUser, DeleteDoee, DeleteProject, DeleteUser,
     Deploy, GetDoee, GetInvocation, GetProject, ListDoees, ListInvocations, ListProjects,
     ListTokens, ListUsers, Login, Logout, Logs, Member, Need, Quotas, RevokeToken, Role, Rollback,
-    SetMember, SetQuotas, Stats,
+    SetMember, SetQuotas, SetTopics, Stats,
 };
 use isms_ipc::{
     Connection, DoeeName, Failure, FailureKind, Inbound, Incoming, InvocationId, ProjectName,
@@ -556,6 +557,18 @@ impl Gate {
                 self.conn.call(&scope, SetQuotas { quotas }).await?;
                 Ok(json(StatusCode::OK, &body))
             }
+            E::SetTopics => {
+                let body: api::TopicsView = parse_json(&read_body(request, MAX_JSON).await?)?;
+                let namespaces = body.namespaces;
+                self.conn.call(&scope, SetTopics { namespaces }).await?;
+                let detail = self.conn.call(&scope, GetProject {}).await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &api::TopicsView {
+                        namespaces: detail.topics,
+                    },
+                ))
+            }
             E::ListDoees => {
                 let doees = self.conn.call(&scope, ListDoees {}).await?;
                 Ok(json(StatusCode::OK, &map(doees, api::DoeeView::from)))
@@ -691,6 +704,17 @@ impl Gate {
                     .await?;
                 Ok(raw_json(StatusCode::OK, documents))
             }
+            E::DeadLetters => {
+                let limit = query_number(&query, "limit")?.unwrap_or(100).min(1000) as u32;
+                let letters = self
+                    .conn
+                    .call(&scope, commserver::DeadLetters { limit })
+                    .await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &map(letters, api::DeadLetterView::from),
+                ))
+            }
             E::Services => {
                 let services = self.conn.call(&scope, Services {}).await?;
                 Ok(json(StatusCode::OK, &map(services, api::ServiceView::from)))
@@ -771,13 +795,19 @@ impl Gate {
     /// `/metrics`: the Services Controller's view and Resadmin's counters.
     async fn metrics(&self) -> Result<Reply, ApiError> {
         let scope = Scope::platform(Duration::from_secs(5));
-        let (services, stats) = tokio::join!(
+        let (services, stats, mqtt) = tokio::join!(
             self.conn.call(&scope, Services {}),
-            self.conn.call(&scope, Stats {})
+            self.conn.call(&scope, Stats {}),
+            self.conn.call(&scope, commserver::Stats {})
         );
-        // Services answer from the kernel itself; the counters need Resadmin,
-        // and the rest of the page is worth serving without them.
-        let text = metrics::render(&services?, stats.as_deref().unwrap_or(&[]));
+        // Services answer from the kernel itself; the counters need Resadmin
+        // and the CommServer, and the rest of the page is worth serving
+        // without them.
+        let text = metrics::render(
+            &services?,
+            stats.as_deref().unwrap_or(&[]),
+            mqtt.ok().as_ref(),
+        );
         let mut reply = Response::new(full(Bytes::from(text)));
         reply.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -1,11 +1,13 @@
 //! `/metrics` in the Prometheus text format (version 0.0.4).
 
+use isms_ipc::commserver::MqttStats;
 use isms_ipc::kernel::{InstanceState, ServiceStatus};
 use isms_ipc::resadmin::{DoeeStats, LATENCY_BUCKETS_US};
 use std::fmt::Write;
 
-/// Renders the services' state and the invocation counters.
-pub fn render(services: &[ServiceStatus], stats: &[DoeeStats]) -> String {
+/// Renders the services' state, the invocation counters and the MQTT
+/// counters (left out when the CommServer did not answer).
+pub fn render(services: &[ServiceStatus], stats: &[DoeeStats], mqtt: Option<&MqttStats>) -> String {
     let mut out = String::new();
     family(
         &mut out,
@@ -105,6 +107,68 @@ pub fn render(services: &[ServiceStatus], stats: &[DoeeStats]) -> String {
             );
         }
     }
+    if let Some(mqtt) = mqtt {
+        let counters: [(&str, &str, &str, u64); 9] = [
+            (
+                "isms_mqtt_connected",
+                "gauge",
+                "1 while the CommServer is connected to the MQTT broker.",
+                u64::from(mqtt.connected),
+            ),
+            (
+                "isms_mqtt_received_total",
+                "counter",
+                "MQTT messages received from the broker.",
+                mqtt.received,
+            ),
+            (
+                "isms_mqtt_acknowledged_total",
+                "counter",
+                "MQTT messages acknowledged to the broker once recorded in the inbox.",
+                mqtt.acknowledged,
+            ),
+            (
+                "isms_mqtt_retried_total",
+                "counter",
+                "MQTT invocations run again after a failure.",
+                mqtt.retried,
+            ),
+            (
+                "isms_mqtt_dead_lettered_total",
+                "counter",
+                "MQTT messages given up on after their last attempt.",
+                mqtt.dead_lettered,
+            ),
+            (
+                "isms_mqtt_redelivered_total",
+                "counter",
+                "MQTT messages the broker delivered again (DUP flag).",
+                mqtt.duplicates,
+            ),
+            (
+                "isms_mqtt_published_total",
+                "counter",
+                "MQTT messages published by Doees and as replies.",
+                mqtt.published,
+            ),
+            (
+                "isms_mqtt_inbox_depth",
+                "gauge",
+                "MQTT messages recorded in the inbox and not yet run to the end.",
+                mqtt.inbox_depth,
+            ),
+            (
+                "isms_mqtt_dead_letters",
+                "gauge",
+                "Dead letters kept in the inbox.",
+                mqtt.dead_letters,
+            ),
+        ];
+        for (name, kind, help, value) in counters {
+            family(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
     out
 }
 
@@ -126,6 +190,20 @@ mod tests {
     use isms_ipc::resadmin::InvocationStatus;
 
     #[test]
+    fn mqtt_counters_appear_when_the_commserver_answered() {
+        let mqtt = MqttStats {
+            received: 7,
+            inbox_depth: 2,
+            ..MqttStats::default()
+        };
+        let text = render(&[], &[], Some(&mqtt));
+        assert!(
+            text.contains("# TYPE isms_mqtt_received_total counter\nisms_mqtt_received_total 7\n")
+        );
+        assert!(text.contains("isms_mqtt_inbox_depth 2\n"));
+    }
+
+    #[test]
     fn histograms_are_cumulative_and_end_at_the_count() {
         let mut buckets = vec![0; LATENCY_BUCKETS_US.len() + 1];
         buckets[0] = 2;
@@ -141,7 +219,8 @@ mod tests {
             latency_buckets: buckets,
             latency_sum_us: 20_000_000,
         }];
-        let text = render(&[], &stats);
+        let text = render(&[], &stats, None);
+        assert!(!text.contains("isms_mqtt"));
         assert!(text.contains(
             "isms_invocations_total{project=\"demo\",doee=\"hello\",status=\"error\"} 1"
         ));

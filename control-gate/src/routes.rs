@@ -42,6 +42,7 @@ pub enum Endpoint {
     AddMember,
     RemoveMember,
     SetQuotas,
+    SetTopics,
     ListDoees,
     Deploy,
     GetDoee,
@@ -54,6 +55,7 @@ pub enum Endpoint {
     Sql,
     ListCollections,
     GetCollection,
+    DeadLetters,
     Services,
 }
 
@@ -145,6 +147,12 @@ pub const ROUTES: &[(&str, &str, Endpoint, Access)] = &[
         ADMIN,
     ),
     (
+        "PUT",
+        "/api/v1/projects/{project}/topics",
+        Endpoint::SetTopics,
+        ADMIN,
+    ),
+    (
         "GET",
         "/api/v1/projects/{project}/doees",
         Endpoint::ListDoees,
@@ -214,6 +222,12 @@ pub const ROUTES: &[(&str, &str, Endpoint, Access)] = &[
         "GET",
         "/api/v1/projects/{project}/collections/{collection}",
         Endpoint::GetCollection,
+        VIEWER,
+    ),
+    (
+        "GET",
+        "/api/v1/projects/{project}/mqtt/dead-letters",
+        Endpoint::DeadLetters,
         VIEWER,
     ),
     ("GET", "/api/v1/system/services", Endpoint::Services, USER),

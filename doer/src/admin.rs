@@ -23,7 +23,6 @@ use crate::isolation::Isolation;
 use crate::versions::{self, Prepared, VersionKey};
 use crate::worker::{self, WorkerId};
 use bytes::Bytes;
-use isms_ipc::{commserver, dbriver};
 use isms_ipc::doer::{self, DoeeFailure, Outcome, Trigger};
 use isms_ipc::resadmin::{InvocationRecord, InvocationStatus, Record};
 use isms_ipc::worker::{Done, FromWorker, HostCall, Limits, Load, ToWorker};
@@ -31,6 +30,7 @@ use isms_ipc::{
     Connection, Deadline, Delivery, Failure, FailureKind, Inbound, Incoming, InvocationId, Reply,
     Request, Responder, Scope,
 };
+use isms_ipc::{commserver, dbriver};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;

@@ -519,18 +519,21 @@ impl Config {
         } else if let Some(rest) = url.strip_prefix("mqtts://") {
             (true, rest)
         } else {
-            bail!("commserver.mqtt_url must be mqtt://host:port or mqtts://host:port (leave it empty for the embedded broker)");
+            bail!(
+                "commserver.mqtt_url must be mqtt://host:port or mqtts://host:port (leave it empty for the embedded broker)"
+            );
         };
         if rest.contains('@') {
-            bail!("commserver.mqtt_url: give the username and password in commserver.mqtt_username and commserver.mqtt_password, not in the URL");
+            bail!(
+                "commserver.mqtt_url: give the username and password in commserver.mqtt_username and commserver.mqtt_password, not in the URL"
+            );
         }
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) => (
                 host,
-                port.parse::<u16>().map_err(|_| {
-                    anyhow::anyhow!("commserver.mqtt_url: `{port}` is not a port")
-                })?,
+                port.parse::<u16>()
+                    .map_err(|_| anyhow::anyhow!("commserver.mqtt_url: `{port}` is not a port"))?,
             ),
             None => (rest, if tls { 8883 } else { 1883 }),
         };
@@ -538,7 +541,10 @@ impl Config {
             bail!("commserver.mqtt_url: `{url}` has no host");
         }
         Ok(Broker::External {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port,
             tls,
         })

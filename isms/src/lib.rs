@@ -2,8 +2,8 @@
 //! point of every service process. This is the one crate that knows every
 //! service; the services meet only through the kernel.
 
-pub mod cli;
 pub mod broker;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod service;

@@ -20,8 +20,8 @@ pub mod store;
 use anyhow::Context as _;
 use isms_ipc::names::now_ms;
 use isms_ipc::resadmin::{
-    self as protocol, BuildState, Caller, Deployed, DoeeInfo, HttpRoute, MqttRoute, Need,
-    NewToken, Quotas, Request, Role, RouteTable, Session, UserInfo, VersionSpec,
+    self as protocol, BuildState, Caller, Deployed, DoeeInfo, HttpRoute, MqttRoute, Need, NewToken,
+    Quotas, Request, Role, RouteTable, Session, UserInfo, VersionSpec,
 };
 use isms_ipc::topic::{self, Namespace};
 use isms_ipc::{
@@ -971,7 +971,11 @@ impl State {
     }
 
     /// Refuses MQTT triggers outside the project's topic namespaces.
-    async fn check_topics(&self, project: &ProjectName, manifest: &Manifest) -> Result<(), Failure> {
+    async fn check_topics(
+        &self,
+        project: &ProjectName,
+        manifest: &Manifest,
+    ) -> Result<(), Failure> {
         if manifest.mqtt.is_empty() {
             return Ok(());
         }
@@ -1008,7 +1012,11 @@ impl State {
 
     /// Replaces the namespaces granted to a project; its triggers are
     /// checked against them again at every delivery.
-    async fn set_topics(&self, project: ProjectName, namespaces: Vec<String>) -> Result<(), Failure> {
+    async fn set_topics(
+        &self,
+        project: ProjectName,
+        namespaces: Vec<String>,
+    ) -> Result<(), Failure> {
         let mut granted = Vec::new();
         for text in &namespaces {
             let namespace = Namespace::parse(text)

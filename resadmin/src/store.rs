@@ -1104,8 +1104,7 @@ impl Store {
 fn namespaces(project: &ProjectName, granted: Option<&str>) -> StoreResult<Vec<String>> {
     let mut all = vec![Namespace::of_project(project).as_str().to_string()];
     if let Some(json) = granted {
-        let granted: Vec<String> =
-            serde_json::from_str(json).map_err(|_| decode_err("topics"))?;
+        let granted: Vec<String> = serde_json::from_str(json).map_err(|_| decode_err("topics"))?;
         all.extend(granted);
     }
     Ok(all)

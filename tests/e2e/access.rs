@@ -185,6 +185,12 @@ fn every_endpoint_checks_role_and_membership() {
             r#"{"max_doees":50,"max_workers":32,"max_upload_bytes":16777216}"#,
             [200, 403, 403, 403, 403, 401, 401],
         ),
+        row(
+            "PUT",
+            "/api/v1/projects/alpha/topics",
+            r#"{"namespaces":[]}"#,
+            [200, 403, 403, 403, 403, 401, 401],
+        ),
         row("GET", "/api/v1/projects/alpha/doees", "", viewer),
         row(
             "POST",
@@ -229,6 +235,12 @@ fn every_endpoint_checks_role_and_membership() {
         row(
             "GET",
             "/api/v1/projects/alpha/collections/things",
+            "",
+            viewer,
+        ),
+        row(
+            "GET",
+            "/api/v1/projects/alpha/mqtt/dead-letters",
             "",
             viewer,
         ),

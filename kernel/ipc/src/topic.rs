@@ -76,7 +76,10 @@ impl Namespace {
                 "a topic namespace is literal levels followed by /# (like greenhouse/#), got \"{text}\""
             ));
         };
-        if prefix.split('/').any(|level| level == "+" || level.is_empty()) {
+        if prefix
+            .split('/')
+            .any(|level| level == "+" || level.is_empty())
+        {
             return Err(format!(
                 "a topic namespace's levels must be literal and non-empty (got \"{text}\")"
             ));

@@ -54,6 +54,7 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
 }
 
 /// How to start a platform.
+#[derive(Clone)]
 pub struct Options {
     exe: PathBuf,
     build_cache: PathBuf,
@@ -90,18 +91,45 @@ impl Options {
         );
         let root = temp_dir("e2e");
         let data_dir = root.join("data");
-        let (api_port, http_port, mqtt_port) = (free_port(), free_port(), free_port());
+        let ports = Ports {
+            api: free_port(),
+            http: free_port(),
+            mqtt: free_port(),
+        };
+        let output = Arc::new(Mutex::new(String::new()));
+        let child = self.spawn(&data_dir, ports, &output);
+        let platform = Platform {
+            root,
+            data_dir,
+            api: format!("http://127.0.0.1:{}", ports.api),
+            triggers: format!("http://127.0.0.1:{}", ports.http),
+            mqtt_port: ports.mqtt,
+            ports,
+            options: self,
+            child,
+            output,
+            admin_token: std::sync::OnceLock::new(),
+        };
+        platform.wait_until_up();
+        platform
+    }
+
+    /// Runs `isms up` on `data_dir`, its output collected into `output`.
+    fn spawn(&self, data_dir: &Path, ports: Ports, output: &Arc<Mutex<String>>) -> Child {
         let mut command = Command::new(&self.exe);
         command
             .arg("up")
             .arg("--data-dir")
-            .arg(&data_dir)
-            .env("ISMS_CONTROL_GATE_ADDR", format!("127.0.0.1:{api_port}"))
+            .arg(data_dir)
+            .env("ISMS_CONTROL_GATE_ADDR", format!("127.0.0.1:{}", ports.api))
             .env(
                 "ISMS_COMMSERVER_HTTP_ADDR",
-                format!("127.0.0.1:{http_port}"),
+                format!("127.0.0.1:{}", ports.http),
             )
-            .env("ISMS_COMMSERVER_MQTT_ADDR", format!("127.0.0.1:{mqtt_port}"))
+            .env(
+                "ISMS_COMMSERVER_MQTT_ADDR",
+                format!("127.0.0.1:{}", ports.mqtt),
+            )
             .env("ISMS_RESADMIN_BUILD_TARGET_DIR", &self.build_cache)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -111,7 +139,6 @@ impl Options {
             command.env(key, value);
         }
         let mut child = command.spawn().expect("cannot start isms up");
-        let output = Arc::new(Mutex::new(String::new()));
         for stream in [
             child
                 .stdout
@@ -132,30 +159,16 @@ impl Options {
                 }
             });
         }
-        let platform = Platform {
-            root,
-            data_dir,
-            api: format!("http://127.0.0.1:{api_port}"),
-            triggers: format!("http://127.0.0.1:{http_port}"),
-            mqtt_port,
-            exe: self.exe,
-            child,
-            output,
-            admin_token: std::sync::OnceLock::new(),
-        };
-        let started = Instant::now();
-        loop {
-            // The banner's last line: the lines before it are read by then.
-            if platform.output().contains("Press Ctrl-C to stop.") {
-                break;
-            }
-            if started.elapsed() > Duration::from_secs(120) {
-                panic!("the platform did not start:\n{}", platform.output());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        platform
+        child
     }
+}
+
+/// The loopback ports of a platform.
+#[derive(Clone, Copy)]
+struct Ports {
+    api: u16,
+    http: u16,
+    mqtt: u16,
 }
 
 /// A running platform.
@@ -171,13 +184,54 @@ pub struct Platform {
     /// The embedded MQTT broker's port on 127.0.0.1 (unused when the test
     /// gives an external broker).
     pub mqtt_port: u16,
-    exe: PathBuf,
+    ports: Ports,
+    options: Options,
     child: Child,
     output: Arc<Mutex<String>>,
     admin_token: std::sync::OnceLock<String>,
 }
 
 impl Platform {
+    fn wait_until_up(&self) {
+        let started = Instant::now();
+        loop {
+            // The banner's last line: the lines before it are read by then.
+            if self.output().contains("Press Ctrl-C to stop.") {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                panic!("the platform did not start:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills `isms up` with SIGKILL, as a power cut would (its services die
+    /// with it), then starts it again on the same data directory and ports
+    /// and waits until it is up.
+    pub fn crash_and_restart(&mut self) {
+        let pids: Vec<u32> = self
+            .services()
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|s| s["pid"].as_u64().map(|p| p as u32))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in pids {
+            eventually(Duration::from_secs(20), "the services to die", || {
+                // SAFETY: signal 0 only checks that the process exists.
+                (unsafe { libc::kill(pid as i32, 0) } != 0).then_some(())
+            });
+        }
+        self.output.lock().unwrap().clear();
+        self.child = self.options.spawn(&self.data_dir, self.ports, &self.output);
+        self.wait_until_up();
+    }
+
     /// The pid of `isms up`.
     pub fn supervisor_pid(&self) -> u32 {
         self.child.id()
@@ -190,7 +244,7 @@ impl Platform {
 
     /// The `isms` CLI, pointed at this platform with its own config directory.
     pub fn cli(&self) -> Command {
-        let mut command = Command::new(&self.exe);
+        let mut command = Command::new(&self.options.exe);
         command
             .env("ISMS_URL", &self.api)
             .env("XDG_CONFIG_HOME", self.root.join("config"))
