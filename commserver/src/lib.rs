@@ -1,14 +1,19 @@
-//! The CommServer: turns HTTP requests into Doee invocations.
+//! The CommServer: turns HTTP requests and MQTT messages into Doee
+//! invocations, and publishes what Doees publish.
 //!
 //! `POST http://<http_addr>/<project>/<route>` becomes an `Invoke` through
 //! the kernel; the Doee's output, status and headers become the response.
-//! Routes come from Resadmin and are reloaded when a deploy, rollback or
-//! delete changes them.
+//! MQTT messages on a trigger's filter are recorded in an inbox, then run
+//! (see [`mqtt`]). Triggers come from Resadmin and are reloaded when a
+//! deploy, rollback or delete changes them.
 
 pub mod http;
+pub mod inbox;
+pub mod mqtt;
 pub mod routes;
 
-use isms_ipc::{Connection, Event, Inbound, Incoming};
+use isms_ipc::commserver::Request;
+use isms_ipc::{Connection, Delivery, Event, Failure, Inbound, Incoming};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +28,8 @@ pub struct CommServerConfig {
     pub max_body_bytes: usize,
     /// Time an invocation may wait in queues, on top of the Doee's timeout.
     pub queue_allowance: Duration,
+    /// The broker and the inbox.
+    pub mqtt: mqtt::MqttConfig,
 }
 
 /// The capacity the CommServer registers with (it serves no requests yet).
@@ -59,14 +66,19 @@ impl Prepared {
     ) -> anyhow::Result<()> {
         let Prepared { config, listener } = self;
         let routes = Arc::new(routes::Routes::default());
+        let (mqtt, eventloop) =
+            mqtt::Mqtt::start(config.mqtt.clone(), conn.clone(), routes.clone()).await?;
         let server = http::Server::new(config, conn.clone(), routes.clone());
         let reloads = routes.clone().keep_loaded(conn.clone());
+        let messages = mqtt.clone().run(eventloop);
         tokio::pin!(shutdown);
         tokio::pin!(reloads);
+        tokio::pin!(messages);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 () = &mut reloads => anyhow::bail!("the route loader stopped"),
+                () = &mut messages => anyhow::bail!("the MQTT client stopped"),
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => server.serve(stream),
                     Err(err) => {
@@ -80,11 +92,62 @@ impl Prepared {
                         routes.request_reload();
                     }
                     Some(Inbound::Request(delivery)) => {
-                        delivery.responder.reply(Err(isms_ipc::Failure::invalid("the CommServer takes no requests yet")));
+                        let mqtt = mqtt.clone();
+                        tokio::spawn(async move { answer(&mqtt, delivery).await });
                     }
-                                    None => anyhow::bail!("lost the kernel"),
+                    None => anyhow::bail!("lost the kernel"),
                 },
             }
         }
     }
+}
+
+/// Answers a request: publishing from Doees (through the Doer), dead
+/// letters and counters (for the Control Gate).
+async fn answer(mqtt: &mqtt::Mqtt, delivery: Delivery) {
+    let Delivery {
+        envelope,
+        request,
+        responder,
+    } = delivery;
+    let isms_ipc::Request::CommServer(request) = request else {
+        responder.reply(Err(Failure::invalid("not a CommServer request")));
+        return;
+    };
+    use isms_ipc::ServiceKind as S;
+    use isms_ipc::commserver::Reply as R;
+    let allowed: &[S] = match &request {
+        Request::Publish(_) => &[S::Doer],
+        Request::DeadLetters(_) | Request::Stats(_) => &[S::ControlGate],
+    };
+    if !allowed.contains(&envelope.origin) {
+        responder.reply(Err(Failure::new(
+            isms_ipc::FailureKind::Forbidden,
+            format!("the {} may not ask {}", envelope.origin, request.name()),
+        )));
+        return;
+    }
+    let project = || {
+        envelope
+            .project
+            .clone()
+            .ok_or_else(|| Failure::invalid("this request needs a project"))
+    };
+    let result = match request {
+        Request::Publish(r) => match project() {
+            Ok(project) => mqtt.publish(&project, &r.topic, r.payload).await.map(R::Publish),
+            Err(failure) => Err(failure),
+        },
+        Request::DeadLetters(r) => match project() {
+            Ok(project) => mqtt
+                .inbox()
+                .dead_letters(&project, r.limit)
+                .await
+                .map(R::DeadLetters)
+                .map_err(Failure::internal),
+            Err(failure) => Err(failure),
+        },
+        Request::Stats(_) => Ok(R::Stats(mqtt.stats().await)),
+    };
+    responder.reply(result.map(isms_ipc::Reply::CommServer));
 }

@@ -1,19 +1,62 @@
-//! The table of active HTTP routes, loaded from Resadmin.
+//! The table of active triggers and topic namespaces, loaded from Resadmin.
 
 use isms_ipc::connection::Scope;
-use isms_ipc::resadmin::{HttpRoute, Routes as RoutesRequest};
-use isms_ipc::{Connection, ProjectName};
-use std::collections::HashMap;
+use isms_ipc::resadmin::{HttpRoute, MqttRoute, RouteTable, Routes as RoutesRequest};
+use isms_ipc::topic::{self, Namespace};
+use isms_ipc::{Connection, DoeeName, ProjectName};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 
-/// Routes by project, then by route.
-type Table = HashMap<ProjectName, HashMap<String, Arc<HttpRoute>>>;
+/// What the CommServer serves, as last loaded.
+#[derive(Default)]
+struct Table {
+    /// HTTP routes by project, then by route.
+    http: HashMap<ProjectName, HashMap<String, Arc<HttpRoute>>>,
+    /// MQTT triggers whose filters lie in their project's namespaces.
+    mqtt: Vec<Arc<MqttRoute>>,
+    /// Each project's topic namespaces.
+    topics: HashMap<ProjectName, Vec<Namespace>>,
+}
+
+impl Table {
+    fn new(loaded: RouteTable) -> Table {
+        let mut table = Table::default();
+        for route in loaded.http {
+            table
+                .http
+                .entry(route.project.clone())
+                .or_default()
+                .insert(route.route.clone(), Arc::new(route));
+        }
+        for project in loaded.topics {
+            let namespaces = project
+                .namespaces
+                .iter()
+                .filter_map(|ns| Namespace::parse(ns).ok())
+                .collect();
+            table.topics.insert(project.project, namespaces);
+        }
+        for route in loaded.mqtt {
+            // Checked at deploy too; checked again here because grants change.
+            let inside = table
+                .topics
+                .get(&route.project)
+                .is_some_and(|ns| topic::allowed(ns, &route.filter));
+            if inside {
+                table.mqtt.push(Arc::new(route));
+            } else {
+                tracing::warn!(project = %route.project, filter = %route.filter, "MQTT trigger outside its project's topic namespaces ignored");
+            }
+        }
+        table
+    }
+}
 
 /// The route table; `None` until the first load.
 pub struct Routes {
-    table: RwLock<Option<Table>>,
+    table: RwLock<Option<Arc<Table>>>,
     loaded_at: Mutex<Option<Instant>>,
     reload: Notify,
     generation: watch::Sender<u64>,
@@ -41,18 +84,66 @@ pub enum Lookup {
 }
 
 impl Routes {
-    /// Finds a route.
+    fn snapshot(&self) -> Option<Arc<Table>> {
+        self.table.read().ok()?.clone()
+    }
+
+    /// Finds an HTTP route.
     pub fn find(&self, project: &str, route: &str) -> Lookup {
-        let Ok(table) = self.table.read() else {
+        let Some(table) = self.snapshot() else {
             return Lookup::NotReady;
         };
-        let Some(table) = table.as_ref() else {
-            return Lookup::NotReady;
-        };
-        match table.get(project).and_then(|routes| routes.get(route)) {
+        match table.http.get(project).and_then(|routes| routes.get(route)) {
             Some(found) => Lookup::Found(found.clone()),
             None => Lookup::Missing,
         }
+    }
+
+    /// Whether the table has been loaded once.
+    pub fn is_loaded(&self) -> bool {
+        self.snapshot().is_some()
+    }
+
+    /// A project's topic namespaces; `None` until loaded (an unknown
+    /// project has none).
+    pub fn namespaces(&self, project: &ProjectName) -> Option<Vec<Namespace>> {
+        let table = self.snapshot()?;
+        Some(table.topics.get(project).cloned().unwrap_or_default())
+    }
+
+    /// The MQTT triggers whose filter matches `topic`.
+    pub fn mqtt_matching(&self, topic: &str) -> Vec<Arc<MqttRoute>> {
+        self.snapshot().map_or_else(Vec::new, |table| {
+            table
+                .mqtt
+                .iter()
+                .filter(|route| topic::matches(&route.filter, topic))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// An MQTT trigger of a Doee's active version, for its version,
+    /// priority and timeout.
+    pub fn mqtt_route(&self, project: &ProjectName, doee: &DoeeName) -> Option<Arc<MqttRoute>> {
+        let table = self.snapshot()?;
+        table
+            .mqtt
+            .iter()
+            .find(|route| &route.project == project && &route.doee == doee)
+            .cloned()
+    }
+
+    /// Every distinct filter of the MQTT triggers.
+    pub fn mqtt_filters(&self) -> BTreeSet<String> {
+        self.snapshot().map_or_else(BTreeSet::new, |table| {
+            table.mqtt.iter().map(|route| route.filter.clone()).collect()
+        })
+    }
+
+    /// Changes whenever a new table is loaded.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Asks for the table to be loaded again.
@@ -90,23 +181,20 @@ impl Routes {
                 .call(&Scope::platform(Duration::from_secs(5)), RoutesRequest {})
                 .await
             {
-                Ok(routes) => {
-                    let mut table = Table::new();
-                    let count = routes.len();
-                    for route in routes {
-                        table
-                            .entry(route.project.clone())
-                            .or_default()
-                            .insert(route.route.clone(), Arc::new(route));
-                    }
+                Ok(loaded) => {
+                    let table = Table::new(loaded);
+                    let (http, mqtt) = (
+                        table.http.values().map(HashMap::len).sum::<usize>(),
+                        table.mqtt.len(),
+                    );
                     if let Ok(mut current) = self.table.write() {
-                        *current = Some(table);
+                        *current = Some(Arc::new(table));
                     }
                     if let Ok(mut at) = self.loaded_at.lock() {
                         *at = Some(Instant::now());
                     }
                     self.generation.send_modify(|g| *g += 1);
-                    tracing::info!(routes = count, "routes loaded");
+                    tracing::info!(http, mqtt, "routes loaded");
                     retry = Duration::from_millis(100);
                     self.reload.notified().await;
                 }

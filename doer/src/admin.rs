@@ -23,7 +23,7 @@ use crate::isolation::Isolation;
 use crate::versions::{self, Prepared, VersionKey};
 use crate::worker::{self, WorkerId};
 use bytes::Bytes;
-use isms_ipc::dbriver;
+use isms_ipc::{commserver, dbriver};
 use isms_ipc::doer::{self, DoeeFailure, Outcome, Trigger};
 use isms_ipc::resadmin::{InvocationRecord, InvocationStatus, Record};
 use isms_ipc::worker::{Done, FromWorker, HostCall, Limits, Load, ToWorker};
@@ -565,10 +565,10 @@ impl Admin {
                     )
                     .await
                 }
-                HostCall::Publish { .. } => Err(Failure::new(
-                    FailureKind::Unavailable,
-                    "MQTT publishing is not available yet on this platform",
-                )),
+                HostCall::Publish { topic, payload } => conn
+                    .call(&scope, commserver::Publish { topic, payload })
+                    .await
+                    .map(|()| String::new()),
             };
             handle.send(ToWorker::HostReply(answer.map_err(|f| f.message)));
         });

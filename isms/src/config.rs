@@ -7,6 +7,7 @@
 
 use anyhow::{Context as _, bail};
 use isms_commserver::CommServerConfig;
+use isms_commserver::mqtt::MqttConfig;
 use isms_control_gate::ControlGateConfig;
 use isms_dbriver::DBriverConfig;
 use isms_dbriver::docs::{DocBackend, DocLimits};
@@ -74,6 +75,29 @@ pub struct CommServerSection {
     pub max_body_kb: u32,
     /// Time an invocation may wait in queues beyond the Doee's timeout, ms.
     pub queue_allowance_ms: u32,
+    /// Where `isms up` runs its embedded MQTT broker (when `mqtt_url` is empty).
+    pub mqtt_addr: String,
+    /// An external broker instead, `mqtt://host:1883` or `mqtts://host:8883`.
+    pub mqtt_url: String,
+    /// Username for the external broker.
+    pub mqtt_username: String,
+    /// Password for the external broker.
+    pub mqtt_password: String,
+    /// PEM file of CA certificates for `mqtts://` (the Mozilla roots otherwise).
+    pub mqtt_ca_file: String,
+    /// Turns on device authentication at the embedded broker: a file of
+    /// `username:password` lines (mode 0600).
+    pub mqtt_users_file: String,
+    /// The CommServer's MQTT client id: its persistent session's name.
+    pub mqtt_client_id: String,
+    /// Runs of a message before it becomes a dead letter.
+    pub mqtt_max_attempts: u32,
+    /// Delay before the first retry, ms; it doubles each time (up to a minute).
+    pub mqtt_retry_ms: u32,
+    /// MQTT invocations run at once.
+    pub mqtt_concurrency: u32,
+    /// Messages recorded and not yet run past which no more are acknowledged.
+    pub mqtt_max_pending: u32,
 }
 
 impl Default for CommServerSection {
@@ -82,6 +106,17 @@ impl Default for CommServerSection {
             http_addr: "127.0.0.1:7781".into(),
             max_body_kb: 1024,
             queue_allowance_ms: 1000,
+            mqtt_addr: "127.0.0.1:1884".into(),
+            mqtt_url: String::new(),
+            mqtt_username: String::new(),
+            mqtt_password: String::new(),
+            mqtt_ca_file: String::new(),
+            mqtt_users_file: String::new(),
+            mqtt_client_id: "isms-commserver".into(),
+            mqtt_max_attempts: 5,
+            mqtt_retry_ms: 1000,
+            mqtt_concurrency: 64,
+            mqtt_max_pending: 10_000,
         }
     }
 }
@@ -428,12 +463,102 @@ impl Config {
     }
 
     /// The CommServer's configuration.
-    pub fn commserver(&self) -> anyhow::Result<CommServerConfig> {
+    pub fn commserver(&self, data_dir: &Path) -> anyhow::Result<CommServerConfig> {
+        let section = &self.commserver;
+        let queue_allowance = Duration::from_millis(u64::from(section.queue_allowance_ms));
+        let max_body_bytes = (section.max_body_kb as usize) << 10;
+        let (host, port, tls, credentials) = match self.mqtt_broker()? {
+            Broker::Embedded(addr) => (
+                addr.ip().to_string(),
+                addr.port(),
+                false,
+                Some((
+                    EMBEDDED_COMMSERVER_USER.to_string(),
+                    embedded_broker_secret(data_dir)?,
+                )),
+            ),
+            Broker::External { host, port, tls } => {
+                let credentials = (!section.mqtt_username.is_empty())
+                    .then(|| (section.mqtt_username.clone(), section.mqtt_password.clone()));
+                (host, port, tls, credentials)
+            }
+        };
         Ok(CommServerConfig {
-            http_addr: parse_addr("commserver.http_addr", &self.commserver.http_addr)?,
-            max_body_bytes: (self.commserver.max_body_kb as usize) << 10,
-            queue_allowance: Duration::from_millis(u64::from(self.commserver.queue_allowance_ms)),
+            http_addr: parse_addr("commserver.http_addr", &section.http_addr)?,
+            max_body_bytes,
+            queue_allowance,
+            mqtt: MqttConfig {
+                host,
+                port,
+                tls,
+                ca_file: Some(&section.mqtt_ca_file)
+                    .filter(|f| !f.is_empty())
+                    .map(PathBuf::from),
+                credentials,
+                client_id: section.mqtt_client_id.clone(),
+                inbox: data_dir.join("commserver").join("inbox.db"),
+                max_attempts: section.mqtt_max_attempts.max(1),
+                retry_base: Duration::from_millis(u64::from(section.mqtt_retry_ms.max(10))),
+                concurrency: section.mqtt_concurrency.max(1) as usize,
+                max_pending: section.mqtt_max_pending.max(1) as usize,
+                max_payload_bytes: max_body_bytes,
+                queue_allowance,
+            },
         })
+    }
+
+    /// The broker the CommServer uses.
+    pub fn mqtt_broker(&self) -> anyhow::Result<Broker> {
+        let section = &self.commserver;
+        if section.mqtt_url.is_empty() {
+            return parse_addr("commserver.mqtt_addr", &section.mqtt_addr).map(Broker::Embedded);
+        }
+        let url = &section.mqtt_url;
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else {
+            bail!("commserver.mqtt_url must be mqtt://host:port or mqtts://host:port (leave it empty for the embedded broker)");
+        };
+        if rest.contains('@') {
+            bail!("commserver.mqtt_url: give the username and password in commserver.mqtt_username and commserver.mqtt_password, not in the URL");
+        }
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>().map_err(|_| {
+                    anyhow::anyhow!("commserver.mqtt_url: `{port}` is not a port")
+                })?,
+            ),
+            None => (rest, if tls { 8883 } else { 1883 }),
+        };
+        if host.is_empty() || host.contains('/') {
+            bail!("commserver.mqtt_url: `{url}` has no host");
+        }
+        Ok(Broker::External {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port,
+            tls,
+        })
+    }
+
+    /// The MQTT line of the banner.
+    pub fn mqtt_summary(&self) -> String {
+        match self.mqtt_broker() {
+            Ok(Broker::Embedded(addr)) if self.commserver.mqtt_users_file.is_empty() => {
+                format!("mqtt://{addr} (embedded; devices connect without credentials)")
+            }
+            Ok(Broker::Embedded(addr)) => format!(
+                "mqtt://{addr} (embedded; devices sign in with the users in {})",
+                self.commserver.mqtt_users_file
+            ),
+            Ok(Broker::External { .. }) => {
+                format!("{} (external)", self.commserver.mqtt_url)
+            }
+            Err(err) => format!("{err}"),
+        }
     }
 
     /// DBriver's configuration.
@@ -512,7 +637,7 @@ impl Config {
         self.doer(data_dir)?;
         self.resadmin(data_dir)?;
         self.dbriver(data_dir)?;
-        self.commserver()?;
+        self.commserver(data_dir)?;
         self.control_gate()?;
         Ok(())
     }
@@ -522,6 +647,59 @@ fn parse_addr(option: &str, value: &str) -> anyhow::Result<SocketAddr> {
     value
         .parse()
         .map_err(|_| anyhow::anyhow!("{option}: `{value}` is not an address like 127.0.0.1:7780"))
+}
+
+/// Which MQTT broker the platform uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Broker {
+    /// The one `isms up` runs, listening here.
+    Embedded(SocketAddr),
+    /// Someone else's.
+    External {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+        /// `mqtts://`.
+        tls: bool,
+    },
+}
+
+/// The user the CommServer signs in to the embedded broker as.
+pub const EMBEDDED_COMMSERVER_USER: &str = "isms-commserver";
+
+/// The CommServer's password at the embedded broker: random, made once,
+/// kept in `<data>/commserver/broker-secret` (0600).
+pub fn embedded_broker_secret(data_dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = data_dir.join("commserver");
+    let path = dir.join("broker-secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        return Ok(secret.trim().to_string());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let temp = dir.join("broker-secret.tmp");
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&temp)
+            .with_context(|| format!("cannot write {}", temp.display()))?;
+        file.write_all(secret.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temp, &path)?;
+    Ok(secret)
 }
 
 /// Unix socket paths are limited to 107 bytes.

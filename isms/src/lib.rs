@@ -3,6 +3,7 @@
 //! service; the services meet only through the kernel.
 
 pub mod cli;
+pub mod broker;
 pub mod client;
 pub mod config;
 pub mod service;

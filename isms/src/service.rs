@@ -89,7 +89,7 @@ async fn serve(
             prepared.serve(conn, incoming, shutdown).await
         }
         ServiceKind::CommServer => {
-            let prepared = isms_commserver::prepare(config.commserver()?).await?;
+            let prepared = isms_commserver::prepare(config.commserver(data_dir)?).await?;
             let (conn, incoming) = join(isms_commserver::CAPACITY).await?;
             prepared.serve(conn, incoming, shutdown).await
         }

@@ -80,6 +80,9 @@ pub fn up(up: Up) -> anyhow::Result<()> {
             .with_context(|| format!("cannot restrict {}", path.display()))?;
     }
     let _lock = lock(&up.data_dir)?;
+    if let crate::config::Broker::Embedded(addr) = config.mqtt_broker()? {
+        crate::broker::start(addr, &config, &up.data_dir)?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -363,7 +366,7 @@ fn print_banner(up: &Up, config: &Config, backend: Backend) {
         "ISMS is up.
   Dashboard and API   http://{api}
   HTTP triggers       http://{http}/<project>/<route>
-  MQTT broker         not available in this version (MQTT triggers arrive with a later release)
+  MQTT broker         {mqtt}
   Isolation           {isolation}
   Databases           {databases}
   Initial admin       user `admin`, password in {password}
@@ -372,6 +375,7 @@ Press Ctrl-C to stop.
 ",
         api = config.control_gate.addr,
         http = config.commserver.http_addr,
+        mqtt = config.mqtt_summary(),
         databases = config.databases_summary(&up.data_dir),
         password = password.display(),
         data = up.data_dir.display(),

@@ -20,9 +20,10 @@ pub mod store;
 use anyhow::Context as _;
 use isms_ipc::names::now_ms;
 use isms_ipc::resadmin::{
-    self as protocol, BuildState, Caller, Deployed, DoeeInfo, HttpRoute, Need, NewToken, Quotas,
-    Request, Role, Session, UserInfo, VersionSpec,
+    self as protocol, BuildState, Caller, Deployed, DoeeInfo, HttpRoute, MqttRoute, Need,
+    NewToken, Quotas, Request, Role, RouteTable, Session, UserInfo, VersionSpec,
 };
+use isms_ipc::topic::{self, Namespace};
 use isms_ipc::{
     Connection, Delivery, DoeeName, Event, Failure, FailureKind, Inbound, Incoming, ProjectName,
     Reply, ServiceKind, Username,
@@ -430,6 +431,10 @@ impl State {
                     )))
                 }
             }
+            Request::SetTopics(r) => self
+                .set_topics(project()?, r.namespaces)
+                .await
+                .map(R::SetTopics),
             Request::SetQuotas(r) => {
                 let project = project()?;
                 store
@@ -808,6 +813,9 @@ impl State {
         self.check_routes(&project, &manifest)
             .await
             .map_err(discard)?;
+        self.check_topics(&project, &manifest)
+            .await
+            .map_err(discard)?;
         self.check_quotas(&project, &manifest, quotas)
             .await
             .map_err(discard)?;
@@ -926,15 +934,18 @@ impl State {
         Ok(())
     }
 
-    async fn routes(&self) -> Result<Vec<HttpRoute>, Failure> {
-        let mut routes = Vec::new();
+    async fn routes(&self) -> Result<RouteTable, Failure> {
+        let mut table = RouteTable {
+            topics: self.store.all_topics().await.map_err(db_failure)?,
+            ..RouteTable::default()
+        };
         for active in self.store.active(None).await.map_err(db_failure)? {
             let Ok(manifest) = serde_json::from_str::<Manifest>(&active.manifest) else {
                 tracing::error!(project = %active.project, doee = %active.doee, "unreadable stored manifest");
                 continue;
             };
             for trigger in manifest.http {
-                routes.push(HttpRoute {
+                table.http.push(HttpRoute {
                     project: active.project.clone(),
                     route: trigger.route,
                     methods: trigger.methods,
@@ -944,8 +955,89 @@ impl State {
                     timeout_ms: manifest.resources.timeout_ms,
                 });
             }
+            for trigger in manifest.mqtt {
+                table.mqtt.push(MqttRoute {
+                    project: active.project.clone(),
+                    filter: trigger.topic,
+                    reply_topic: trigger.reply_topic,
+                    doee: active.doee.clone(),
+                    version: active.version,
+                    priority: manifest.priority,
+                    timeout_ms: manifest.resources.timeout_ms,
+                });
+            }
         }
-        Ok(routes)
+        Ok(table)
+    }
+
+    /// Refuses MQTT triggers outside the project's topic namespaces.
+    async fn check_topics(&self, project: &ProjectName, manifest: &Manifest) -> Result<(), Failure> {
+        if manifest.mqtt.is_empty() {
+            return Ok(());
+        }
+        let detail = self
+            .store
+            .project(project, self.config.quotas)
+            .await
+            .map_err(db_failure)?
+            .ok_or_else(|| no_project(project))?;
+        let namespaces: Vec<Namespace> = detail
+            .topics
+            .iter()
+            .filter_map(|ns| Namespace::parse(ns).ok())
+            .collect();
+        let outside = |topic: &str| {
+            forbidden(format!(
+                "MQTT topic `{topic}` is outside project `{project}`'s topic namespaces ({}); \
+                 a platform admin can grant more with PUT /api/v1/projects/{project}/topics",
+                detail.topics.join(", ")
+            ))
+        };
+        for trigger in &manifest.mqtt {
+            if !topic::allowed(&namespaces, &trigger.topic) {
+                return Err(outside(&trigger.topic));
+            }
+            if let Some(reply) = &trigger.reply_topic
+                && !topic::allowed(&namespaces, reply)
+            {
+                return Err(outside(reply));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the namespaces granted to a project; its triggers are
+    /// checked against them again at every delivery.
+    async fn set_topics(&self, project: ProjectName, namespaces: Vec<String>) -> Result<(), Failure> {
+        let mut granted = Vec::new();
+        for text in &namespaces {
+            let namespace = Namespace::parse(text)
+                .map_err(|why| Failure::invalid(format!("topic namespace: {why}")))?;
+            if namespace == Namespace::of_project(&project) {
+                continue;
+            }
+            if !granted.contains(&namespace) {
+                granted.push(namespace);
+            }
+        }
+        if granted.len() > 64 {
+            return Err(Failure::invalid("at most 64 topic namespaces per project"));
+        }
+        if self
+            .store
+            .project(&project, self.config.quotas)
+            .await
+            .map_err(db_failure)?
+            .is_none()
+        {
+            return Err(no_project(&project));
+        }
+        self.store
+            .set_topics(&project, &granted)
+            .await
+            .map_err(db_failure)?;
+        self.conn.emit(Event::DeploymentsChanged { project });
+        Ok(())
     }
 
     async fn version_spec(

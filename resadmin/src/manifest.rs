@@ -39,6 +39,7 @@ impl Language {
 pub const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
 pub use isms_ipc::resadmin::{HttpTrigger, MqttTrigger};
+use isms_ipc::topic;
 
 /// A validated manifest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -289,10 +290,10 @@ impl Manifest {
         }
         let mut mqtt = Vec::new();
         for (i, trigger) in raw.triggers.mqtt.into_iter().enumerate() {
-            check_topic(&trigger.topic, true)
+            topic::check(&trigger.topic, true)
                 .map_err(|why| ManifestError(format!("`triggers.mqtt[{i}].topic` {why}")))?;
             if let Some(reply) = &trigger.reply_topic {
-                check_topic(reply, false).map_err(|why| {
+                topic::check(reply, false).map_err(|why| {
                     ManifestError(format!("`triggers.mqtt[{i}].reply_topic` {why}"))
                 })?;
             }
@@ -381,32 +382,6 @@ fn check_route(route: &str) -> Result<(), String> {
         return Err(format!(
             "must not contain empty, . or .. segments (got \"{route}\")"
         ));
-    }
-    Ok(())
-}
-
-/// An MQTT topic (or, with `filter`, a topic filter with `+` and `#`).
-pub fn check_topic(topic: &str, filter: bool) -> Result<(), String> {
-    if topic.is_empty() || topic.len() > 1024 {
-        return Err("must be 1 to 1024 bytes".into());
-    }
-    if topic.contains('\0') {
-        return Err("must not contain NUL".into());
-    }
-    let levels: Vec<&str> = topic.split('/').collect();
-    for (i, level) in levels.iter().enumerate() {
-        let wild = level.contains('+') || level.contains('#');
-        if !filter && wild {
-            return Err(format!("must not contain wildcards (got \"{topic}\")"));
-        }
-        if wild && *level != "+" && *level != "#" {
-            return Err(format!(
-                "wildcards must fill a whole level (got \"{topic}\")"
-            ));
-        }
-        if *level == "#" && i + 1 != levels.len() {
-            return Err(format!("# must be the last level (got \"{topic}\")"));
-        }
     }
     Ok(())
 }

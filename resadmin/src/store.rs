@@ -6,8 +6,10 @@ use isms_ipc::doer::{LogLevel, LogLine};
 use isms_ipc::names::now_ms;
 use isms_ipc::resadmin::{
     BuildState, DoeeInfo, InvocationRecord, InvocationStatus, LogEntry, LogSource, Member,
-    ProjectDetail, ProjectInfo, Quotas, Role, TokenInfo, Triggers, UserInfo, VersionInfo,
+    ProjectDetail, ProjectInfo, ProjectTopics, Quotas, Role, TokenInfo, Triggers, UserInfo,
+    VersionInfo,
 };
+use isms_ipc::topic::Namespace;
 use isms_ipc::{DoeeName, InvocationId, ProjectName, Username};
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -94,6 +96,8 @@ CREATE TABLE logs (
 );
 CREATE INDEX logs_by_project ON logs(project, id);
 "#,
+    // Topic namespaces an admin granted beyond `<project>/#`, a JSON array.
+    "ALTER TABLE projects ADD COLUMN topics TEXT;",
 ];
 
 /// A database error, already worded for a person.
@@ -505,7 +509,7 @@ impl Store {
         defaults: Quotas,
     ) -> StoreResult<Option<ProjectDetail>> {
         let row = sqlx::query(
-            "SELECT p.created_ms, (SELECT count(*) FROM doees d WHERE d.project = p.name), p.quotas \
+            "SELECT p.created_ms, (SELECT count(*) FROM doees d WHERE d.project = p.name), p.quotas, p.topics \
              FROM projects p WHERE p.name = ?",
         )
         .bind(name.as_str())
@@ -539,7 +543,38 @@ impl Store {
             },
             members,
             quotas,
+            topics: namespaces(name, row.get::<Option<&str>, _>(3))?,
         }))
+    }
+
+    /// Every project's topic namespaces, `<project>/#` first.
+    pub async fn all_topics(&self) -> StoreResult<Vec<ProjectTopics>> {
+        let rows = sqlx::query("SELECT name, topics FROM projects ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                let project = ProjectName::new(row.get::<String, _>(0))
+                    .map_err(|_| decode_err("project name"))?;
+                let namespaces = namespaces(&project, row.get::<Option<&str>, _>(1))?;
+                Ok(ProjectTopics {
+                    project,
+                    namespaces,
+                })
+            })
+            .collect()
+    }
+
+    /// Sets the namespaces granted to a project beyond `<project>/#`.
+    pub async fn set_topics(&self, name: &ProjectName, granted: &[Namespace]) -> StoreResult<()> {
+        let granted: Vec<&str> = granted.iter().map(Namespace::as_str).collect();
+        let json = serde_json::to_string(&granted).map_err(|_| decode_err("topics"))?;
+        sqlx::query("UPDATE projects SET topics = ? WHERE name = ?")
+            .bind(json)
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Sets a project's quotas.
@@ -1063,4 +1098,15 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// A project's namespaces: its own, then the granted ones stored as JSON.
+fn namespaces(project: &ProjectName, granted: Option<&str>) -> StoreResult<Vec<String>> {
+    let mut all = vec![Namespace::of_project(project).as_str().to_string()];
+    if let Some(json) = granted {
+        let granted: Vec<String> =
+            serde_json::from_str(json).map_err(|_| decode_err("topics"))?;
+        all.extend(granted);
+    }
+    Ok(all)
 }

@@ -7,11 +7,13 @@
 //! `conn.call(resadmin::Login { .. })` answers `Result<resadmin::Token, Failure>`.
 //!
 //! - [`message`]: the envelope, the two-frame encoding, [`Failure`].
-//! - [`kernel`], [`doer`], [`resadmin`], [`dbriver`]: each service's requests and replies.
+//! - [`kernel`], [`doer`], [`resadmin`], [`dbriver`], [`commserver`]: each
+//!   service's requests and replies; [`topic`]: MQTT topics and namespaces.
 //! - [`worker`]: between the Doer and the Doee Executor inside a Worker.
 //! - [`connection`]: the client every service uses to talk to the kernel.
 #![deny(missing_docs)]
 
+pub mod commserver;
 pub mod connection;
 pub mod dbriver;
 pub mod doer;
@@ -19,6 +21,7 @@ pub mod kernel;
 pub mod message;
 pub mod names;
 pub mod resadmin;
+pub mod topic;
 pub mod worker;
 pub mod zmtp;
 
@@ -54,6 +57,8 @@ pub enum Request {
     Resadmin(resadmin::Request),
     /// For DBriver.
     DBriver(dbriver::Request),
+    /// For the CommServer.
+    CommServer(commserver::Request),
 }
 
 impl Request {
@@ -64,6 +69,7 @@ impl Request {
             Request::Doer(_) => ServiceKind::Doer,
             Request::Resadmin(_) => ServiceKind::Resadmin,
             Request::DBriver(_) => ServiceKind::DBriver,
+            Request::CommServer(_) => ServiceKind::CommServer,
         }
     }
 
@@ -74,6 +80,7 @@ impl Request {
             Request::Doer(r) => r.name(),
             Request::Resadmin(r) => r.name(),
             Request::DBriver(r) => r.name(),
+            Request::CommServer(r) => r.name(),
         }
     }
 }
@@ -89,6 +96,8 @@ pub enum Reply {
     Resadmin(resadmin::Reply),
     /// From DBriver.
     DBriver(dbriver::Reply),
+    /// From the CommServer.
+    CommServer(commserver::Reply),
 }
 
 /// A notification broadcast to every other connected service.

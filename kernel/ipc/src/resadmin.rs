@@ -108,6 +108,13 @@ crate::protocol! {
         role: Option<Role>,
     } -> ();
 
+    /// Sets the topic namespaces granted to the envelope's project beyond
+    /// its own `<project>/#` (platform admins only).
+    SetTopics {
+        /// Namespaces like `greenhouse/#`.
+        namespaces: Vec<String>,
+    } -> ();
+
     /// Sets the envelope's project's quotas.
     SetQuotas {
         /// The new quotas.
@@ -180,8 +187,9 @@ crate::protocol! {
     /// Resadmin started (for `/metrics`).
     Stats {} -> Vec<DoeeStats>;
 
-    /// Every active HTTP route of every project (for the CommServer).
-    Routes {} -> Vec<HttpRoute>;
+    /// Every active trigger and every project's topic namespaces (for the
+    /// CommServer).
+    Routes {} -> RouteTable;
 
     /// How to run a version of a Doee of the envelope's project (for the Doer).
     GetVersion {
@@ -264,6 +272,8 @@ pub struct ProjectDetail {
     pub members: Vec<Member>,
     /// Its quotas.
     pub quotas: Quotas,
+    /// Its MQTT topic namespaces, `<project>/#` first.
+    pub topics: Vec<String>,
 }
 
 /// A member of a project.
@@ -600,6 +610,45 @@ pub struct HttpRoute {
     pub priority: Priority,
     /// Its per-invocation timeout.
     pub timeout_ms: u32,
+}
+
+/// Every active trigger, and where each project may publish and subscribe.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteTable {
+    /// HTTP routes.
+    pub http: Vec<HttpRoute>,
+    /// MQTT triggers.
+    pub mqtt: Vec<MqttRoute>,
+    /// Each project's topic namespaces, `<project>/#` first.
+    pub topics: Vec<ProjectTopics>,
+}
+
+/// An MQTT trigger of the active version of a Doee.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MqttRoute {
+    /// The project.
+    pub project: ProjectName,
+    /// The topic filter.
+    pub filter: String,
+    /// Where the output is published, if anywhere.
+    pub reply_topic: Option<String>,
+    /// The Doee.
+    pub doee: DoeeName,
+    /// Its active version.
+    pub version: u32,
+    /// Its scheduling class.
+    pub priority: Priority,
+    /// Its per-invocation timeout.
+    pub timeout_ms: u32,
+}
+
+/// A project's topic namespaces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectTopics {
+    /// The project.
+    pub project: ProjectName,
+    /// `<project>/#` first, then those granted.
+    pub namespaces: Vec<String>,
 }
 
 /// What the Doer needs to run a version.

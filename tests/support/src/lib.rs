@@ -90,7 +90,7 @@ impl Options {
         );
         let root = temp_dir("e2e");
         let data_dir = root.join("data");
-        let (api_port, http_port) = (free_port(), free_port());
+        let (api_port, http_port, mqtt_port) = (free_port(), free_port(), free_port());
         let mut command = Command::new(&self.exe);
         command
             .arg("up")
@@ -101,6 +101,7 @@ impl Options {
                 "ISMS_COMMSERVER_HTTP_ADDR",
                 format!("127.0.0.1:{http_port}"),
             )
+            .env("ISMS_COMMSERVER_MQTT_ADDR", format!("127.0.0.1:{mqtt_port}"))
             .env("ISMS_RESADMIN_BUILD_TARGET_DIR", &self.build_cache)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -136,6 +137,7 @@ impl Options {
             data_dir,
             api: format!("http://127.0.0.1:{api_port}"),
             triggers: format!("http://127.0.0.1:{http_port}"),
+            mqtt_port,
             exe: self.exe,
             child,
             output,
@@ -166,6 +168,9 @@ pub struct Platform {
     pub api: String,
     /// The HTTP trigger base, `http://127.0.0.1:<port>`.
     pub triggers: String,
+    /// The embedded MQTT broker's port on 127.0.0.1 (unused when the test
+    /// gives an external broker).
+    pub mqtt_port: u16,
     exe: PathBuf,
     child: Child,
     output: Arc<Mutex<String>>,
