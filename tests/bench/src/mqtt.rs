@@ -16,7 +16,7 @@
 //! publish to the last reply.
 
 use crate::{Shape, platform, round, runtime};
-use isms_test_support::{Mosquitto, Platform, copy_dir, fixtures, free_port, temp_dir};
+use isms_test_support::{Mosquitto, Platform, copy_dir, fixtures, temp_dir};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use serde_json::json;
 use std::path::Path;
@@ -39,9 +39,10 @@ const WARM_UP: u64 = 500;
 const STALL: Duration = Duration::from_secs(15);
 
 pub fn mqtt(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
-    let port = free_port();
+    // The test support starts the platform's embedded broker on a free port.
+    let p = platform(isms, &[]);
+    let port = p.mqtt_port;
     let address = format!("127.0.0.1:{port}");
-    let p = platform(isms, &[("ISMS_COMMSERVER_MQTT_ADDR", &address)]);
     let output = p.output();
     if !output.contains(&format!("mqtt://{address}")) {
         let said = output
