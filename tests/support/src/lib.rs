@@ -624,3 +624,145 @@ impl Drop for MongoWire {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A private Mosquitto broker (Debian's `mosquitto`, which `.ci/run`
+/// installs) on a free loopback port, with its config, persistence and log
+/// in a fresh directory, killed and removed on drop. Never the system's
+/// broker on port 1883.
+pub struct Mosquitto {
+    child: Child,
+    dir: PathBuf,
+    /// `mqtt://127.0.0.1:<port>`.
+    pub url: String,
+    /// The port it listens on, on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Mosquitto {
+    /// The broker's executable.
+    pub const EXE: &'static str = "/usr/sbin/mosquitto";
+
+    /// Starts the broker and waits until it accepts connections, or panics
+    /// saying how to install it.
+    pub fn start() -> Mosquitto {
+        assert!(
+            Path::new(Self::EXE).is_file(),
+            "this needs the Mosquitto MQTT broker at {}: apt-get install mosquitto \
+             (or run .ci/run, which installs what the tests need)",
+            Self::EXE
+        );
+        let dir = temp_dir("mosquitto");
+        let port = free_port();
+        // Queues and the in-flight window large enough that a benchmark's
+        // burst of QoS 1 messages is relayed, not dropped or throttled by
+        // the defaults (1,000 queued, 20 in flight per client).
+        let mut config = format!(
+            "listener {port} 127.0.0.1\n\
+             allow_anonymous true\n\
+             persistence true\n\
+             persistence_location {dir}/\n\
+             max_queued_messages 100000\n\
+             max_inflight_messages 0\n\
+             log_dest file {dir}/mosquitto.log\n",
+            dir = dir.display()
+        );
+        // As root it would switch to the `mosquitto` user, which cannot
+        // write to this directory.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            config.push_str("user root\n");
+        }
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(&conf, config).unwrap();
+        let output = std::fs::File::create(dir.join("stdout.log")).unwrap();
+        let child = Command::new(Self::EXE)
+            .arg("-c")
+            .arg(&conf)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().unwrap())
+            .stderr(output)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", Self::EXE));
+        let mut broker = Mosquitto {
+            child,
+            dir,
+            url: format!("mqtt://127.0.0.1:{port}"),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                panic!(
+                    "mosquitto exited ({status}) before listening on {port}:\n{}{}",
+                    broker.read_log("stdout.log"),
+                    broker.log()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "mosquitto did not listen on {port} within 30 s:\n{}",
+                    broker.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        broker
+    }
+
+    /// What the broker logged so far.
+    pub fn log(&self) -> String {
+        self.read_log("mosquitto.log")
+    }
+
+    fn read_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// The broker starts, answers an MQTT 3.1.1 CONNECT with a CONNACK that
+    /// accepts it, writes its log where the config says, and is gone with
+    /// its directory after drop.
+    #[test]
+    fn mosquitto_accepts_a_client_and_cleans_up() {
+        let broker = Mosquitto::start();
+        assert_eq!(broker.url, format!("mqtt://127.0.0.1:{}", broker.port));
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // CONNECT: protocol "MQTT" level 4, clean session, keep-alive 60 s,
+        // client id "self-test".
+        let mut connect = vec![0x10, 21, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 9];
+        connect.extend_from_slice(b"self-test");
+        stream.write_all(&connect).unwrap();
+        let mut connack = [0u8; 4];
+        stream.read_exact(&mut connack).unwrap();
+        assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepting the client");
+        drop(stream);
+        let dir = broker.dir.clone();
+        eventually(Duration::from_secs(10), "mosquitto's log", || {
+            broker.log().contains("self-test").then_some(())
+        });
+        let port = broker.port;
+        drop(broker);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "mosquitto still listening on {port}"
+        );
+    }
+}
