@@ -369,6 +369,11 @@ impl Mqtt {
     /// Runs due jobs, `concurrency` at once.
     async fn dispatch(self: Arc<Self>) {
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        // Jobs recorded before a restart wait for the triggers, which tell
+        // each its Doee's active version.
+        while !self.routes.is_loaded() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;

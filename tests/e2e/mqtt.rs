@@ -5,6 +5,8 @@
 //! The fixture Doee `tests/doees/mqtt` answers `<topic> <payload>` on
 //! `plant/out` for messages on `plant/+/in`, so its project is `plant`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
+
 use isms_test_support::{Mosquitto, Options, Platform, copy_dir, eventually, fixtures, temp_dir};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -403,7 +405,7 @@ fn no_acknowledged_message_is_lost_across_crashes() {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         eventually(Duration::from_secs(30), "a new CommServer", || {
             p.try_service("commserver")
-                .filter(|s| s["pid"].as_u64() != Some(u64::from(pid)) && s["state"] == "up")
+                .filter(|s| s["pid"].as_u64() != Some(u64::from(pid)) && s["status"] == "up")
         });
         println!(
             "mqtt loss: killed the CommServer (pid {pid}) after {} messages",
@@ -443,4 +445,9 @@ fn no_acknowledged_message_is_lost_across_crashes() {
         letters.as_array().map_or(0, Vec::len)
     );
     assert_eq!(distinct, MESSAGES);
+    assert_eq!(
+        letters,
+        serde_json::json!([]),
+        "no message should have failed"
+    );
 }
