@@ -269,9 +269,7 @@ impl Mqtt {
         let mut batch = Vec::new();
         // A persistent session delivers at once on connect: matching before
         // the triggers are known would drop those messages.
-        while !self.routes.is_loaded() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.routes.loaded().await;
         loop {
             while self.pending.load(Ordering::Relaxed) >= self.config.max_pending {
                 let _ =
@@ -374,9 +372,7 @@ impl Mqtt {
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         // Jobs recorded before a restart wait for the triggers, which tell
         // each its Doee's active version.
-        while !self.routes.is_loaded() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.routes.loaded().await;
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;

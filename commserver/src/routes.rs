@@ -99,9 +99,9 @@ impl Routes {
         }
     }
 
-    /// Whether the table has been loaded once.
-    pub fn is_loaded(&self) -> bool {
-        self.snapshot().is_some()
+    /// Returns once the table has been loaded.
+    pub async fn loaded(&self) {
+        let _ = self.generation.subscribe().wait_for(|g| *g > 0).await;
     }
 
     /// A project's topic namespaces; `None` until loaded (an unknown
