@@ -43,7 +43,7 @@ impl WorkerArea {
             doer_dir.to_path_buf()
         } else {
             let data_dir = doer_dir.parent().unwrap_or(doer_dir);
-            if ancestors_searchable(data_dir)? {
+            if searchable(data_dir.parent().unwrap_or(data_dir))? {
                 set_mode(data_dir, 0o711)?;
                 set_mode(doer_dir, 0o711)?;
                 doer_dir.to_path_buf()
@@ -82,14 +82,13 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("cannot set the permissions of {}", path.display()))
 }
 
-/// Whether every directory above `path` can be searched by other users.
-fn ancestors_searchable(path: &Path) -> anyhow::Result<bool> {
-    let path = path
+/// Whether other users can search `dir` and every directory above it.
+fn searchable(dir: &Path) -> anyhow::Result<bool> {
+    let dir = dir
         .canonicalize()
-        .with_context(|| format!("cannot resolve {}", path.display()))?;
-    Ok(path
+        .with_context(|| format!("cannot resolve {}", dir.display()))?;
+    Ok(dir
         .ancestors()
-        .skip(1)
         .all(|dir| dir.metadata().is_ok_and(|m| m.mode() & 0o001 != 0)))
 }
 
@@ -98,7 +97,8 @@ fn reachable_file(file: &Path) -> anyhow::Result<bool> {
     let file = file
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", file.display()))?;
-    Ok(ancestors_searchable(&file)? && file.metadata().is_ok_and(|m| m.mode() & 0o005 == 0o005))
+    let dir = file.parent().unwrap_or(&file);
+    Ok(searchable(dir)? && file.metadata().is_ok_and(|m| m.mode() & 0o005 == 0o005))
 }
 
 /// `/run/isms-<hash>` (or under the temporary directory), owned by root and
@@ -107,7 +107,8 @@ fn fallback_dir(doer_dir: &Path) -> anyhow::Result<PathBuf> {
     let digest = Sha256::digest(doer_dir.as_os_str().as_encoded_bytes());
     let name = format!("isms-{}", &format!("{digest:x}")[..12]);
     for base in [PathBuf::from("/run"), std::env::temp_dir()] {
-        if !ancestors_searchable(&base.join("x")).unwrap_or(false) {
+        // The base must exist: `/run` may be missing in a container.
+        if !searchable(&base).unwrap_or(false) {
             continue;
         }
         let dir = base.join(&name);
