@@ -74,7 +74,12 @@ pub async fn prepare(
         if digest != spec.sha256 {
             return Err(format!("the binary of {key} does not match its hash"));
         }
-        let partial = cache.join(format!("{}.so.partial", spec.sha256));
+        // Named by the version too: two versions built from the same source
+        // share the binary, and may be fetched at the same time.
+        let partial = cache.join(format!(
+            "{}.so.{}.{}.{}.partial",
+            spec.sha256, key.project, key.doee, key.version
+        ));
         // Readable by the Workers' uid, which may not be ours.
         tokio::fs::write(&partial, &bytes)
             .await
