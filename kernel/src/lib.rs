@@ -25,7 +25,7 @@ use isms_ipc::{
     Body, Control, Endpoint, Envelope, Failure, FailureKind, Kind, Message, MessageId, Priority,
     RawMessage, Reply, Request, ServiceKind,
 };
-use processes::{ORPHAN_GRACE_MS, ProcessId, ProcessTable, State};
+use processes::{ORPHAN_GRACE_MS, Process, ProcessId, ProcessTable, State};
 use scheduler::{QueueLimits, ReadyQueue, Refused};
 use services::{Registered, ServicesController};
 use std::collections::HashMap;
@@ -283,13 +283,21 @@ impl Kernel {
         self.dispatch(process.target, Instant::now());
     }
 
-    /// Sends queued requests for `target` while an instance has room.
+    /// Sends queued requests for `target` while an instance has room, and
+    /// beyond that the first request of each project that has none in
+    /// flight there (see the Scheduler).
     fn dispatch(&mut self, target: ServiceKind, now: Instant) {
-        while self.queues.get(&target).is_some_and(|q| !q.is_empty()) {
-            let Some(peer) = self.services.pick(target) else {
-                return;
+        while let Some(queue) = self.queues.get_mut(&target)
+            && !queue.is_empty()
+        {
+            let (peer, next) = match self.services.pick(target) {
+                Some(peer) => (peer, queue.pop()),
+                None => match self.services.least_loaded(target) {
+                    Some(peer) => (peer, queue.pop_newcomer()),
+                    None => return,
+                },
             };
-            let Some(next) = self.queues.get_mut(&target).and_then(|q| q.pop()) else {
+            let Some(next) = next else {
                 return;
             };
             let Some(process) = self.processes.get_mut(next.item) else {
@@ -406,7 +414,14 @@ impl Kernel {
             State::Orphaned { peer, .. } => {
                 let peer = peer.clone();
                 let target = process.target;
-                self.processes.finish(id);
+                if let Some(Process {
+                    state: State::Orphaned { charge, .. },
+                    ..
+                }) = self.processes.finish(id)
+                    && let Some(queue) = self.queues.get_mut(&target)
+                {
+                    queue.abandon(charge);
+                }
                 tracing::warn!(
                     id,
                     "a service never answered a request; freeing its capacity"
@@ -434,7 +449,16 @@ impl Kernel {
             let Some(process) = self.processes.finish(id) else {
                 continue;
             };
-            if let State::Running { .. } = process.state {
+            // An orphan's origin was answered already.
+            let (charge, answer) = match process.state {
+                State::Running { charge, .. } => (charge, true),
+                State::Orphaned { charge, .. } => (charge, false),
+                State::Queued { .. } => continue,
+            };
+            if let Some(queue) = self.queues.get_mut(&process.target) {
+                queue.abandon(charge);
+            }
+            if answer {
                 self.answer(
                     &process.origin,
                     process.origin_id,

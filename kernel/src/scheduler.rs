@@ -16,10 +16,16 @@
 //! Keys are `(priority class, start, arrival)`: classes are strict, `start`
 //! gives fairness within a class, arrival breaks ties (and makes every key
 //! unique, which the `rb_tree` set requires).
+//!
+//! The queue also counts each project's requests in flight at the service,
+//! so that a project with none can always get one through, even when every
+//! instance is full ([`ReadyQueue::pop_newcomer`]): a service that shares
+//! out slots (the Doer's Workers) then sees the newcomer, and can make room
+//! for it, instead of the newcomer waiting for other projects' long work.
 
 use isms_ipc::{Priority, ProjectName};
 use rb_tree::RBTree;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// A position in a ready queue; also the handle to remove that entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -90,8 +96,10 @@ struct ProjectClock {
     vruntime: u64,
     /// Its smoothed cost per request, in µs.
     cost_us: u64,
-    /// Its requests waiting.
-    queued: usize,
+    /// Its requests waiting, in queue order.
+    queued: BTreeSet<Key>,
+    /// Its requests dispatched and not yet settled.
+    in_flight: usize,
 }
 
 /// One target service's ready queue.
@@ -144,14 +152,14 @@ impl<T> ReadyQueue<T> {
             .or_insert(ProjectClock {
                 vruntime: clock,
                 cost_us: INITIAL_COST_US,
-                queued: 0,
+                queued: BTreeSet::new(),
+                in_flight: 0,
             });
-        if state.queued >= self.limits.per_project {
-            return Err(Refused::ProjectFull(state.queued));
+        if state.queued.len() >= self.limits.per_project {
+            return Err(Refused::ProjectFull(state.queued.len()));
         }
         let start = state.vruntime.max(clock);
         state.vruntime = start + state.cost_us;
-        state.queued += 1;
         let charge = Charge {
             project,
             estimated_us: state.cost_us,
@@ -162,17 +170,40 @@ impl<T> ReadyQueue<T> {
             start,
             arrival: self.arrivals,
         };
+        state.queued.insert(key);
         self.tree.insert(key);
         self.entries.insert(key, Entry { item, charge });
         Ok(key)
     }
 
-    /// Takes the leftmost item: the highest class, then the least-served project.
+    /// Takes the leftmost item, for dispatch: the highest class, then the
+    /// least-served project.
     pub fn pop(&mut self) -> Option<Dispatched<T>> {
         let key = self.tree.pop()?;
+        self.dispatched(key)
+    }
+
+    /// Takes, for dispatch, the first item of the project that has nothing
+    /// in flight and whose first item comes first: the one a full service
+    /// still takes.
+    pub fn pop_newcomer(&mut self) -> Option<Dispatched<T>> {
+        let key = self
+            .projects
+            .values()
+            .filter(|p| p.in_flight == 0)
+            .filter_map(|p| p.queued.first().copied())
+            .min()?;
+        self.tree.remove(&key);
+        self.dispatched(key)
+    }
+
+    fn dispatched(&mut self, key: Key) -> Option<Dispatched<T>> {
         self.clock = self.clock.max(key.start);
         let entry = self.entries.remove(&key)?;
-        self.dequeued(&entry.charge);
+        if let Some(state) = self.projects.get_mut(&entry.charge.project) {
+            state.queued.remove(&key);
+            state.in_flight += 1;
+        }
         Some(Dispatched {
             item: entry.item,
             charge: entry.charge,
@@ -186,28 +217,33 @@ impl<T> ReadyQueue<T> {
             return None;
         }
         let entry = self.entries.remove(&key)?;
-        self.dequeued(&entry.charge);
-        Some(entry.item)
-    }
-
-    fn dequeued(&mut self, charge: &Charge) {
-        if let Some(state) = self.projects.get_mut(&charge.project) {
-            state.queued -= 1;
+        if let Some(state) = self.projects.get_mut(&entry.charge.project) {
+            state.queued.remove(&key);
         }
+        Some(entry.item)
     }
 
     /// Settles a charge with the real service time (charging any excess),
     /// and learns the project's cost for its next requests.
     pub fn complete(&mut self, charge: Charge, actual_us: u64) {
+        if let Some(state) = self.projects.get_mut(&charge.project) {
+            state.vruntime += actual_us.saturating_sub(charge.estimated_us);
+            state.cost_us = ((state.cost_us * 7 + actual_us) / 8).max(1);
+        }
+        self.abandon(charge);
+    }
+
+    /// Settles a charge whose work never answered (its instance died, or
+    /// never replied): no longer in flight, nothing learnt.
+    pub fn abandon(&mut self, charge: Charge) {
         let clock = self.clock;
         let Some(state) = self.projects.get_mut(&charge.project) else {
             return;
         };
-        state.vruntime += actual_us.saturating_sub(charge.estimated_us);
-        state.cost_us = ((state.cost_us * 7 + actual_us) / 8).max(1);
-        // Forget projects with nothing queued once the clock has passed them:
-        // they would start at the clock anyway.
-        if state.queued == 0 && state.vruntime <= clock {
+        state.in_flight = state.in_flight.saturating_sub(1);
+        // Forget projects with nothing queued or in flight once the clock
+        // has passed them: they would start at the clock anyway.
+        if state.queued.is_empty() && state.in_flight == 0 && state.vruntime <= clock {
             self.projects.remove(&charge.project);
         }
     }
@@ -243,6 +279,25 @@ mod tests {
         q.push(p("a"), Priority::Normal, 4).unwrap();
         let order: Vec<_> = std::iter::from_fn(|| q.pop().map(|d| d.item)).collect();
         assert_eq!(order, vec![3, 2, 4, 1]);
+    }
+
+    #[test]
+    fn newcomers_are_projects_with_nothing_in_flight_first_come_first() {
+        let mut q = queue();
+        q.push(p("flood"), Priority::Normal, 1).unwrap();
+        q.push(p("flood"), Priority::Normal, 2).unwrap();
+        let first = q.pop().unwrap();
+        assert_eq!(first.item, 1);
+        assert_eq!(q.pop_newcomer(), None, "flood has one in flight");
+        q.push(p("b"), Priority::Low, 3).unwrap();
+        q.push(p("c"), Priority::High, 4).unwrap();
+        q.push(p("c"), Priority::Normal, 5).unwrap();
+        assert_eq!(q.pop_newcomer().unwrap().item, 4, "the higher class first");
+        assert_eq!(q.pop_newcomer().unwrap().item, 3);
+        assert_eq!(q.pop_newcomer(), None);
+        q.abandon(first.charge);
+        assert_eq!(q.pop_newcomer().unwrap().item, 2, "flood's work is settled");
+        assert_eq!(q.len(), 1);
     }
 
     #[test]

@@ -176,6 +176,18 @@ impl ServicesController {
             .map(|i| i.peer.clone())
     }
 
+    /// The up instance of `service` least loaded relative to its capacity,
+    /// whether or not it has room.
+    pub fn least_loaded(&self, service: ServiceKind) -> Option<Bytes> {
+        self.by_name
+            .values()
+            .filter(|i| i.registration.service == service && i.state == InstanceState::Up)
+            .min_by_key(|i| {
+                u64::from(i.in_flight) * 1_000_000 / u64::from(i.registration.capacity.max(1))
+            })
+            .map(|i| i.peer.clone())
+    }
+
     /// Whether any instance of `service` is up.
     pub fn has_up(&self, service: ServiceKind) -> bool {
         self.by_name

@@ -171,13 +171,42 @@ fn a_full_queue_answers_busy_at_once() {
     let out = sent(&mut k);
     assert!(matches!(&out[..], [(to, Body::Reply(Err(f)), env)]
         if to == &peer(COMM) && f.kind == FailureKind::Busy && env.id == MessageId(4)));
-    // Another project still gets a place, up to the total.
+    // Another project still gets a place: its first request goes through
+    // (it has none in flight), its second waits, up to the total.
     invoke(&mut k, 5, "other", 5_000);
+    assert!(matches!(&sent(&mut k)[..], [(to, Body::Request(_), _)] if to == &peer(DOER)));
+    invoke(&mut k, 6, "other", 5_000);
     assert!(sent(&mut k).is_empty(), "queued");
-    invoke(&mut k, 6, "third", 5_000);
+    invoke(&mut k, 7, "other", 5_000);
     assert!(
         matches!(&sent(&mut k)[..], [(_, Body::Reply(Err(f)), _)] if f.kind == FailureKind::Busy)
     );
+}
+
+/// A full Doer still takes the first request of a project with nothing in
+/// flight there, so the Doer can share its Workers with it; the project's
+/// next request waits like everyone's.
+#[test]
+fn a_full_service_still_takes_a_newcomers_first_request() {
+    let mut k = setup();
+    invoke(&mut k, 1, "flood", 60_000);
+    invoke(&mut k, 2, "flood", 60_000);
+    let out = sent(&mut k);
+    assert_eq!(out.len(), 1, "capacity 1: flood's second waits");
+    invoke(&mut k, 3, "light", 60_000);
+    let out = sent(&mut k);
+    assert!(
+        matches!(&out[..], [(to, Body::Request(_), env)] if to == &peer(DOER) && env.project.as_ref().map(|p| p.as_str()) == Some("light")),
+        "{out:?}"
+    );
+    invoke(&mut k, 4, "light", 60_000);
+    assert!(sent(&mut k).is_empty(), "light has one in flight now");
+    // When the Doer dies, what it held is answered and no longer in flight:
+    // light is a newcomer again at the next Doer.
+    k.on_disconnect(&peer(DOER));
+    assert_eq!(sent(&mut k).len(), 2);
+    let out = register(&mut k, DOER, ServiceKind::Doer, "doer-1", 1);
+    assert_eq!(out.len(), 2, "one of each project: {out:?}");
 }
 
 #[test]
