@@ -91,6 +91,7 @@ impl Prepared {
                         tracing::debug!(%project, "routes changed");
                         routes.request_reload();
                     }
+                    Some(Inbound::Event(_)) => {}
                     Some(Inbound::Request(delivery)) => {
                         let mqtt = mqtt.clone();
                         tokio::spawn(async move { answer(&mqtt, delivery).await });

@@ -476,7 +476,9 @@ impl Mqtt {
         match self.conn.call(&scope, invoke).await {
             Ok(outcome) => match outcome.result {
                 Ok(response) => Ok(response.body),
-                Err(DoeeFailure::Busy) => Err(Attempt::Later(DoeeFailure::Busy.message())),
+                Err(failure @ (DoeeFailure::Busy | DoeeFailure::Preempted(_))) => {
+                    Err(Attempt::Later(failure.message()))
+                }
                 Err(failure) => Err(Attempt::Failed(failure.message())),
             },
             Err(failure) => match failure.kind {

@@ -86,7 +86,7 @@ export function badge(status) {
   const tone = {
     succeeded: 'ok', up: 'ok', ok: 'ok', active: 'ok',
     failed: 'bad', error: 'bad', crashed: 'bad', timeout: 'bad', down: 'bad',
-    not_started: 'bad', busy: 'warn', unavailable: 'bad',
+    not_started: 'bad', busy: 'warn', unavailable: 'bad', preempted: 'warn',
     queued: 'warn', building: 'warn', pending: 'warn',
   }[status] || 'plain';
   return h(`span.badge.${tone}`, String(status).replace('_', ' '));

@@ -7,7 +7,7 @@ use isms_ipc::doer::Trigger;
 use isms_ipc::kernel::ServiceStatus;
 use isms_ipc::resadmin::{
     Deployed, DoeeInfo, InvocationRecord, InvocationStatus, LogEntry, LogSource, Member,
-    ProjectDetail, ProjectInfo, Session, TokenInfo, UserInfo, VersionInfo,
+    ProjectDetail, ProjectInfo, Quotas, Session, TokenInfo, UserInfo, VersionInfo,
 };
 use serde::{Deserialize, Serialize};
 
@@ -328,6 +328,13 @@ pub struct QuotasView {
     pub max_workers: u32,
     /// Bytes of one upload.
     pub max_upload_bytes: u64,
+    /// Its share of the CPU against other projects' (1 to 10,000).
+    #[serde(default = "default_cpu_weight")]
+    pub cpu_weight: u32,
+}
+
+fn default_cpu_weight() -> u32 {
+    Quotas::default().cpu_weight
 }
 
 impl From<Member> for MemberView {
@@ -350,6 +357,7 @@ impl From<ProjectDetail> for ProjectDetailView {
                 max_doees: p.quotas.max_doees,
                 max_workers: p.quotas.max_workers,
                 max_upload_bytes: p.quotas.max_upload_bytes,
+                cpu_weight: p.quotas.cpu_weight,
             },
             topics: p.topics,
         }

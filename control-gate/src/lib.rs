@@ -553,6 +553,7 @@ impl Gate {
                     max_doees: body.max_doees,
                     max_workers: body.max_workers,
                     max_upload_bytes: body.max_upload_bytes,
+                    cpu_weight: body.cpu_weight,
                 };
                 self.conn.call(&scope, SetQuotas { quotas }).await?;
                 Ok(json(StatusCode::OK, &body))

@@ -13,9 +13,7 @@ pub mod docs;
 pub mod sql;
 
 use isms_ipc::dbriver::{self as protocol, Request};
-use isms_ipc::{
-    Connection, Delivery, Event, Failure, FailureKind, Inbound, Incoming, Reply, ServiceKind,
-};
+use isms_ipc::{Connection, Delivery, Failure, FailureKind, Inbound, Incoming, Reply, ServiceKind};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,7 +87,7 @@ impl Prepared {
                         let state = state.clone();
                         tokio::spawn(async move { state.handle(delivery).await });
                     }
-                    Some(Inbound::Event(Event::DeploymentsChanged { .. })) => {}
+                    Some(Inbound::Event(_)) => {}
                     None => {
                         drop(conn);
                         anyhow::bail!("lost the kernel")

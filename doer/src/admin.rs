@@ -14,12 +14,19 @@
 //! Workers, reused while warm, started on demand, reaped when idle past
 //! `idle_timeout` down to `min_warm`.
 //!
+//! When the Doer's `max_workers` are all taken, its slots are shared
+//! between projects as [`crate::slots`] explains: a freed slot goes to the
+//! waiting project that holds the fewest, and a project holding none may
+//! preempt the richest.
+//!
 //! Everything arrives as an [`Input`] on one channel or from the kernel, so
 //! the state needs no locks.
 
 use crate::DoerConfig;
 use crate::area::WorkerArea;
+use crate::cgroup::{Cgroups, WORKER_OVERHEAD_MB, WorkerLimits};
 use crate::isolation::Isolation;
+use crate::slots::{self, Slot};
 use crate::versions::{self, Prepared, VersionKey};
 use crate::worker::{self, WorkerId};
 use bytes::Bytes;
@@ -27,11 +34,11 @@ use isms_ipc::doer::{self, DoeeFailure, Outcome, Trigger};
 use isms_ipc::resadmin::{InvocationRecord, InvocationStatus, Record};
 use isms_ipc::worker::{Done, FromWorker, HostCall, Limits, Load, ToWorker};
 use isms_ipc::{
-    Connection, Deadline, Delivery, Failure, FailureKind, Inbound, Incoming, InvocationId, Reply,
-    Request, Responder, Scope,
+    Connection, Deadline, Delivery, Event, Failure, FailureKind, Inbound, Incoming, InvocationId,
+    ProjectName, Reply, Request, Responder, Scope,
 };
 use isms_ipc::{commserver, dbriver};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,8 +130,21 @@ pub struct Admin {
     records_dropped: u64,
     timeouts: BTreeSet<(Instant, WorkerId)>,
     /// The newest version seen of each Doee: only it keeps `min_warm` Workers.
-    newest: HashMap<(isms_ipc::ProjectName, isms_ipc::DoeeName), u32>,
+    newest: HashMap<(ProjectName, isms_ipc::DoeeName), u32>,
     next_worker: WorkerId,
+    /// Versions with tasks that found every slot of the Doer taken.
+    waiting: HashSet<VersionKey>,
+    /// The platform's cgroups, where the host gives Workers some.
+    cgroups: Option<Cgroups>,
+    /// The CPU weight last set for each project's cgroup.
+    cpu_weights: HashMap<ProjectName, u32>,
+}
+
+/// Why a Worker is wanted: only a task may take a slot from another project.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Task,
+    Warm,
 }
 
 impl Admin {
@@ -135,6 +155,7 @@ impl Admin {
         config: DoerConfig,
         area: WorkerArea,
         isolation: Box<dyn Isolation>,
+        cgroups: Option<Cgroups>,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let (inputs, mut inputs_rx) = mpsc::unbounded_channel();
@@ -157,6 +178,9 @@ impl Admin {
             timeouts: BTreeSet::new(),
             newest: HashMap::new(),
             next_worker: 0,
+            waiting: HashSet::new(),
+            cgroups,
+            cpu_weights: HashMap::new(),
         };
         let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
         let mut records = tokio::time::interval(RECORD_EVERY);
@@ -168,6 +192,9 @@ impl Admin {
                 _ = &mut shutdown => break Ok(()),
                 inbound = incoming.next() => match inbound {
                     Some(Inbound::Request(delivery)) => admin.on_delivery(delivery),
+                    Some(Inbound::Event(Event::QuotasChanged { project, quotas })) => {
+                        admin.set_cpu_weight(&project, quotas.cpu_weight);
+                    }
                     Some(Inbound::Event(_)) => {}
                     None => break Err(anyhow::anyhow!("lost the kernel")),
                 },
@@ -180,6 +207,9 @@ impl Admin {
         };
         admin.send_records();
         admin.stop_all();
+        if let Some(cgroups) = &admin.cgroups {
+            cgroups.close();
+        }
         result
     }
 
@@ -248,6 +278,7 @@ impl Admin {
                 match result {
                     Ok(prepared) => {
                         tracing::info!(version = %key, "version ready");
+                        self.set_cpu_weight(&key.project, prepared.cpu_weight);
                         let newest = self
                             .newest
                             .entry((key.project.clone(), key.doee.clone()))
@@ -296,8 +327,10 @@ impl Admin {
             }
             let starting = self.count(key, |s| s == WorkerState::Starting);
             let waiting = self.pending.get(key).map_or(0, VecDeque::len);
-            if starting >= waiting || !self.spawn_worker(key) {
-                if starting == 0 {
+            if starting >= waiting || !self.spawn_worker(key, Want::Task) {
+                // Sent ahead, a task would bind a Worker that a project
+                // waiting for a slot should get next.
+                if starting == 0 && self.waiting.is_empty() {
                     self.prefetch(key);
                 }
                 return;
@@ -367,9 +400,11 @@ impl Admin {
         })
     }
 
-    /// Starts a Worker for `key` if its pool and the Doer have room, making
-    /// room by stopping another pool's longest-idle Worker if needed.
-    fn spawn_worker(&mut self, key: &VersionKey) -> bool {
+    /// Starts a Worker for `key` if its pool and the Doer have room. When
+    /// the Doer is full, room is made by stopping another pool's
+    /// longest-idle Worker, or for a task of a project holding no Worker by
+    /// preempting one; otherwise the version waits for a slot.
+    fn spawn_worker(&mut self, key: &VersionKey, want: Want) -> bool {
         let Some(VersionState::Ready(prepared)) = self.versions.get(key) else {
             return false;
         };
@@ -378,16 +413,35 @@ impl Admin {
         if live >= prepared.resources.concurrency as usize {
             return false;
         }
-        let alive = self
-            .workers
-            .values()
-            .filter(|w| w.state != WorkerState::Stopping)
-            .count();
-        if alive >= self.config.max_workers as usize && !self.evict_one_idle(key) {
+        if self.live_workers() >= self.config.max_workers as usize
+            && !self.evict_one_idle(key)
+            && !(want == Want::Task && self.preempt_for(&key.project))
+        {
+            if want == Want::Task {
+                self.waiting.insert(key.clone());
+            }
             return false;
         }
         self.next_worker += 1;
         let id = self.next_worker;
+        let cgroup = match &self.cgroups {
+            Some(cgroups) => {
+                let limits = WorkerLimits {
+                    memory_bytes: u64::from(prepared.resources.memory_mb + WORKER_OVERHEAD_MB)
+                        << 20,
+                    // The sandbox's own processes (bwrap and its init) too.
+                    max_processes: self.config.worker_max_processes + 4,
+                };
+                match cgroups.worker(key.project.as_str(), id, limits) {
+                    Ok(group) => Some(group),
+                    Err(err) => {
+                        self.cannot_start(key, format!("cannot make the Worker's cgroup: {err}"));
+                        return false;
+                    }
+                }
+            }
+            None => None,
+        };
         let load = Load {
             project: key.project.clone(),
             doee: key.doee.clone(),
@@ -400,6 +454,7 @@ impl Admin {
                 max_output_bytes: self.config.max_output_bytes,
                 max_log_lines: 1000,
             },
+            own_pid_namespace: self.isolation.own_pid_namespace(),
         };
         let spawned = worker::spawn(
             worker::Spawn {
@@ -410,6 +465,7 @@ impl Admin {
                 workers_dir: &self.area.workers_dir(),
                 load,
                 start_timeout: self.config.start_timeout,
+                cgroup,
             },
             self.worker_events.clone(),
         );
@@ -429,18 +485,141 @@ impl Admin {
                 true
             }
             Err(err) => {
-                let why = format!("cannot start a Worker: {err:#}");
-                tracing::error!(version = %key, %why);
-                let tasks: Vec<Task> = self.pending.remove(key).unwrap_or_default().into();
-                for task in tasks {
-                    self.fail(
-                        task,
-                        DoeeFailure::NotStarted(why.clone()),
-                        false,
-                        Duration::ZERO,
-                    );
-                }
+                self.cannot_start(key, format!("cannot start a Worker: {err:#}"));
                 false
+            }
+        }
+    }
+
+    /// Fails the tasks waiting for `key`, whose Worker could not be started.
+    fn cannot_start(&mut self, key: &VersionKey, why: String) {
+        tracing::error!(version = %key, %why);
+        let tasks: Vec<Task> = self.pending.remove(key).unwrap_or_default().into();
+        for task in tasks {
+            self.fail(
+                task,
+                DoeeFailure::NotStarted(why.clone()),
+                false,
+                Duration::ZERO,
+            );
+        }
+    }
+
+    fn live_workers(&self) -> usize {
+        self.workers
+            .values()
+            .filter(|w| w.state != WorkerState::Stopping)
+            .count()
+    }
+
+    /// The live Workers, as the slot policy sees them.
+    fn slots(&self) -> Vec<Slot<'_>> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.state != WorkerState::Stopping)
+            .map(|(&worker, w)| Slot {
+                project: &w.key.project,
+                worker,
+                busy_since: match w.state {
+                    WorkerState::Busy { started, .. } => Some(started),
+                    _ => None,
+                },
+            })
+            .collect()
+    }
+
+    /// Workers `project` holds.
+    fn held_by(&self, project: &ProjectName) -> usize {
+        self.workers
+            .values()
+            .filter(|w| w.state != WorkerState::Stopping && &w.key.project == project)
+            .count()
+    }
+
+    /// Projects that hold Workers or wait for one.
+    fn contending(&self) -> usize {
+        let mut projects: HashSet<&ProjectName> = self
+            .workers
+            .values()
+            .filter(|w| w.state != WorkerState::Stopping)
+            .map(|w| &w.key.project)
+            .collect();
+        projects.extend(
+            self.pending
+                .iter()
+                .filter(|(_, queue)| !queue.is_empty())
+                .map(|(key, _)| &key.project),
+        );
+        projects.len()
+    }
+
+    /// Stops another project's Worker so that `project`, which holds none,
+    /// gets one at once (see [`crate::slots`]).
+    fn preempt_for(&mut self, project: &ProjectName) -> bool {
+        if self.held_by(project) > 0 {
+            return false;
+        }
+        let victim = slots::preemption_victim(
+            &self.slots(),
+            self.config.max_workers as usize,
+            self.contending(),
+        );
+        let Some(id) = victim else {
+            return false;
+        };
+        let Some(owner) = self.workers.get(&id).map(|w| w.key.project.clone()) else {
+            return false;
+        };
+        let why = format!(
+            "stopped to give project `{project}` a Worker: the platform's {} Workers were all \
+             taken and project `{owner}` held {}, more than its share; try again",
+            self.config.max_workers,
+            self.held_by(&owner)
+        );
+        tracing::info!(worker = id, %owner, %project, "preempting a Worker");
+        self.kill_worker(id, DoeeFailure::Preempted(why));
+        true
+    }
+
+    /// Gives freed slots to the versions waiting for one, the project
+    /// holding the fewest Workers first.
+    fn serve_waiting(&mut self) {
+        let mut keys: Vec<VersionKey> = self.waiting.drain().collect();
+        keys.retain(|key| self.pending.get(key).is_some_and(|q| !q.is_empty()));
+        keys.sort_by_cached_key(|key| self.held_by(&key.project));
+        for key in keys {
+            self.schedule(&key);
+        }
+    }
+
+    /// The waiting version a Worker of `owner` that just finished should be
+    /// handed over to, if any.
+    fn hand_over_to(&self, owner: &ProjectName) -> Option<VersionKey> {
+        let owner_holds = self.held_by(owner);
+        self.waiting
+            .iter()
+            .filter(|key| &key.project != owner)
+            .filter(|key| self.pending.get(*key).is_some_and(|q| !q.is_empty()))
+            .map(|key| (self.held_by(&key.project), key))
+            .min_by_key(|&(holds, key)| (holds, key.clone()))
+            .filter(|&(holds, _)| slots::hand_over(owner_holds, holds))
+            .map(|(_, key)| key.clone())
+    }
+
+    /// Sets a project's CPU weight in its cgroup, when it changed.
+    fn set_cpu_weight(&mut self, project: &ProjectName, weight: u32) {
+        let Some(cgroups) = &self.cgroups else {
+            return;
+        };
+        if self.cpu_weights.get(project) == Some(&weight) {
+            return;
+        }
+        match cgroups.set_cpu_weight(project.as_str(), weight) {
+            Ok(()) => {
+                self.cpu_weights.insert(project.clone(), weight);
+            }
+            Err(err) => {
+                tracing::warn!(%project, weight, cause = %err, "cannot set a project's CPU weight")
             }
         }
     }
@@ -611,8 +790,16 @@ impl Admin {
             } else {
                 self.occupy(id, next, Handover::AlreadySent);
             }
+        } else if !done.panicked
+            && let Some(starved) = self.hand_over_to(&key.project)
+        {
+            self.stop_worker(id);
+            self.schedule(&starved);
         }
         self.schedule(&key);
+        if !self.waiting.is_empty() {
+            self.serve_waiting();
+        }
     }
 
     fn on_exited(&mut self, id: WorkerId, reason: String) {
@@ -636,6 +823,7 @@ impl Admin {
             };
             self.fail(task, DoeeFailure::Crashed(reason.clone()), fresh, run);
         }
+        self.serve_waiting();
         if worker.state == WorkerState::Starting {
             let others = self.count(&worker.key, |s| s != WorkerState::Stopping);
             if others == 0 {
@@ -659,28 +847,45 @@ impl Admin {
                 break;
             }
             self.timeouts.pop_first();
-            let Some(task) = self.running.remove(&id) else {
+            if !self.running.contains_key(&id) {
                 continue;
-            };
-            let Some(worker) = self.workers.get_mut(&id) else {
-                continue;
-            };
-            let (fresh, run) = match worker.state {
-                WorkerState::Busy { started, fresh, .. } => (fresh, started.elapsed()),
-                _ => (false, Duration::ZERO),
-            };
-            worker.state = WorkerState::Stopping;
-            worker.handle.kill();
-            let key = worker.key.clone();
-            if let Some(next) = self.prefetched.remove(&id) {
-                self.requeue(next);
             }
-            let after_ms = match self.versions.get(&task.key) {
-                Some(VersionState::Ready(p)) => p.resources.timeout_ms,
-                _ => run.as_millis() as u32,
+            let Some(key) = self.workers.get(&id).map(|w| w.key.clone()) else {
+                continue;
             };
-            self.fail(task, DoeeFailure::TimedOut { after_ms }, fresh, run);
+            let after_ms = match self.versions.get(&key) {
+                Some(VersionState::Ready(p)) => p.resources.timeout_ms,
+                _ => 0,
+            };
+            self.kill_worker(id, DoeeFailure::TimedOut { after_ms });
             self.schedule(&key);
+        }
+    }
+
+    /// Kills a busy Worker, failing its task with `failure`; a task sent
+    /// ahead to it goes back in line.
+    fn kill_worker(&mut self, id: WorkerId, failure: DoeeFailure) {
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        let (fresh, run, deadline) = match worker.state {
+            WorkerState::Busy {
+                started,
+                fresh,
+                deadline,
+            } => (fresh, started.elapsed(), Some(deadline)),
+            _ => (false, Duration::ZERO, None),
+        };
+        worker.state = WorkerState::Stopping;
+        worker.handle.kill();
+        if let Some(deadline) = deadline {
+            self.timeouts.remove(&(deadline, id));
+        }
+        if let Some(next) = self.prefetched.remove(&id) {
+            self.requeue(next);
+        }
+        if let Some(task) = self.running.remove(&id) {
+            self.fail(task, failure, fresh, run);
         }
     }
 
@@ -710,7 +915,7 @@ impl Admin {
                 self.stop_worker(id);
                 live -= 1;
             }
-            while live < min_warm && self.spawn_worker(&key) {
+            while live < min_warm && self.spawn_worker(&key, Want::Warm) {
                 live += 1;
             }
             if self.pools.get(&key).is_some_and(|p| p.workers.is_empty())
@@ -804,6 +1009,7 @@ impl Admin {
                     DoeeFailure::TimedOut { .. } => InvocationStatus::Timeout,
                     DoeeFailure::NotStarted(_) => InvocationStatus::NotStarted,
                     DoeeFailure::Busy => InvocationStatus::Busy,
+                    DoeeFailure::Preempted(_) => InvocationStatus::Preempted,
                 },
                 failure.http_status(),
                 Some(failure.message()),

@@ -1,10 +1,13 @@
 //! The Doee Executor: the daemon inside each Worker.
 //!
 //! It connects to the Doer over the Worker's ZeroMQ socket, receives the
-//! `Load` message, applies the Worker's limits to itself, and only then
-//! loads the Doee's shared object: no Doee code (not even its constructors)
-//! runs before the limits hold. It then calls `initialize` once, `execute`
-//! per invocation and `terminate` before it stops.
+//! `Load` message, applies the Worker's limits and the seccomp filter to
+//! itself, and only then loads the Doee's shared object: no Doee code (not
+//! even its constructors) runs before they hold. It then calls `initialize`
+//! once, `execute` per invocation and `terminate` before it stops. In a
+//! sandbox with a pid namespace of its own, whatever the Doee started dies
+//! when `initialize` or an invocation returns: nothing runs between
+//! invocations but the Executor.
 //!
 //! Single-threaded and blocking on purpose: a Worker runs one invocation at a
 //! time, a Doee's calls to the platform block on the same link, and no
@@ -72,7 +75,7 @@ fn serve(socket: &Path, doee: &Path) -> Result<(), String> {
     // From here on, `link` is reached through `host` (host calls use it from
     // inside the Doee), so this function stops touching it directly.
     let mut host = Host::new(&load, link);
-    match Loaded::open(doee, &load.limits, &mut host) {
+    match Loaded::open(doee, &load, &mut host) {
         Ok(loaded) => {
             host.send(&FromWorker::Ready)?;
             loaded.serve(&mut host)
@@ -90,11 +93,14 @@ struct Loaded {
     _library: libloading::Library,
     execute: ExecuteFn,
     terminate: TerminateFn,
+    /// Whether to kill the Doee's other processes when a call returns.
+    reap: bool,
 }
 
 impl Loaded {
-    fn open(path: &Path, limits: &Limits, host: &mut Host) -> Result<Loaded, String> {
-        apply_limits(limits)?;
+    fn open(path: &Path, load: &Load, host: &mut Host) -> Result<Loaded, String> {
+        apply_limits(&load.limits)?;
+        crate::seccomp::apply()?;
         // SAFETY: loading runs the library's constructors; that is the Doee's
         // code, which is why it happens only after the limits are in place.
         let library = unsafe { libloading::Library::new(path) }
@@ -137,6 +143,9 @@ impl Loaded {
         host.begin(None);
         // SAFETY: a live context for the duration of the call.
         let code = unsafe { initialize(host.ctx()) };
+        if load.own_pid_namespace {
+            kill_the_rest();
+        }
         if code != abi::OK {
             let why = host
                 .error
@@ -148,6 +157,7 @@ impl Loaded {
             _library: library,
             execute,
             terminate,
+            reap: load.own_pid_namespace,
         })
     }
 
@@ -160,6 +170,9 @@ impl Loaded {
                     let code = unsafe {
                         (self.execute)(host.ctx(), execute.input.as_ptr(), execute.input.len())
                     };
+                    if self.reap {
+                        kill_the_rest();
+                    }
                     let done = host.finish(code);
                     let panicked = done.panicked;
                     host.send(&FromWorker::Done(done))?;
@@ -177,6 +190,17 @@ impl Loaded {
                 ToWorker::Load(_) | ToWorker::HostReply(_) => {}
             }
         }
+    }
+}
+
+/// Kills every process of the Worker's pid namespace but the Executor and
+/// the sandbox's init (`kill(-1)` spares both), and reaps the Executor's own
+/// children that are already gone.
+fn kill_the_rest() {
+    // SAFETY: kill and waitpid with no memory involved.
+    unsafe {
+        libc::kill(-1, libc::SIGKILL);
+        while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
     }
 }
 

@@ -5,13 +5,15 @@
 //! Worker's resource limits to itself in every backend, before any Doee code
 //! is loaded.
 
+use crate::cgroup::WorkerGroup;
 use anyhow::{Context as _, bail};
+use std::ffi::CString;
 use std::fmt;
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 /// The bubblewrap profile, from `containers/worker.bwrap`.
 const BWRAP_PROFILE: &str = include_str!("../../containers/worker.bwrap");
@@ -129,8 +131,12 @@ pub trait Isolation: Send + Sync {
     fn backend(&self) -> Backend;
 
     /// The command that starts the Executor for a Worker. The caller adds
-    /// stdio, spawns it, then drops the [`Launch`].
+    /// stdio, then [`Launch::spawn`]s it.
     fn command(&self, files: &WorkerFiles<'_>) -> anyhow::Result<Launch>;
+
+    /// Whether the Worker has a pid namespace of its own, so that the
+    /// Executor may kill every other process in it.
+    fn own_pid_namespace(&self) -> bool;
 
     /// The uid the Worker runs as, which must own its socket.
     fn worker_uid(&self) -> u32;
@@ -157,11 +163,9 @@ fn current_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
-/// Runs the command as `uid` when that is not the Doer's own.
-fn run_as(command: &mut Command, uid: u32) {
-    if uid != current_uid() {
-        command.uid(uid).gid(uid);
-    }
+/// The uid to switch to, when it is not the Doer's own.
+fn switch_to(uid: u32) -> Option<u32> {
+    (uid != current_uid()).then_some(uid)
 }
 
 /// Bubblewrap, following `containers/worker.bwrap`.
@@ -172,7 +176,7 @@ pub struct Bwrap {
 
 impl Bwrap {
     /// The profile's arguments with placeholders filled in.
-    pub fn profile_args(tmp_bytes: u64) -> Vec<String> {
+    pub fn profile_args(tmp_bytes: u64, shm_bytes: u64) -> Vec<String> {
         let mut args = Vec::new();
         for line in BWRAP_PROFILE.lines().map(str::trim) {
             if line.is_empty() || line.starts_with('#') {
@@ -182,10 +186,10 @@ impl Bwrap {
                 args.extend(system_links());
                 continue;
             }
-            args.extend(
-                line.split_whitespace()
-                    .map(|word| word.replace("{tmp_bytes}", &tmp_bytes.to_string())),
-            );
+            args.extend(line.split_whitespace().map(|word| {
+                word.replace("{tmp_bytes}", &tmp_bytes.to_string())
+                    .replace("{shm_bytes}", &shm_bytes.to_string())
+            }));
         }
         args
     }
@@ -242,45 +246,135 @@ impl PassedFds {
         })
     }
 
-    /// Arranges for the child to receive the descriptors as 3, 4 and 5.
-    /// The descriptors must stay open until the command is spawned, so they
-    /// travel with it in the [`Launch`].
-    fn install(self, mut command: Command) -> Launch {
-        let raw: [i32; 3] = [
+    fn raw(&self) -> [RawFd; 3] {
+        [
             self.fds[0].as_raw_fd(),
             self.fds[1].as_raw_fd(),
             self.fds[2].as_raw_fd(),
-        ];
-        // SAFETY: only async-signal-safe calls (dup2) run between fork and exec.
+        ]
+    }
+}
+
+/// A command ready to spawn, with what its first process does between fork
+/// and exec.
+pub struct Launch {
+    /// The command; add stdio, then [`Launch::spawn`].
+    pub command: Command,
+    /// Host files for the child as descriptors 3, 4 and 5.
+    passed: Option<PassedFds>,
+    /// The uid to become.
+    uid: Option<u32>,
+}
+
+impl Launch {
+    fn new(command: Command, passed: Option<PassedFds>, uid: u32) -> Launch {
+        Launch {
+            command,
+            passed,
+            uid: switch_to(uid),
+        }
+    }
+
+    /// Spawns the Worker's first process, which before it runs anything:
+    /// joins the Worker's cgroup (while it still has the rights to), takes
+    /// the passed descriptors as 3, 4 and 5 and marks every other one above
+    /// them close-on-exec (nothing the Doer or `isms up` inherited reaches a
+    /// Worker), then becomes the Workers' uid.
+    pub fn spawn(mut self, cgroup: Option<&WorkerGroup>) -> std::io::Result<Child> {
+        let join: Vec<CString> = cgroup.map(WorkerGroup::join_files).unwrap_or_default();
+        let passed = self.passed.as_ref().map(PassedFds::raw);
+        let uid = self.uid;
+        // SAFETY: only async-signal-safe calls (open, write, close, dup2,
+        // close_range, fcntl, setgroups, setgid, setuid) run between fork
+        // and exec, on memory allocated before the fork.
         unsafe {
-            command.pre_exec(move || {
-                for (target, source) in (3..).zip(raw) {
-                    if libc::dup2(source, target) < 0 {
-                        return Err(std::io::Error::last_os_error());
+            self.command.pre_exec(move || {
+                for file in &join {
+                    join_cgroup(file)?;
+                }
+                let first_free = match passed {
+                    Some(raw) => {
+                        for (target, source) in (3..).zip(raw) {
+                            check(libc::dup2(source, target))?;
+                        }
+                        6
                     }
+                    None => 3,
+                };
+                close_on_exec_from(first_free);
+                if let Some(uid) = uid {
+                    check(libc::setgroups(0, std::ptr::null()))?;
+                    check(libc::setgid(uid))?;
+                    check(libc::setuid(uid))?;
                 }
                 Ok(())
             });
         }
-        Launch {
-            command,
-            _keep_open: Some(self),
-        }
+        let child = self.command.spawn();
+        // The passed descriptors may close now: the child has its copies.
+        drop(self.passed);
+        child
     }
 }
 
-/// A command ready to spawn, with whatever must stay open until it is.
-pub struct Launch {
-    /// The command; add stdio, then spawn.
-    pub command: Command,
-    _keep_open: Option<PassedFds>,
+fn check(result: libc::c_int) -> std::io::Result<()> {
+    if result < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
-impl Launch {
-    fn plain(command: Command) -> Launch {
-        Launch {
-            command,
-            _keep_open: None,
+/// Moves the calling process into a cgroup: `0` written to its `cgroup.procs`.
+///
+/// # Safety
+/// Async-signal-safe; `file` is a valid C string.
+unsafe fn join_cgroup(file: &CString) -> std::io::Result<()> {
+    // SAFETY: plain system calls on a valid path and buffer.
+    unsafe {
+        let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        check(fd)?;
+        let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+        let error = std::io::Error::last_os_error();
+        libc::close(fd);
+        if written != 1 {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from `first` on close-on-exec. Marked rather than
+/// closed: the standard library reports a failed exec through a descriptor
+/// of its own, which must stay open until the exec.
+///
+/// # Safety
+/// Async-signal-safe.
+unsafe fn close_on_exec_from(first: libc::c_uint) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range and fcntl on descriptor numbers only.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
+            return;
+        }
+        // Kernels before 5.11: one by one, as far as the descriptor limit.
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(65_536) as libc::c_int
+        } else {
+            1024
+        };
+        for fd in first as libc::c_int..top {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
     }
 }
@@ -292,7 +386,10 @@ impl Isolation for Bwrap {
 
     fn command(&self, files: &WorkerFiles<'_>) -> anyhow::Result<Launch> {
         let mut command = Command::new("bwrap");
-        command.args(Bwrap::profile_args(u64::from(self.tmp_mb) << 20));
+        command.args(Bwrap::profile_args(
+            u64::from(self.tmp_mb) << 20,
+            u64::from(files.memory_mb) << 20,
+        ));
         command.arg("--").arg(SANDBOX_EXECUTOR).args([
             "executor",
             "--socket",
@@ -301,8 +398,15 @@ impl Isolation for Bwrap {
             SANDBOX_DOEE,
         ]);
         command.env_clear();
-        run_as(&mut command, self.uid);
-        Ok(PassedFds::open(files)?.install(command))
+        Ok(Launch::new(
+            command,
+            Some(PassedFds::open(files)?),
+            self.uid,
+        ))
+    }
+
+    fn own_pid_namespace(&self) -> bool {
+        true
     }
 
     fn worker_uid(&self) -> u32 {
@@ -355,8 +459,12 @@ impl Isolation for Apptainer {
         if let Some(path) = std::env::var_os("PATH") {
             command.env("PATH", path);
         }
-        run_as(&mut command, self.uid);
-        Ok(Launch::plain(command))
+        Ok(Launch::new(command, None, self.uid))
+    }
+
+    fn own_pid_namespace(&self) -> bool {
+        // `--containall` includes `--pid`.
+        true
     }
 
     fn worker_uid(&self) -> u32 {
@@ -384,8 +492,11 @@ impl Isolation for Process {
             .arg("--doee")
             .arg(files.doee)
             .env_clear();
-        run_as(&mut command, self.uid);
-        Ok(Launch::plain(command))
+        Ok(Launch::new(command, None, self.uid))
+    }
+
+    fn own_pid_namespace(&self) -> bool {
+        false
     }
 
     fn worker_uid(&self) -> u32 {
@@ -399,9 +510,13 @@ mod tests {
 
     #[test]
     fn the_profile_fills_its_placeholders() {
-        let args = Bwrap::profile_args(8 << 20);
+        let args = Bwrap::profile_args(8 << 20, 64 << 20);
         let joined = args.join(" ");
         assert!(joined.contains("--size 8388608 --tmpfs /tmp"), "{joined}");
+        assert!(
+            joined.contains("--size 67108864 --tmpfs /dev/shm --remount-ro /dev"),
+            "{joined}"
+        );
         assert!(!joined.contains('{'), "unfilled placeholder in {joined}");
         assert_eq!(
             args.last().map(String::as_str),

@@ -3,17 +3,24 @@
 //! - [`admin`]: Doer Admin, the task queues and the Worker Handler's pools.
 //! - [`worker`]: one Worker's process and link.
 //! - [`isolation`]: the `bwrap`, `apptainer` and `process` backends.
+//! - [`cgroup`]: each Worker's cgroup and each project's CPU weight.
+//! - [`slots`]: how the Doer's Workers are shared between projects.
 //! - [`versions`]: fetching and caching the versions to run.
-//! - [`executor`]: the Doee Executor that runs inside each Worker.
+//! - [`executor`]: the Doee Executor that runs inside each Worker, and
+//!   [`seccomp`], the system calls it refuses the Doee.
 
 pub mod admin;
 pub mod area;
+pub mod cgroup;
 pub mod executor;
 pub mod isolation;
+pub mod seccomp;
+pub mod slots;
 pub mod versions;
 pub mod worker;
 
 use anyhow::{Context as _, bail};
+use cgroup::{CgroupChoice, Cgroups};
 use isms_ipc::{Connection, Incoming};
 use isolation::{Backend, IsolationChoice};
 use std::future::Future;
@@ -29,6 +36,8 @@ pub struct DoerConfig {
     pub executable: PathBuf,
     /// Which isolation to use.
     pub isolation: IsolationChoice,
+    /// Whether Workers get cgroups.
+    pub cgroups: CgroupChoice,
     /// Workers across all Doees; also the Doer's capacity at the kernel.
     pub max_workers: u32,
     /// Invocations waiting for a Worker, per Doee version; past it, 429.
@@ -58,6 +67,7 @@ impl DoerConfig {
             dir: data_dir.join("doer"),
             executable,
             isolation: IsolationChoice::Auto,
+            cgroups: CgroupChoice::Auto,
             max_workers: 64,
             queue_per_doee: 64,
             idle_timeout: Duration::from_secs(60),
@@ -74,6 +84,58 @@ impl DoerConfig {
     fn sif(&self) -> PathBuf {
         self.dir.join("worker.sif")
     }
+
+    /// The name of the platform's cgroup: one per data directory, so that
+    /// platforms side by side (tests) keep apart, and a restarted Doer
+    /// finds what its predecessor left.
+    fn cgroup_name(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.dir.as_os_str().as_encoded_bytes());
+        format!("isms-{}", &format!("{digest:x}")[..12])
+    }
+}
+
+/// What bounds a Worker's resources on this host, for the banner: the
+/// Doer's cgroups (left as they are), or why there are none.
+pub fn limits_summary(config: &DoerConfig) -> Result<String, String> {
+    if config.cgroups == CgroupChoice::Off {
+        return Err("doer.cgroups = off".into());
+    }
+    let host =
+        cgroup::Host::current().map_err(|e| format!("cannot read the process's cgroups: {e}"))?;
+    Cgroups::probe(&host, &config.cgroup_name()).map(|c| c.describe())
+}
+
+/// The platform's cgroups as `config` asks for them: `None` (with a
+/// warning) where there can be none and the choice is `auto`.
+fn open_cgroups(config: &DoerConfig) -> anyhow::Result<Option<Cgroups>> {
+    if config.cgroups == CgroupChoice::Off {
+        tracing::warn!(
+            "Workers get no cgroups (doer.cgroups = off): their memory is bounded per process \
+             only, and projects do not share the CPU by weight"
+        );
+        return Ok(None);
+    }
+    let opened = cgroup::Host::current()
+        .map_err(|e| format!("cannot read the process's cgroups: {e}"))
+        .and_then(|host| Cgroups::open(&host, &config.cgroup_name()));
+    match opened {
+        Ok(cgroups) => {
+            tracing::info!(limits = %cgroups.describe(), "Workers get cgroups");
+            Ok(Some(cgroups))
+        }
+        Err(why) if config.cgroups == CgroupChoice::On => {
+            bail!("Workers cannot get cgroups (doer.cgroups = on): {why}")
+        }
+        Err(why) => {
+            tracing::warn!(
+                %why,
+                "Workers get NO CGROUPS: their memory is bounded per process only (rlimits), and \
+                 projects do not share the CPU by weight"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// The Doer with its worker area and sandbox checked, ready to join the kernel.
@@ -81,6 +143,7 @@ pub struct Prepared {
     config: DoerConfig,
     area: area::WorkerArea,
     isolation: Box<dyn isolation::Isolation>,
+    cgroups: Option<Cgroups>,
 }
 
 /// Prepares the worker area and checks the isolation backend: all that must
@@ -97,12 +160,14 @@ pub async fn prepare(config: DoerConfig) -> anyhow::Result<Prepared> {
         Backend::Bwrap => probe_bwrap(&config).await?,
         Backend::Apptainer => build_apptainer_image(&config).await?,
     }
+    let cgroups = open_cgroups(&config)?;
     tracing::info!(%backend, uid, area = %area.dir.display(), "Doer ready");
     let isolation = isolation::build(backend, uid, config.worker_tmp_mb, config.sif());
     Ok(Prepared {
         config,
         area,
         isolation,
+        cgroups,
     })
 }
 
@@ -120,6 +185,7 @@ impl Prepared {
             self.config,
             self.area,
             self.isolation,
+            self.cgroups,
             shutdown,
         )
         .await

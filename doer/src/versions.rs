@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// One version of one Doee of one project.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VersionKey {
     /// The project.
     pub project: ProjectName,
@@ -35,6 +35,8 @@ pub struct Prepared {
     pub params: Vec<(String, String)>,
     /// The manifest's `[resources]`.
     pub resources: Resources,
+    /// The project's CPU weight when the version was fetched.
+    pub cpu_weight: u32,
 }
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,5 +96,6 @@ pub async fn prepare(
         shared_object: path,
         params: spec.params,
         resources: spec.resources,
+        cpu_weight: spec.cpu_weight,
     })
 }

@@ -1,6 +1,12 @@
 //! One Worker: its sandboxed process, its socket, and the task that moves
 //! messages between the two and reports to the Doer Admin.
+//!
+//! The task also keeps the Worker to the protocol, so that nothing a Doee
+//! does can make the Doer hold more for it than a few messages: one
+//! platform call at a time, a `Done` only for a task it was given, a
+//! bounded line of its stderr. A Worker that breaks the protocol is killed.
 
+use crate::cgroup::{WORKER_OVERHEAD_MB, WorkerGroup};
 use crate::isolation::{Isolation, WorkerFiles};
 use isms_ipc::worker::{FromWorker, Load, ToWorker};
 use isms_ipc::zmtp::{self, AsyncLink};
@@ -9,11 +15,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixListener;
 use tokio::process::Child;
 use tokio::sync::mpsc;
+
+/// Characters kept of one line of a Worker's stderr; the rest of the line
+/// is read and dropped.
+const STDERR_LINE: usize = 300;
+/// Lines of a Worker's stderr kept, to say why it died.
+const STDERR_LINES: usize = 8;
 
 /// Identifies a Worker within this Doer.
 pub type WorkerId = u64;
@@ -79,6 +92,8 @@ pub struct Spawn<'a> {
     pub load: Load,
     /// How long it may take to connect.
     pub start_timeout: Duration,
+    /// Its cgroup, if the host gives Workers one; removed when it ends.
+    pub cgroup: Option<WorkerGroup>,
 }
 
 /// Starts a Worker and its task; events arrive on `events` tagged with the id.
@@ -111,8 +126,16 @@ pub fn spawn(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = launch.command.spawn()?;
-    drop(launch);
+    let spawned = launch.spawn(spec.cgroup.as_ref());
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(err) => {
+            if let Some(group) = spec.cgroup {
+                group.remove();
+            }
+            return Err(err.into());
+        }
+    };
 
     let (commands, commands_rx) = mpsc::unbounded_channel();
     let task = WorkerTask {
@@ -120,6 +143,8 @@ pub fn spawn(
         run_dir,
         stderr_tail: Default::default(),
         limits: link_limits(spec.load.limits.max_output_bytes),
+        memory_mb: spec.load.limits.memory_mb,
+        cgroup: spec.cgroup,
     };
     let stderr = child.stderr.take();
     tokio::spawn(task.run(
@@ -147,8 +172,57 @@ enum Ending {
 struct WorkerTask {
     id: WorkerId,
     run_dir: PathBuf,
-    stderr_tail: std::sync::Arc<std::sync::Mutex<VecDeque<String>>>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
     limits: zmtp::Limits,
+    memory_mb: u32,
+    cgroup: Option<WorkerGroup>,
+}
+
+/// What the Worker may send next, by what it was sent.
+#[derive(Default)]
+struct Expect {
+    ready: bool,
+    /// Tasks sent and not yet `Done` (the running one and one sent ahead).
+    tasks: u8,
+    /// A platform call waits for its answer.
+    call: bool,
+}
+
+impl Expect {
+    fn sent(&mut self, message: &ToWorker) {
+        match message {
+            ToWorker::Execute(_) => self.tasks = self.tasks.saturating_add(1),
+            ToWorker::HostReply(_) => self.call = false,
+            ToWorker::Load(_) | ToWorker::Stop => {}
+        }
+    }
+
+    /// Checks a message from the Worker against what it may say now.
+    fn received(&mut self, message: &FromWorker) -> Result<(), &'static str> {
+        match message {
+            FromWorker::Ready | FromWorker::LoadFailed(_) if self.ready => {
+                Err("it said it was loaded twice")
+            }
+            FromWorker::Ready | FromWorker::LoadFailed(_) => {
+                self.ready = true;
+                Ok(())
+            }
+            FromWorker::HostCall(_) if self.call => {
+                Err("it made a platform call before its last one was answered")
+            }
+            FromWorker::HostCall(_) => {
+                self.call = true;
+                Ok(())
+            }
+            FromWorker::Done(_) if self.tasks == 0 || self.call => {
+                Err("it finished a task it was not running")
+            }
+            FromWorker::Done(_) => {
+                self.tasks -= 1;
+                Ok(())
+            }
+        }
+    }
 }
 
 impl WorkerTask {
@@ -164,20 +238,7 @@ impl WorkerTask {
         events: mpsc::UnboundedSender<(WorkerId, Event)>,
     ) {
         if let Some(stderr) = stderr {
-            let tail = self.stderr_tail.clone();
-            let id = self.id;
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::debug!(worker = id, "{line}");
-                    if let Ok(mut tail) = tail.lock() {
-                        if tail.len() == 8 {
-                            tail.pop_front();
-                        }
-                        tail.push_back(line.chars().take(300).collect());
-                    }
-                }
-            });
+            tokio::spawn(read_stderr(stderr, self.id, self.stderr_tail.clone()));
         }
         let ending = self
             .serve(
@@ -219,6 +280,10 @@ impl WorkerTask {
             (None, Err(err)) => format!("cannot wait for the Worker: {err}"),
         };
         let _ = std::fs::remove_dir_all(&self.run_dir);
+        if let Some(group) = self.cgroup {
+            // Kills whatever escaped the sandbox's end, which may take a moment.
+            let _ = tokio::task::spawn_blocking(move || group.remove()).await;
+        }
         let _ = events.send((self.id, Event::Exited(reason)));
     }
 
@@ -258,10 +323,12 @@ impl WorkerTask {
         if let Err(err) = send(&mut link, &ToWorker::Load(load)).await {
             return Ending::Failed(err);
         }
+        let mut expect = Expect::default();
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Send(message)) => {
+                        expect.sent(&message);
                         if let Err(err) = send(&mut link, &message).await {
                             return Ending::Failed(err);
                         }
@@ -271,6 +338,9 @@ impl WorkerTask {
                 received = link.recv() => match received {
                     Ok(frames) => match decode(&frames) {
                         Ok(message) => {
+                            if let Err(why) = expect.received(&message) {
+                                return Ending::Failed(format!("the Worker broke the protocol: {why}"));
+                            }
                             let _ = events.send((self.id, Event::Message(message)));
                         }
                         Err(err) => return Ending::Failed(format!("the Worker broke the protocol: {err}")),
@@ -292,7 +362,13 @@ impl WorkerTask {
                 .filter(|c| (129..160).contains(c))
                 .map(|c| c - 128)
         });
+        let out_of_memory = self.cgroup.as_ref().is_some_and(WorkerGroup::out_of_memory);
         let mut text = match (signal, status.code()) {
+            (Some(libc::SIGKILL), _) if out_of_memory => format!(
+                "killed for running out of memory: its processes together used all of \
+                 memory_mb = {} (and the Worker's own {WORKER_OVERHEAD_MB} MiB)",
+                self.memory_mb
+            ),
             (Some(signal), _) => format!("killed by {}", signal_name(signal)),
             (None, Some(0)) => "exited".to_string(),
             (None, Some(code)) => format!("exited with code {code}"),
@@ -310,6 +386,47 @@ impl WorkerTask {
             text.push_str(last.trim());
         }
         text
+    }
+}
+
+/// Keeps the last lines of a Worker's stderr, each cut to [`STDERR_LINE`]
+/// characters, however long the Worker makes them.
+async fn read_stderr(
+    mut stderr: tokio::process::ChildStderr,
+    id: WorkerId,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut chunk = [0u8; 8192];
+    let mut line: Vec<u8> = Vec::with_capacity(STDERR_LINE);
+    let finish = |line: &mut Vec<u8>| {
+        let text: String = String::from_utf8_lossy(line)
+            .chars()
+            .take(STDERR_LINE)
+            .collect();
+        line.clear();
+        tracing::debug!(worker = id, "{text}");
+        if let Ok(mut tail) = tail.lock() {
+            if tail.len() == STDERR_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(text);
+        }
+    };
+    while let Ok(read) = stderr.read(&mut chunk).await {
+        if read == 0 {
+            break;
+        }
+        for &byte in &chunk[..read] {
+            if byte == b'\n' {
+                finish(&mut line);
+            } else if line.len() < STDERR_LINE * 4 {
+                // Bytes, not characters: room for multi-byte ones.
+                line.push(byte);
+            }
+        }
+    }
+    if !line.is_empty() {
+        finish(&mut line);
     }
 }
 

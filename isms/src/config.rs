@@ -152,6 +152,9 @@ impl Default for KernelSection {
 pub struct DoerSection {
     /// `auto`, `apptainer`, `bwrap` or `process`.
     pub isolation: String,
+    /// cgroups for Workers: `auto` (where the host allows, a loud warning
+    /// otherwise), `on` (refuse to start without) or `off`.
+    pub cgroups: String,
     /// Workers across all Doees.
     pub max_workers: u32,
     /// Invocations waiting for a Worker per Doee version.
@@ -174,6 +177,7 @@ impl Default for DoerSection {
     fn default() -> Self {
         DoerSection {
             isolation: "auto".into(),
+            cgroups: "auto".into(),
             max_workers: 64,
             queue_per_doee: 64,
             idle_timeout_s: 60,
@@ -208,6 +212,10 @@ pub struct ResadminSection {
     pub quota_max_workers: u32,
     /// Largest upload per project, MiB, unless an admin sets another quota.
     pub quota_max_upload_mb: u32,
+    /// A project's CPU weight against other projects (1 to 10000), unless an admin sets another quota.
+    pub quota_cpu_weight: u32,
+    /// Projects a user who is not a platform admin may create.
+    pub quota_max_projects: u32,
     /// `auto` (bubblewrap if installed, else unsandboxed with a warning), `bwrap` or `none`.
     pub build_isolation: String,
     /// Whether builds may reach the network.
@@ -230,6 +238,8 @@ impl Default for ResadminSection {
             quota_max_doees: 50,
             quota_max_workers: 32,
             quota_max_upload_mb: 16,
+            quota_cpu_weight: 100,
+            quota_max_projects: 10,
             build_isolation: "auto".into(),
             build_network: false,
             build_memory_mb: 2048,
@@ -407,6 +417,11 @@ impl Config {
         let executable = std::env::current_exe().context("cannot find the isms executable")?;
         let mut doer = DoerConfig::new(data_dir, executable);
         doer.isolation = self.isolation()?;
+        doer.cgroups = self
+            .doer
+            .cgroups
+            .parse()
+            .map_err(|e| anyhow::anyhow!("doer.cgroups: {e}"))?;
         doer.max_workers = self.doer.max_workers.max(1);
         doer.queue_per_doee = self.doer.queue_per_doee;
         doer.idle_timeout = Duration::from_secs(u64::from(self.doer.idle_timeout_s));
@@ -448,7 +463,15 @@ impl Config {
             max_doees: self.resadmin.quota_max_doees,
             max_workers: self.resadmin.quota_max_workers,
             max_upload_bytes: u64::from(self.resadmin.quota_max_upload_mb) << 20,
+            cpu_weight: self.resadmin.quota_cpu_weight,
         };
+        if !(1..=10_000).contains(&self.resadmin.quota_cpu_weight) {
+            bail!(
+                "resadmin.quota_cpu_weight must be 1 to 10000 (100 is the default), not {}",
+                self.resadmin.quota_cpu_weight
+            );
+        }
+        resadmin.max_projects_per_user = self.resadmin.quota_max_projects;
         resadmin.build_sandbox = SandboxConfig {
             isolation: self
                 .resadmin

@@ -64,6 +64,16 @@ enum Note {
 pub fn up(up: Up) -> anyhow::Result<()> {
     let config = Config::load(up.config_file.as_deref())?;
     config.validate(&up.data_dir)?;
+    // Every file the platform writes is its own (0600, directories 0700)
+    // unless made readable on purpose: what Workers and builds must read.
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0o077) };
+    // What whoever started `isms up` left open reaches no service, build or
+    // Worker.
+    close_on_exec_from(3);
+    if let Ok(host) = isms_doer::cgroup::Host::current() {
+        isms_doer::cgroup::delegate(&host);
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -88,6 +98,21 @@ pub fn up(up: Up) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(supervise(&up, &config))
+}
+
+/// Marks every descriptor from `first` on close-on-exec.
+fn close_on_exec_from(first: libc::c_int) {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<libc::c_int> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd >= first)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl on a descriptor number; a closed one only fails.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
 }
 
 /// Holds an exclusive lock on the data directory while the platform runs.
@@ -226,7 +251,11 @@ async fn supervise(up: &Up, config: &Config) -> anyhow::Result<()> {
             );
         }
     }
-    print_banner(up, config, backend);
+    let limits = match config.doer(&up.data_dir) {
+        Ok(doer) => isms_doer::limits_summary(&doer),
+        Err(err) => Err(format!("{err:#}")),
+    };
+    print_banner(up, config, backend, limits);
 
     let mut stop = std::pin::pin!(crate::service::shutdown_signal());
     loop {
@@ -352,7 +381,7 @@ fn timestamp() -> String {
     )
 }
 
-fn print_banner(up: &Up, config: &Config, backend: Backend) {
+fn print_banner(up: &Up, config: &Config, backend: Backend, limits: Result<String, String>) {
     let password = isms_resadmin::ResadminConfig::initial_password_file(&up.data_dir);
     let isolation = match backend {
         Backend::Bwrap => "bwrap (bubblewrap sandboxes)".to_string(),
@@ -361,6 +390,13 @@ fn print_banner(up: &Up, config: &Config, backend: Backend) {
             "process: WARNING, Doees run WITHOUT ISOLATION (development only)".to_string()
         }
     };
+    let limits = match limits {
+        Ok(cgroups) => cgroups,
+        Err(why) => format!(
+            "WARNING, no cgroups ({why}): a Worker's memory is bounded per process only, \
+             and projects do not share the CPU by weight"
+        ),
+    };
     // One write, so whoever reads the output sees the whole banner at once.
     let banner = format!(
         "ISMS is up.
@@ -368,6 +404,7 @@ fn print_banner(up: &Up, config: &Config, backend: Backend) {
   HTTP triggers       http://{http}/<project>/<route>
   MQTT broker         {mqtt}
   Isolation           {isolation}
+  Limits              {limits}
   Databases           {databases}
   Initial admin       user `admin`, password in {password}
   Data and logs       {data}

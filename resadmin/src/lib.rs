@@ -34,7 +34,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use store::Store;
+use store::{NewProject, Store};
 
 /// How Resadmin runs.
 #[derive(Clone, Debug)]
@@ -55,6 +55,8 @@ pub struct ResadminConfig {
     pub archive: archive::Limits,
     /// A project's quotas unless an admin set others.
     pub quotas: Quotas,
+    /// Projects a user who is not a platform admin may create.
+    pub max_projects_per_user: u32,
     /// Invocation records and log lines older than this are forgotten.
     pub records_max_age: Duration,
     /// At most this many invocation records (and log lines) are kept.
@@ -74,6 +76,7 @@ impl ResadminConfig {
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             archive: archive::Limits::default(),
             quotas: Quotas::default(),
+            max_projects_per_user: 10,
             records_max_age: Duration::from_secs(7 * 24 * 3600),
             records_max_count: 100_000,
         }
@@ -135,6 +138,13 @@ pub async fn prepare(config: ResadminConfig) -> anyhow::Result<Prepared> {
     ] {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // Builds read it as their own uid (one of the operator's own is left alone).
+    if config.cargo_home.starts_with(config.dir()) {
+        std::fs::set_permissions(
+            &config.cargo_home,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
     }
     let store = Store::open(&config.dir().join("state.db"))
         .await
@@ -385,17 +395,28 @@ impl State {
             }
             Request::CreateProject(r) => {
                 let project = project()?;
-                store
-                    .create_project(&project, &r.by, Role::Admin)
+                let creator = store.user(r.by.as_str()).await.map_err(db_failure)?;
+                let limit = match creator.map(|u| u.role) {
+                    Some(Role::Admin) => None,
+                    _ => Some(self.config.max_projects_per_user),
+                };
+                match store
+                    .create_project(&project, &r.by, limit)
                     .await
                     .map_err(db_failure)?
-                    .ok_or_else(|| {
-                        Failure::new(
-                            FailureKind::Conflict,
-                            format!("project `{project}` already exists"),
-                        )
-                    })
-                    .map(R::CreateProject)
+                {
+                    NewProject::Created(info) => Ok(R::CreateProject(info)),
+                    NewProject::Exists => Err(Failure::new(
+                        FailureKind::Conflict,
+                        format!("project `{project}` already exists"),
+                    )),
+                    NewProject::OverQuota(limit) => Err(forbidden(format!(
+                        "quota exceeded: `{}` has created {limit} projects, the most a user who \
+                         is not a platform admin may (resadmin.quota_max_projects); delete one, \
+                         or ask an admin",
+                        r.by
+                    ))),
+                }
             }
             Request::ListProjects(r) => store
                 .projects(r.member.as_ref())
@@ -437,11 +458,21 @@ impl State {
                 .map(R::SetTopics),
             Request::SetQuotas(r) => {
                 let project = project()?;
+                if !(1..=10_000).contains(&r.quotas.cpu_weight) {
+                    return Err(Failure::invalid(format!(
+                        "cpu_weight must be 1 to 10000 (100 is every project's default), not {}",
+                        r.quotas.cpu_weight
+                    )));
+                }
                 store
                     .set_quotas(&project, &r.quotas)
                     .await
-                    .map_err(db_failure)
-                    .map(R::SetQuotas)
+                    .map_err(db_failure)?;
+                self.conn.emit(Event::QuotasChanged {
+                    project,
+                    quotas: r.quotas,
+                });
+                Ok(R::SetQuotas(()))
             }
             Request::Deploy(r) => self
                 .deploy(&r.by, project()?, r.archive)
@@ -1072,10 +1103,17 @@ impl State {
             ));
         };
         let manifest: Manifest = serde_json::from_str(&row.manifest).map_err(Failure::internal)?;
+        let quotas = self
+            .store
+            .project(&project, self.config.quotas)
+            .await
+            .map_err(db_failure)?
+            .map_or(self.config.quotas, |p| p.quotas);
         Ok(VersionSpec {
             sha256,
             params: manifest.params,
             resources: manifest.resources,
+            cpu_weight: quotas.cpu_weight,
         })
     }
 

@@ -468,10 +468,14 @@ fn limit(memory: u64, processes: Option<u64>) -> io::Result<()> {
     Ok(())
 }
 
-/// `chown -R uid:uid`, without following links.
+/// `chown -R uid:uid`, without following links. Directories become
+/// searchable by all too: bubblewrap, running as root but without
+/// `CAP_DAC_OVERRIDE`, must enter them (the platform's umask makes them 0700).
 fn chown_tree(path: &Path, uid: u32) -> io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
     if std::fs::symlink_metadata(path)?.is_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
         for entry in std::fs::read_dir(path)? {
             chown_tree(&entry?.path(), uid)?;
         }

@@ -34,18 +34,26 @@ pub fn include_dir(sdk: &Path) -> PathBuf {
 }
 
 /// Writes the SDK crate to `dir/doee-sdk` (rewriting files that differ) and
-/// returns the crate's directory.
+/// returns the crate's directory. Readable by all, whatever the umask: the
+/// builds' uid reads it.
 pub fn install(dir: &Path) -> io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     let root = dir.join("doee-sdk");
     for (relative, content) in FILES {
         let path = root.join(relative);
-        if std::fs::read_to_string(&path).is_ok_and(|existing| existing == *content) {
-            continue;
+        if !std::fs::read_to_string(&path).is_ok_and(|existing| existing == *content) {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, content)?;
         }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        for parent in path.ancestors().skip(1) {
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))?;
+            if parent == root {
+                break;
+            }
         }
-        std::fs::write(&path, content)?;
     }
     Ok(root)
 }

@@ -98,6 +98,9 @@ CREATE INDEX logs_by_project ON logs(project, id);
 "#,
     // Topic namespaces an admin granted beyond `<project>/#`, a JSON array.
     "ALTER TABLE projects ADD COLUMN topics TEXT;",
+    // Who created a project, for the quota of projects per user.
+    "ALTER TABLE projects ADD COLUMN created_by TEXT;
+     CREATE INDEX projects_by_creator ON projects(created_by);",
 ];
 
 /// A database error, already worded for a person.
@@ -107,6 +110,16 @@ pub type StoreResult<T> = Result<T, sqlx::Error>;
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+}
+
+/// What creating a project did.
+pub enum NewProject {
+    /// It exists now, with its creator as its admin.
+    Created(ProjectInfo),
+    /// A project of that name exists already.
+    Exists,
+    /// The creator has made the most projects they may (this many).
+    OverQuota(u32),
 }
 
 /// A user as stored.
@@ -453,27 +466,40 @@ impl Store {
         &self,
         name: &ProjectName,
         creator: &Username,
-        role: Role,
-    ) -> StoreResult<Option<ProjectInfo>> {
+        limit: Option<u32>,
+    ) -> StoreResult<NewProject> {
         let created_ms = now_ms();
         let mut tx = self.pool.begin().await?;
-        let inserted =
-            sqlx::query("INSERT OR IGNORE INTO projects (name, created_ms) VALUES (?, ?)")
-                .bind(name.as_str())
-                .bind(created_ms as i64)
-                .execute(&mut *tx)
-                .await?;
+        // One statement, so two creations at once cannot both pass the quota.
+        let inserted = sqlx::query(
+            "INSERT OR IGNORE INTO projects (name, created_ms, created_by) \
+             SELECT ?1, ?2, ?3 WHERE (SELECT count(*) FROM projects WHERE created_by = ?3) < ?4",
+        )
+        .bind(name.as_str())
+        .bind(created_ms as i64)
+        .bind(creator.as_str())
+        .bind(limit.map_or(i64::MAX, i64::from))
+        .execute(&mut *tx)
+        .await?;
         if inserted.rows_affected() == 0 {
-            return Ok(None);
+            let exists = sqlx::query("SELECT 1 FROM projects WHERE name = ?")
+                .bind(name.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            return Ok(match (exists, limit) {
+                (false, Some(limit)) => NewProject::OverQuota(limit),
+                _ => NewProject::Exists,
+            });
         }
         sqlx::query("INSERT INTO members (project, user, role) VALUES (?, ?, ?)")
             .bind(name.as_str())
             .bind(creator.as_str())
-            .bind(role_name(role))
+            .bind(role_name(Role::Admin))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(ProjectInfo {
+        Ok(NewProject::Created(ProjectInfo {
             name: name.clone(),
             created_ms,
             doees: 0,

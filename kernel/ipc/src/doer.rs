@@ -98,6 +98,9 @@ pub enum DoeeFailure {
     NotStarted(String),
     /// The Doee's Workers and queue are full.
     Busy,
+    /// Its Worker was stopped to give another project one: every Worker of
+    /// the platform was taken and this project held more than its share.
+    Preempted(String),
 }
 
 impl DoeeFailure {
@@ -106,6 +109,7 @@ impl DoeeFailure {
         match self {
             DoeeFailure::TimedOut { .. } => 504,
             DoeeFailure::Busy => 429,
+            DoeeFailure::Preempted(_) => 503,
             DoeeFailure::Error(_) | DoeeFailure::Crashed(_) | DoeeFailure::NotStarted(_) => 500,
         }
     }
@@ -120,6 +124,7 @@ impl DoeeFailure {
             }
             DoeeFailure::NotStarted(why) => format!("the Doee could not start: {why}"),
             DoeeFailure::Busy => "the Doee's Workers and queue are full; try again later".into(),
+            DoeeFailure::Preempted(why) => format!("the Doee's Worker was {why}"),
         }
     }
 }

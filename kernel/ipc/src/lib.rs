@@ -109,6 +109,13 @@ pub enum Event {
         /// The project.
         project: ProjectName,
     },
+    /// An admin changed a project's quotas.
+    QuotasChanged {
+        /// The project.
+        project: ProjectName,
+        /// Its quotas now.
+        quotas: resadmin::Quotas,
+    },
 }
 
 /// Defines one service's requests, each a struct paired with its reply type,

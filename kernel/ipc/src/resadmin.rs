@@ -294,6 +294,15 @@ pub struct Quotas {
     pub max_workers: u32,
     /// Bytes of one uploaded archive.
     pub max_upload_bytes: u64,
+    /// The project's share of the CPU against other projects' when the
+    /// host has too little for all: 1 to 10,000, 100 for everyone unless an
+    /// admin changes it.
+    #[serde(default = "default_cpu_weight")]
+    pub cpu_weight: u32,
+}
+
+fn default_cpu_weight() -> u32 {
+    100
 }
 
 impl Default for Quotas {
@@ -302,6 +311,7 @@ impl Default for Quotas {
             max_doees: 50,
             max_workers: 32,
             max_upload_bytes: 16 << 20,
+            cpu_weight: default_cpu_weight(),
         }
     }
 }
@@ -504,11 +514,13 @@ pub enum InvocationStatus {
     Busy,
     /// It never reached a Doer (none was up, or the platform stopped).
     Unavailable,
+    /// Its Worker was stopped to give another project one.
+    Preempted,
 }
 
 impl InvocationStatus {
     /// Every status, in the order metrics list them.
-    pub const ALL: [InvocationStatus; 8] = [
+    pub const ALL: [InvocationStatus; 9] = [
         InvocationStatus::Pending,
         InvocationStatus::Succeeded,
         InvocationStatus::Error,
@@ -517,6 +529,7 @@ impl InvocationStatus {
         InvocationStatus::NotStarted,
         InvocationStatus::Busy,
         InvocationStatus::Unavailable,
+        InvocationStatus::Preempted,
     ];
 
     /// Lower-case name, as the API and metrics show it.
@@ -530,6 +543,7 @@ impl InvocationStatus {
             InvocationStatus::NotStarted => "not_started",
             InvocationStatus::Busy => "busy",
             InvocationStatus::Unavailable => "unavailable",
+            InvocationStatus::Preempted => "preempted",
         }
     }
 
@@ -660,6 +674,8 @@ pub struct VersionSpec {
     pub params: Vec<(String, String)>,
     /// The manifest's `[resources]`.
     pub resources: Resources,
+    /// The project's CPU weight (its quota `cpu_weight`).
+    pub cpu_weight: u32,
 }
 
 /// A Doee's resource limits, from its manifest.

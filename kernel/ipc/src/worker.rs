@@ -38,9 +38,14 @@ pub struct Load {
     pub params: Vec<(String, String)>,
     /// Limits the Executor sets on itself before it loads any Doee code.
     pub limits: Limits,
+    /// Whether the Worker has a pid namespace of its own: then nothing but
+    /// the Executor (and the sandbox's init) may run between invocations,
+    /// and the Executor kills the rest when each one ends.
+    pub own_pid_namespace: bool,
 }
 
-/// Resource limits applied inside the Worker with `setrlimit`.
+/// Resource limits the Executor applies to itself with `setrlimit` (the
+/// Worker's cgroup, where there is one, bounds all its processes together).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// Writable memory (`RLIMIT_DATA`), in MiB.
