@@ -49,6 +49,8 @@ pub struct ControlGateConfig {
     pub max_upload_bytes: usize,
     /// The web dashboard's files and what it shows of the platform.
     pub dashboard: dashboard::Dashboard,
+    /// A bearer token that shows `/metrics` whole, for Prometheus.
+    pub metrics_token: Option<String>,
 }
 
 /// The capacity the Control Gate registers with (it serves no requests).
@@ -166,6 +168,11 @@ fn raw_json(status: StatusCode, body: String) -> Reply {
 
 fn error_reply(err: ApiError) -> Reply {
     json(err.0, &serde_json::json!({ "error": err.1 }))
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn bearer(request: &Request<Body>) -> String {
@@ -397,7 +404,7 @@ impl Gate {
             E::Dashboard => Ok(self.dashboard_file(&request, dashboard::INDEX)),
             E::DashboardFile => Ok(self.dashboard_file(&request, matched.param("file"))),
             E::Healthz => self.healthz().await,
-            E::Metrics => self.metrics().await,
+            E::Metrics => self.metrics(&scope, token).await,
             E::OpenApi => {
                 let mut reply = Response::new(full(Bytes::from_static(OPENAPI.as_bytes())));
                 reply.headers_mut().insert(
@@ -794,27 +801,67 @@ impl Gate {
     }
 
     /// `/metrics`: the Services Controller's view and Resadmin's counters.
-    async fn metrics(&self) -> Result<Reply, ApiError> {
+    /// Whatever names a project is shown only to who may see it: every
+    /// project for the metrics token and platform admins, a user's own
+    /// projects for their token, none without one.
+    async fn metrics(&self, scope: &Scope, token: String) -> Result<Reply, ApiError> {
+        let shown = self.metrics_viewer(scope, token).await?;
         let scope = Scope::platform(Duration::from_secs(5));
         let (services, stats, mqtt) = tokio::join!(
             self.conn.call(&scope, Services {}),
-            self.conn.call(&scope, Stats {}),
+            async {
+                match &shown {
+                    metrics::Shown::Nothing => Ok(Vec::new()),
+                    _ => self.conn.call(&scope, Stats {}).await,
+                }
+            },
             self.conn.call(&scope, commserver::Stats {})
         );
         // Services answer from the kernel itself; the counters need Resadmin
         // and the CommServer, and the rest of the page is worth serving
         // without them.
-        let text = metrics::render(
-            &services?,
-            stats.as_deref().unwrap_or(&[]),
-            mqtt.ok().as_ref(),
-        );
+        let stats = stats.unwrap_or_default();
+        let text = metrics::render(&services?, &shown.filter(stats), mqtt.ok().as_ref());
         let mut reply = Response::new(full(Bytes::from(text)));
         reply.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
         Ok(reply)
+    }
+
+    /// Which projects' metrics the bearer of `token` may see.
+    async fn metrics_viewer(
+        &self,
+        scope: &Scope,
+        token: String,
+    ) -> Result<metrics::Shown, ApiError> {
+        if token.is_empty() {
+            return Ok(metrics::Shown::Nothing);
+        }
+        if let Some(expected) = &self.config.metrics_token
+            && constant_time_eq(expected.as_bytes(), token.as_bytes())
+        {
+            return Ok(metrics::Shown::Everything);
+        }
+        let caller = self
+            .conn
+            .call(
+                scope,
+                Authorize {
+                    token,
+                    need: Need::User,
+                },
+            )
+            .await?;
+        if caller.role == Role::Admin {
+            return Ok(metrics::Shown::Everything);
+        }
+        let member = Some(caller.user);
+        let projects = self.conn.call(scope, ListProjects { member }).await?;
+        Ok(metrics::Shown::Projects(
+            projects.into_iter().map(|p| p.name).collect(),
+        ))
     }
 
     /// One invocation, for a caller who may view its project. Anyone else

@@ -1,9 +1,37 @@
 //! `/metrics` in the Prometheus text format (version 0.0.4).
 
+use isms_ipc::ProjectName;
 use isms_ipc::commserver::MqttStats;
 use isms_ipc::kernel::{InstanceState, ServiceStatus};
 use isms_ipc::resadmin::{DoeeStats, LATENCY_BUCKETS_US};
+use std::collections::HashSet;
 use std::fmt::Write;
+
+/// Whose counters a caller of `/metrics` sees (the rest of the page names
+/// no project).
+#[derive(Debug, PartialEq)]
+pub enum Shown {
+    /// No project's: no token.
+    Nothing,
+    /// These projects': a user's own.
+    Projects(HashSet<ProjectName>),
+    /// Every project's: the metrics token, or a platform admin.
+    Everything,
+}
+
+impl Shown {
+    /// The counters of the projects shown.
+    pub fn filter(&self, stats: Vec<DoeeStats>) -> Vec<DoeeStats> {
+        match self {
+            Shown::Nothing => Vec::new(),
+            Shown::Projects(projects) => stats
+                .into_iter()
+                .filter(|s| projects.contains(&s.project))
+                .collect(),
+            Shown::Everything => stats,
+        }
+    }
+}
 
 /// Renders the services' state, the invocation counters and the MQTT
 /// counters (left out when the CommServer did not answer).

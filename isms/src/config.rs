@@ -53,6 +53,10 @@ pub struct ControlGateSection {
     /// For working on the dashboard: serve its files from this directory
     /// (`control-gate/dashboard`) instead of the copies built into `isms`.
     pub dashboard_dir: String,
+    /// A bearer token that shows every project's metrics at `/metrics` (for
+    /// Prometheus); empty means none. Without a token `/metrics` names no
+    /// project; with a user's token, that user's projects.
+    pub metrics_token: String,
 }
 
 impl Default for ControlGateSection {
@@ -61,6 +65,7 @@ impl Default for ControlGateSection {
             addr: "127.0.0.1:7780".into(),
             max_upload_mb: 16,
             dashboard_dir: String::new(),
+            metrics_token: String::new(),
         }
     }
 }
@@ -657,6 +662,7 @@ impl Config {
                     .map(PathBuf::from),
                 triggers_url: format!("http://{}", self.commserver.http_addr),
             },
+            metrics_token: Some(self.control_gate.metrics_token.clone()).filter(|t| !t.is_empty()),
         })
     }
 

@@ -204,7 +204,7 @@ fn invocations_are_recorded_async_results_are_read_later_and_logs_follow_live() 
     );
 
     // Metrics count them by Doee and status, with latency histograms.
-    let metrics = p.call_api("GET", "/metrics", None, b"").text();
+    let metrics = p.call_api("GET", "/metrics", Some(&admin), b"").text();
     for needle in [
         "isms_invocations_total{project=\"live\",doee=\"talk\",status=\"succeeded\"} 1",
         "isms_invocation_duration_seconds_count{project=\"live\",doee=\"slow\"} 1",
