@@ -59,7 +59,14 @@ pub struct Options {
     exe: PathBuf,
     build_cache: PathBuf,
     env: Vec<(String, String)>,
+    private_root: bool,
+    user: Option<u32>,
+    inherited: Option<PathBuf>,
 }
+
+/// The descriptor number an inherited file gets in `isms up` (see
+/// [`Options::inherit`]).
+pub const INHERITED_FD: i32 = 9;
 
 impl Options {
     /// The `isms` binary to run and a directory where Doee builds may share
@@ -69,7 +76,31 @@ impl Options {
             exe: PathBuf::from(exe),
             build_cache: PathBuf::from(build_cache).join("doee-builds"),
             env: Vec::new(),
+            private_root: false,
+            user: None,
+            inherited: None,
         }
+    }
+
+    /// Puts the data directory under a directory only its owner may enter
+    /// (mode 0700), as `/root` or a `mktemp -d` is.
+    pub fn private_root(mut self) -> Options {
+        self.private_root = true;
+        self
+    }
+
+    /// Runs `isms up` as `uid` (the test must run as root), with its test
+    /// directory and its own build cache owned by that user.
+    pub fn as_user(mut self, uid: u32) -> Options {
+        self.user = Some(uid);
+        self
+    }
+
+    /// Starts `isms up` with `file` open on descriptor [`INHERITED_FD`], not
+    /// closed on exec: what a careless parent process would leave it.
+    pub fn inherit(mut self, file: &Path) -> Options {
+        self.inherited = Some(file.to_path_buf());
+        self
     }
 
     /// Sets an option through its environment variable.
@@ -90,6 +121,13 @@ impl Options {
              apt-get install bubblewrap (or run .ci/run, which installs what the tests need)"
         );
         let root = temp_dir("e2e");
+        if self.private_root {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        if let Some(uid) = self.user {
+            std::os::unix::fs::chown(&root, Some(uid), Some(uid)).unwrap();
+        }
         let data_dir = root.join("data");
         let ports = Ports {
             api: free_port(),
@@ -130,15 +168,44 @@ impl Options {
                 "ISMS_COMMSERVER_MQTT_ADDR",
                 format!("127.0.0.1:{}", ports.mqtt),
             )
-            .env("ISMS_RESADMIN_BUILD_TARGET_DIR", &self.build_cache)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        match self.user {
+            // Builds of another user cannot share the tests' cache.
+            Some(uid) => {
+                use std::os::unix::process::CommandExt;
+                let root = data_dir.parent().unwrap();
+                command.uid(uid).gid(uid).env("HOME", root);
+            }
+            None => {
+                command.env("ISMS_RESADMIN_BUILD_TARGET_DIR", &self.build_cache);
+            }
+        }
         for (key, value) in &self.env {
             command.env(key, value);
         }
+        let inherited = self
+            .inherited
+            .as_ref()
+            .map(|path| std::fs::File::open(path).unwrap());
+        if let Some(file) = &inherited {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = file.as_raw_fd();
+            // SAFETY: dup2 is async-signal-safe; the copy is not close-on-exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::dup2(fd, INHERITED_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = command.spawn().expect("cannot start isms up");
+        drop(inherited);
         for stream in [
             child
                 .stdout
@@ -441,6 +508,82 @@ impl Platform {
     pub fn pid_of(&self, service: &str) -> u32 {
         self.service(service)["pid"].as_u64().unwrap() as u32
     }
+
+    /// Copies the `hostile` fixture (a C Doee) as a Doee called `name`
+    /// doing `mode`, deploys it into `project` and waits for its build.
+    /// `extra_manifest` is appended to the manifest.
+    pub fn deploy_hostile(&self, project: &str, name: &str, mode: &str, extra_manifest: &str) {
+        let dir = self.root.join(format!("doee-{name}"));
+        copy_dir(&fixtures().join("hostile"), &dir);
+        let manifest = format!(
+            "name = \"{name}\"\nlanguage = \"c\"\nsources = [\"src/hostile.c\"]\n\n\
+             [params]\nmode = \"{mode}\"\n\n\
+             [[triggers.http]]\nroute = \"/{name}\"\nmethods = [\"POST\"]\n{extra_manifest}"
+        );
+        std::fs::write(dir.join("doee.toml"), manifest).unwrap();
+        self.deploy(&dir, project);
+    }
+
+    /// The Doee Executors of this platform's Workers, and what they forked:
+    /// every process below the Doer running `isms executor`.
+    pub fn worker_processes(&self) -> Vec<u32> {
+        let doer = self.pid_of("doer");
+        descendants(doer)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).nth(1) == Some(b"executor"))
+            })
+            .collect()
+    }
+}
+
+/// Every process below `root`, from the parents `/proc` gives.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid …", where comm may hold spaces and parentheses.
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        parents.push((pid, ppid));
+    }
+    let mut found = vec![root];
+    let mut index = 0;
+    while index < found.len() {
+        let parent = found[index];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        index += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// A process's resident memory, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
 }
 
 impl Drop for Platform {
