@@ -102,38 +102,14 @@ pub fn spawn(
     events: mpsc::UnboundedSender<(WorkerId, Event)>,
 ) -> anyhow::Result<Handle> {
     let run_dir = spec.workers_dir.join(spec.id.to_string());
-    let _ = std::fs::remove_dir_all(&run_dir);
-    std::fs::create_dir_all(&run_dir)?;
-    // Traversable but not listable by the Worker's user; writable by nobody
-    // else (the sandbox binds it read-only anyway).
-    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o711))?;
-    let socket = run_dir.join("worker.sock");
-    let listener = UnixListener::bind(&socket)?;
-    let uid = spec.isolation.worker_uid();
-    std::os::unix::fs::chown(&socket, Some(uid), Some(uid))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
-
-    let files = WorkerFiles {
-        executable: spec.executable,
-        doee: spec.doee,
-        run_dir: &run_dir,
-        memory_mb: spec.load.limits.memory_mb,
-    };
-    let mut launch = spec.isolation.command(&files)?;
-    launch
-        .command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let spawned = launch.spawn(spec.cgroup.as_ref());
-    let mut child = match spawned {
-        Ok(child) => child,
+    let (mut child, listener) = match start(&spec, &run_dir) {
+        Ok(started) => started,
         Err(err) => {
-            if let Some(group) = spec.cgroup {
+            if let Some(group) = &spec.cgroup {
                 group.remove();
             }
-            return Err(err.into());
+            let _ = std::fs::remove_dir_all(&run_dir);
+            return Err(err);
         }
     };
 
@@ -157,6 +133,35 @@ pub fn spawn(
         events,
     ));
     Ok(Handle { commands })
+}
+
+/// Makes the Worker's socket and starts its sandboxed process.
+fn start(spec: &Spawn<'_>, run_dir: &Path) -> anyhow::Result<(Child, UnixListener)> {
+    let _ = std::fs::remove_dir_all(run_dir);
+    std::fs::create_dir_all(run_dir)?;
+    // Traversable but not listable by the Worker's user; writable by nobody
+    // else (the sandbox binds it read-only anyway).
+    std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o711))?;
+    let socket = run_dir.join("worker.sock");
+    let listener = UnixListener::bind(&socket)?;
+    let uid = spec.isolation.worker_uid();
+    std::os::unix::fs::chown(&socket, Some(uid), Some(uid))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    let files = WorkerFiles {
+        executable: spec.executable,
+        doee: spec.doee,
+        run_dir,
+        memory_mb: spec.load.limits.memory_mb,
+    };
+    let mut launch = spec.isolation.command(&files)?;
+    launch
+        .command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = launch.spawn(spec.cgroup.as_ref())?;
+    Ok((child, listener))
 }
 
 /// How a Worker's link ended.
