@@ -202,44 +202,11 @@ fn trigger_addr(p: &Platform) -> SocketAddr {
 
 /// RSS of a process and all its descendants, in MiB.
 fn tree_rss_mb(root: u32) -> f64 {
-    let mut parents = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        parents.push((pid, ppid));
-    }
-    let mut tree = vec![root];
-    let mut i = 0;
-    while i < tree.len() {
-        let parent = tree[i];
-        tree.extend(
-            parents
-                .iter()
-                .filter(|(_, pp)| *pp == parent)
-                .map(|(pid, _)| *pid),
-        );
-        i += 1;
-    }
-    let kb: u64 = tree
-        .iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
+    let kib: u64 = std::iter::once(root)
+        .chain(isms_test_support::descendants(root))
+        .map(isms_test_support::rss_kib)
         .sum();
-    kb as f64 / 1024.0
+    kib as f64 / 1024.0
 }
 
 fn round(x: f64) -> f64 {
@@ -485,8 +452,56 @@ fn kernel(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// A light project's latency alone and while a heavy one floods with a
+/// Doee that wants more CPU than the machine has: with the platform's
+/// defaults (a cgroup per Worker, a CPU weight per project, where the host
+/// allows) and, as the baseline in the same run, without cgroups.
 fn fairness(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
-    let p = platform(isms, &[]);
+    let with = fairness_once(isms, &shape, &[])?;
+    let without = fairness_once(isms, &shape, &[("ISMS_DOER_CGROUPS", "off")])?;
+    let mut summary = json!({
+        "scenario": "fairness",
+        "flood_connections": shape.concurrency,
+        "cgroups": with.limits,
+    });
+    for (suffix, run) in [("", with), ("_no_cgroups", without)] {
+        let mut run = run;
+        for (key, value) in [
+            ("light_p99_us", json!(run.light.percentile(99.0))),
+            ("light_p50_us", json!(run.light.percentile(50.0))),
+            ("light_alone_p99_us", json!(run.alone.percentile(99.0))),
+            ("light_alone_p50_us", json!(run.alone.percentile(50.0))),
+            ("light_rps", json!(round(run.light.rps()))),
+            ("heavy_rps", json!(round(run.heavy.rps()))),
+            ("heavy_p99_us", json!(run.heavy.percentile(99.0))),
+            ("light_errors", json!(run.light.errors)),
+            ("heavy_errors", json!(run.heavy.errors)),
+        ] {
+            summary[format!("{key}{suffix}")] = value;
+        }
+    }
+    Ok(summary)
+}
+
+/// One platform's fairness figures.
+struct FairnessRun {
+    /// The banner's `Limits` line.
+    limits: String,
+    alone: load::Measured,
+    light: load::Measured,
+    heavy: load::Measured,
+}
+
+fn fairness_once(isms: &Path, shape: &Shape, env: &[(&str, &str)]) -> anyhow::Result<FairnessRun> {
+    let p = platform(isms, env);
+    let limits = p
+        .output()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Limits"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    eprintln!("platform limits: {limits}");
     let workers = shape.workers;
     for project in ["heavy", "light"] {
         p.run(&["project", "create", project]);
@@ -502,7 +517,7 @@ fn fairness(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
     let window = Duration::from_secs(shape.duration);
     let rt = runtime();
     eprintln!("the light project alone, {} s…", shape.duration);
-    let mut alone = rt.block_on(load::drive(
+    let alone = rt.block_on(load::drive(
         addr,
         "/light/work",
         Bytes::from(BODY),
@@ -514,39 +529,36 @@ fn fairness(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
         "the light project while the heavy one floods with {} connections…",
         shape.concurrency
     );
-    let (mut light, mut heavy) = rt.block_on(async {
-        let flood = tokio::spawn(load::drive(
-            addr,
-            "/heavy/work",
-            Bytes::from(BODY),
-            shape.concurrency,
-            Duration::from_secs(1),
-            window + Duration::from_secs(2),
-        ));
-        let light = load::drive(
+    // The light project is another client: its own thread and runtime, so
+    // its latency is the platform's, not that of waiting behind the flood's
+    // connections in one event loop.
+    let light = std::thread::spawn(move || {
+        runtime().block_on(load::drive(
             addr,
             "/light/work",
             Bytes::from(BODY),
             1,
             Duration::from_secs(2),
             window,
-        )
-        .await;
-        (light, flood.await.unwrap_or_default())
+        ))
     });
-    Ok(json!({
-        "scenario": "fairness",
-        "flood_connections": shape.concurrency,
-        "light_p99_us": light.percentile(99.0),
-        "light_p50_us": light.percentile(50.0),
-        "light_alone_p99_us": alone.percentile(99.0),
-        "light_alone_p50_us": alone.percentile(50.0),
-        "light_rps": round(light.rps()),
-        "heavy_rps": round(heavy.rps()),
-        "heavy_p99_us": heavy.percentile(99.0),
-        "light_errors": light.errors,
-        "heavy_errors": heavy.errors,
-    }))
+    let heavy = rt.block_on(load::drive(
+        addr,
+        "/heavy/work",
+        Bytes::from(BODY),
+        shape.concurrency,
+        Duration::from_secs(1),
+        window + Duration::from_secs(2),
+    ));
+    let light = light
+        .join()
+        .map_err(|_| anyhow::anyhow!("the light client panicked"))?;
+    Ok(FairnessRun {
+        limits,
+        alone,
+        light,
+        heavy,
+    })
 }
 
 /// Round trips of 64 bytes between this process and a child echoing them.
