@@ -12,12 +12,7 @@ fn platform() -> Platform {
 }
 
 fn healthy(p: &Platform) {
-    let r = p.trigger("/lab/echo", b"still here");
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (200, "still here"),
-        "the platform did not recover"
-    );
+    p.assert_healthy("/lab/echo");
 }
 
 /// Processes of Workers: the Executor and what it forked, under the

@@ -26,12 +26,7 @@ fn lab(options: Options) -> Platform {
 }
 
 fn healthy(p: &Platform) {
-    let r = p.trigger("/lab/echo", b"still here");
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (200, "still here"),
-        "the platform did not recover"
-    );
+    p.assert_healthy("/lab/echo");
 }
 
 /// The banner's `Limits` line when it names cgroups, or the line saying why
@@ -381,14 +376,7 @@ fn an_inherited_descriptor_reaches_no_worker() {
     assert_eq!(r.status, 200);
     assert!(r.text().contains("0 -> /dev/null"), "{}", r.text());
     assert!(!r.text().contains("inherited-secret"), "{}", r.text());
-    for service in [
-        "kernel",
-        "resadmin",
-        "dbriver",
-        "doer",
-        "commserver",
-        "control-gate",
-    ] {
+    for service in isms_test_support::SERVICES {
         let pid = p.pid_of(service);
         for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
             let target = std::fs::read_link(fd.unwrap().path()).unwrap_or_default();

@@ -64,6 +64,16 @@ pub struct Options {
     inherited: Option<PathBuf>,
 }
 
+/// The services `isms up` runs, by the names the Services Controller gives.
+pub const SERVICES: [&str; 6] = [
+    "kernel",
+    "resadmin",
+    "dbriver",
+    "doer",
+    "commserver",
+    "control-gate",
+];
+
 /// The descriptor number an inherited file gets in `isms up` (see
 /// [`Options::inherit`]).
 pub const INHERITED_FD: i32 = 9;
@@ -504,6 +514,16 @@ impl Platform {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Asserts that `path` (an echoing Doee's trigger) still answers.
+    pub fn assert_healthy(&self, path: &str) {
+        let r = self.trigger(path, b"still here");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "still here"),
+            "the platform did not recover"
+        );
+    }
+
     /// The pid of a service, from the Services Controller.
     pub fn pid_of(&self, service: &str) -> u32 {
         self.service(service)["pid"].as_u64().unwrap() as u32
@@ -602,14 +622,7 @@ impl Drop for Platform {
         if std::thread::panicking() {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "---- isms up printed:\n{}", self.output());
-            for service in [
-                "kernel",
-                "resadmin",
-                "dbriver",
-                "doer",
-                "commserver",
-                "control-gate",
-            ] {
+            for service in SERVICES {
                 let log = std::fs::read_to_string(
                     self.data_dir.join("logs").join(format!("{service}.log")),
                 )
