@@ -7,15 +7,19 @@
 //! (see [`mqtt`]). Triggers come from Resadmin and are reloaded when a
 //! deploy, rollback or delete changes them.
 
+pub mod broker;
 pub mod http;
-pub mod inbox;
 pub mod mqtt;
 pub mod routes;
+pub mod store;
 
 use isms_ipc::commserver::Request;
 use isms_ipc::{Connection, Delivery, Event, Failure, Inbound, Incoming};
+use mqtt::queue::JobQueue;
+use mqtt::{Door, Triggers};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,21 +32,49 @@ pub struct CommServerConfig {
     pub max_body_bytes: usize,
     /// Time an invocation may wait in queues, on top of the Doee's timeout.
     pub queue_allowance: Duration,
-    /// The broker and the inbox.
-    pub mqtt: mqtt::MqttConfig,
+    /// MQTT: the front door, the triggers and their store.
+    pub mqtt: MqttConfig,
 }
 
-/// The capacity the CommServer registers with (it serves no requests yet).
+/// MQTT's side of the CommServer.
+#[derive(Clone, Debug)]
+pub struct MqttConfig {
+    /// The store file (inbox, sessions, retained messages).
+    pub store: PathBuf,
+    /// Where messages come from.
+    pub door: DoorConfig,
+    /// How triggers run.
+    pub triggers: mqtt::TriggerConfig,
+    /// Jobs recorded and not yet settled past which no more messages are
+    /// acknowledged.
+    pub max_pending: usize,
+}
+
+/// The embedded broker, or an external one.
+#[derive(Clone, Debug)]
+pub enum DoorConfig {
+    /// The broker in this process.
+    Embedded(broker::BrokerConfig),
+    /// A client of an external broker.
+    External(mqtt::external::ExternalConfig),
+}
+
+/// The capacity the CommServer registers with.
 pub const CAPACITY: u32 = 16;
 
-/// The CommServer with its HTTP port bound, ready to join the kernel.
+/// The CommServer with its ports bound and its store open, ready to join
+/// the kernel.
 pub struct Prepared {
     config: CommServerConfig,
     listener: tokio::net::TcpListener,
+    routes: Arc<routes::Routes>,
+    store: store::Store,
+    jobs: Arc<JobQueue>,
+    broker: Option<broker::Broker>,
 }
 
-/// Binds the HTTP port, so a port in use fails before the CommServer tells
-/// the kernel it is up.
+/// Binds the HTTP port (and the broker's), and opens the store, so a port
+/// in use fails before the CommServer tells the kernel it is up.
 pub async fn prepare(config: CommServerConfig) -> anyhow::Result<Prepared> {
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
@@ -53,32 +85,98 @@ pub async fn prepare(config: CommServerConfig) -> anyhow::Result<Prepared> {
             )
         })?;
     tracing::info!(addr = %config.http_addr, "HTTP triggers listening");
-    Ok(Prepared { config, listener })
+    let (store, waiting) = store::Store::open(&config.mqtt.store).await?;
+    if !waiting.is_empty() {
+        tracing::info!(
+            messages = waiting.len(),
+            "MQTT messages recorded before a stop run now"
+        );
+    }
+    let jobs = Arc::new(JobQueue::new(config.mqtt.max_pending));
+    jobs.recorded(waiting);
+    let routes = Arc::new(routes::Routes::default());
+    let broker = match &config.mqtt.door {
+        DoorConfig::Embedded(broker_config) => Some(
+            broker::Broker::bind(
+                broker_config.clone(),
+                store.clone(),
+                routes.clone(),
+                jobs.clone(),
+            )
+            .await?,
+        ),
+        DoorConfig::External(_) => None,
+    };
+    Ok(Prepared {
+        config,
+        listener,
+        routes,
+        store,
+        jobs,
+        broker,
+    })
 }
 
 impl Prepared {
-    /// Serves HTTP triggers until `shutdown` or until the kernel is gone.
+    /// Serves HTTP and MQTT until `shutdown` or until the kernel is gone.
     pub async fn serve(
         self,
         conn: Connection,
         mut incoming: Incoming,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let Prepared { config, listener } = self;
-        let routes = Arc::new(routes::Routes::default());
-        let (mqtt, eventloop) =
-            mqtt::Mqtt::start(config.mqtt.clone(), conn.clone(), routes.clone()).await?;
+        let Prepared {
+            config,
+            listener,
+            routes,
+            store,
+            jobs,
+            broker,
+        } = self;
+        let (door, door_runs): (Door, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) =
+            match (broker, &config.mqtt.door) {
+                (Some(broker), _) => {
+                    let handle = broker.handle();
+                    let rights = watch_rights(routes.clone(), handle.clone());
+                    let runs = broker.run(conn.clone());
+                    (
+                        Door::Embedded(handle),
+                        Box::pin(async move {
+                            tokio::join!(runs, rights);
+                        }),
+                    )
+                }
+                (None, DoorConfig::External(external)) => {
+                    let (client, eventloop) = mqtt::external::Client::new(external.clone())?;
+                    let runs =
+                        client
+                            .clone()
+                            .run(eventloop, routes.clone(), store.clone(), jobs.clone());
+                    (Door::External(client), Box::pin(runs))
+                }
+                (None, DoorConfig::Embedded(_)) => anyhow::bail!("the broker was not bound"),
+            };
+        let triggers = Arc::new(Triggers::new(
+            config.mqtt.triggers.clone(),
+            conn.clone(),
+            routes.clone(),
+            store,
+            jobs,
+            door,
+        ));
         let server = http::Server::new(config, conn.clone(), routes.clone());
         let reloads = routes.clone().keep_loaded(conn.clone());
-        let messages = mqtt.clone().run(eventloop);
+        let dispatch = triggers.clone().dispatch();
         tokio::pin!(shutdown);
         tokio::pin!(reloads);
-        tokio::pin!(messages);
+        tokio::pin!(dispatch);
+        let mut door_runs = door_runs;
         loop {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 () = &mut reloads => anyhow::bail!("the route loader stopped"),
-                () = &mut messages => anyhow::bail!("the MQTT client stopped"),
+                () = &mut door_runs => anyhow::bail!("MQTT stopped"),
+                () = &mut dispatch => anyhow::bail!("the MQTT dispatcher stopped"),
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => server.serve(stream),
                     Err(err) => {
@@ -91,10 +189,15 @@ impl Prepared {
                         tracing::debug!(%project, "routes changed");
                         routes.request_reload();
                     }
+                    Some(Inbound::Event(Event::DeviceRevoked { project, device })) => {
+                        if let Door::Embedded(broker) = triggers.door() {
+                            broker.revoke(project, device).await;
+                        }
+                    }
                     Some(Inbound::Event(_)) => {}
                     Some(Inbound::Request(delivery)) => {
-                        let mqtt = mqtt.clone();
-                        tokio::spawn(async move { answer(&mqtt, delivery).await });
+                        let triggers = triggers.clone();
+                        tokio::spawn(async move { answer(&triggers, delivery).await });
                     }
                     None => anyhow::bail!("lost the kernel"),
                 },
@@ -103,9 +206,18 @@ impl Prepared {
     }
 }
 
+/// Each new trigger table (grants may have changed) makes the broker
+/// check its devices' subscriptions again.
+async fn watch_rights(routes: Arc<routes::Routes>, broker: broker::Handle) {
+    let mut changes = routes.changes();
+    while changes.changed().await.is_ok() {
+        broker.routes_changed().await;
+    }
+}
+
 /// Answers a request: publishing from Doees (through the Doer), dead
 /// letters and counters (for the Control Gate).
-async fn answer(mqtt: &mqtt::Mqtt, delivery: Delivery) {
+async fn answer(triggers: &Triggers, delivery: Delivery) {
     let Delivery {
         envelope,
         request,
@@ -119,7 +231,10 @@ async fn answer(mqtt: &mqtt::Mqtt, delivery: Delivery) {
     use isms_ipc::commserver::Reply as R;
     let allowed: &[S] = match &request {
         Request::Publish(_) => &[S::Doer],
-        Request::DeadLetters(_) | Request::Stats(_) => &[S::ControlGate],
+        Request::DeadLetters(_)
+        | Request::RetryDeadLetters(_)
+        | Request::PurgeDeadLetters(_)
+        | Request::Stats(_) => &[S::ControlGate],
     };
     if !allowed.contains(&envelope.origin) {
         responder.reply(Err(Failure::new(
@@ -128,30 +243,34 @@ async fn answer(mqtt: &mqtt::Mqtt, delivery: Delivery) {
         )));
         return;
     }
-    let project = || {
-        envelope
-            .project
-            .clone()
-            .ok_or_else(|| Failure::invalid("this request needs a project"))
-    };
-    let result = match request {
-        Request::Publish(r) => match project() {
-            Ok(project) => mqtt
-                .publish(&project, &r.topic, r.payload)
-                .await
-                .map(R::Publish),
-            Err(failure) => Err(failure),
-        },
-        Request::DeadLetters(r) => match project() {
-            Ok(project) => mqtt
-                .inbox()
-                .dead_letters(&project, r.limit)
-                .await
-                .map(R::DeadLetters)
-                .map_err(Failure::internal),
-            Err(failure) => Err(failure),
-        },
-        Request::Stats(_) => Ok(R::Stats(mqtt.stats().await)),
+    let project = envelope
+        .project
+        .clone()
+        .ok_or_else(|| Failure::invalid("this request needs a project"));
+    let result = match (request, project) {
+        (Request::Stats(_), _) => Ok(R::Stats(triggers.stats().await)),
+        (_, Err(failure)) => Err(failure),
+        (Request::Publish(r), Ok(project)) => triggers
+            .publish(&project, &r.topic, r.payload)
+            .await
+            .map(R::Publish),
+        (Request::DeadLetters(r), Ok(project)) => triggers
+            .store()
+            .dead_letters(&project, r.limit)
+            .await
+            .map(R::DeadLetters)
+            .map_err(Failure::internal),
+        (Request::RetryDeadLetters(r), Ok(project)) => triggers
+            .retry_dead(&project, r.ids)
+            .await
+            .map(R::RetryDeadLetters)
+            .map_err(Failure::internal),
+        (Request::PurgeDeadLetters(r), Ok(project)) => triggers
+            .store()
+            .purge(&project, r.ids)
+            .await
+            .map(R::PurgeDeadLetters)
+            .map_err(Failure::internal),
     };
     responder.reply(result.map(isms_ipc::Reply::CommServer));
 }

@@ -6,8 +6,11 @@
 //! variables and the file can never drift apart.
 
 use anyhow::{Context as _, bail};
-use isms_commserver::CommServerConfig;
-use isms_commserver::mqtt::MqttConfig;
+use isms_commserver::broker::router::Limits as BrokerLimits;
+use isms_commserver::broker::{BrokerConfig, TlsListener};
+use isms_commserver::mqtt::TriggerConfig;
+use isms_commserver::mqtt::external::ExternalConfig;
+use isms_commserver::{CommServerConfig, DoorConfig, MqttConfig};
 use isms_control_gate::ControlGateConfig;
 use isms_dbriver::DBriverConfig;
 use isms_dbriver::docs::{DocBackend, DocLimits};
@@ -80,8 +83,21 @@ pub struct CommServerSection {
     pub max_body_kb: u32,
     /// Time an invocation may wait in queues beyond the Doee's timeout, ms.
     pub queue_allowance_ms: u32,
-    /// Where `isms up` runs its embedded MQTT broker (when `mqtt_url` is empty).
+    /// Where the embedded MQTT broker listens (when `mqtt_url` is empty).
     pub mqtt_addr: String,
+    /// The embedded broker's MQTT over TLS: where (empty: none).
+    pub mqtts_addr: String,
+    /// The embedded broker's TLS certificate chain, PEM.
+    pub mqtt_cert_file: String,
+    /// The embedded broker's TLS private key, PEM.
+    pub mqtt_key_file: String,
+    /// Whether the embedded broker lets in clients without credentials,
+    /// from loopback only (devices otherwise sign in with `isms device create`).
+    pub mqtt_anonymous: bool,
+    /// QoS 1 messages queued per session at the embedded broker at most.
+    pub mqtt_max_queued: u32,
+    /// QoS 1 messages unacknowledged per client at the embedded broker at most.
+    pub mqtt_max_inflight: u32,
     /// An external broker instead, `mqtt://host:1883` or `mqtts://host:8883`.
     pub mqtt_url: String,
     /// Username for the external broker.
@@ -90,9 +106,6 @@ pub struct CommServerSection {
     pub mqtt_password: String,
     /// PEM file of CA certificates for `mqtts://` (the Mozilla roots otherwise).
     pub mqtt_ca_file: String,
-    /// Turns on device authentication at the embedded broker: a file of
-    /// `username:password` lines (mode 0600).
-    pub mqtt_users_file: String,
     /// The CommServer's MQTT client id: its persistent session's name.
     pub mqtt_client_id: String,
     /// Runs of a message before it becomes a dead letter.
@@ -112,11 +125,16 @@ impl Default for CommServerSection {
             max_body_kb: 1024,
             queue_allowance_ms: 1000,
             mqtt_addr: "127.0.0.1:1884".into(),
+            mqtts_addr: String::new(),
+            mqtt_cert_file: String::new(),
+            mqtt_key_file: String::new(),
+            mqtt_anonymous: false,
+            mqtt_max_queued: 1000,
+            mqtt_max_inflight: 100,
             mqtt_url: String::new(),
             mqtt_username: String::new(),
             mqtt_password: String::new(),
             mqtt_ca_file: String::new(),
-            mqtt_users_file: String::new(),
             mqtt_client_id: "isms-commserver".into(),
             mqtt_max_attempts: 5,
             mqtt_retry_ms: 1000,
@@ -495,47 +513,68 @@ impl Config {
         let section = &self.commserver;
         let queue_allowance = Duration::from_millis(u64::from(section.queue_allowance_ms));
         let max_body_bytes = (section.max_body_kb as usize) << 10;
-        let (host, port, tls, credentials) = match self.mqtt_broker()? {
-            Broker::Embedded(addr) => (
-                addr.ip().to_string(),
-                addr.port(),
-                false,
-                Some((
-                    EMBEDDED_COMMSERVER_USER.to_string(),
-                    embedded_broker_secret(data_dir)?,
-                )),
-            ),
-            Broker::External { host, port, tls } => {
-                let credentials = (!section.mqtt_username.is_empty())
-                    .then(|| (section.mqtt_username.clone(), section.mqtt_password.clone()));
-                (host, port, tls, credentials)
-            }
-        };
-        Ok(CommServerConfig {
-            http_addr: parse_addr("commserver.http_addr", &section.http_addr)?,
-            max_body_bytes,
-            queue_allowance,
-            mqtt: MqttConfig {
+        let door = match self.mqtt_broker()? {
+            Broker::Embedded(addr) => DoorConfig::Embedded(BrokerConfig {
+                addr,
+                tls: self.mqtts()?,
+                anonymous: section.mqtt_anonymous,
+                limits: BrokerLimits {
+                    max_packet: max_body_bytes + 64 * 1024,
+                    max_inflight: section.mqtt_max_inflight.clamp(1, u32::from(u16::MAX)) as usize,
+                    max_queued: section.mqtt_max_queued.max(1) as usize,
+                },
+            }),
+            Broker::External { host, port, tls } => DoorConfig::External(ExternalConfig {
                 host,
                 port,
                 tls,
                 ca_file: Some(&section.mqtt_ca_file)
                     .filter(|f| !f.is_empty())
                     .map(PathBuf::from),
-                credentials,
+                credentials: (!section.mqtt_username.is_empty())
+                    .then(|| (section.mqtt_username.clone(), section.mqtt_password.clone())),
                 client_id: section.mqtt_client_id.clone(),
-                inbox: data_dir.join("commserver").join("inbox.db"),
-                max_attempts: section.mqtt_max_attempts.max(1),
-                retry_base: Duration::from_millis(u64::from(section.mqtt_retry_ms.max(10))),
-                concurrency: section.mqtt_concurrency.max(1) as usize,
-                max_pending: section.mqtt_max_pending.max(1) as usize,
                 max_payload_bytes: max_body_bytes,
-                queue_allowance,
+            }),
+        };
+        Ok(CommServerConfig {
+            http_addr: parse_addr("commserver.http_addr", &section.http_addr)?,
+            max_body_bytes,
+            queue_allowance,
+            mqtt: MqttConfig {
+                store: data_dir.join("commserver").join("mqtt.db"),
+                door,
+                triggers: TriggerConfig {
+                    max_attempts: section.mqtt_max_attempts.max(1),
+                    retry_base: Duration::from_millis(u64::from(section.mqtt_retry_ms.max(10))),
+                    concurrency: section.mqtt_concurrency.max(1) as usize,
+                    max_payload_bytes: max_body_bytes,
+                    queue_allowance,
+                },
+                max_pending: section.mqtt_max_pending.max(1) as usize,
             },
         })
     }
 
-    /// The broker the CommServer uses.
+    /// The embedded broker's TLS listener, if configured.
+    fn mqtts(&self) -> anyhow::Result<Option<TlsListener>> {
+        let section = &self.commserver;
+        if section.mqtts_addr.is_empty() {
+            return Ok(None);
+        }
+        if section.mqtt_cert_file.is_empty() || section.mqtt_key_file.is_empty() {
+            bail!(
+                "commserver.mqtts_addr needs commserver.mqtt_cert_file and commserver.mqtt_key_file (PEM)"
+            );
+        }
+        Ok(Some(TlsListener {
+            addr: parse_addr("commserver.mqtts_addr", &section.mqtts_addr)?,
+            cert: PathBuf::from(&section.mqtt_cert_file),
+            key: PathBuf::from(&section.mqtt_key_file),
+        }))
+    }
+
+    /// The broker: embedded at `mqtt_addr`, or the external one of `mqtt_url`.
     pub fn mqtt_broker(&self) -> anyhow::Result<Broker> {
         let section = &self.commserver;
         if section.mqtt_url.is_empty() {
@@ -580,17 +619,21 @@ impl Config {
 
     /// The MQTT line of the banner.
     pub fn mqtt_summary(&self) -> String {
+        let section = &self.commserver;
         match self.mqtt_broker() {
-            Ok(Broker::Embedded(addr)) if self.commserver.mqtt_users_file.is_empty() => {
-                format!("mqtt://{addr} (embedded; devices connect without credentials)")
+            Ok(Broker::Embedded(addr)) => {
+                let tls = match section.mqtts_addr.as_str() {
+                    "" => String::new(),
+                    tls => format!(", mqtts://{tls}"),
+                };
+                let who = if section.mqtt_anonymous {
+                    "devices sign in with `isms device create`, or anonymously from loopback"
+                } else {
+                    "devices sign in with `isms device create`"
+                };
+                format!("mqtt://{addr}{tls} (embedded; {who})")
             }
-            Ok(Broker::Embedded(addr)) => format!(
-                "mqtt://{addr} (embedded; devices sign in with the users in {})",
-                self.commserver.mqtt_users_file
-            ),
-            Ok(Broker::External { .. }) => {
-                format!("{} (external)", self.commserver.mqtt_url)
-            }
+            Ok(Broker::External { .. }) => format!("{} (external)", section.mqtt_url),
             Err(err) => format!("{err}"),
         }
     }
@@ -698,43 +741,6 @@ pub enum Broker {
         /// `mqtts://`.
         tls: bool,
     },
-}
-
-/// The user the CommServer signs in to the embedded broker as.
-pub const EMBEDDED_COMMSERVER_USER: &str = "isms-commserver";
-
-/// The CommServer's password at the embedded broker: random, made once,
-/// kept in `<data>/commserver/broker-secret` (0600).
-pub fn embedded_broker_secret(data_dir: &Path) -> anyhow::Result<String> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let dir = data_dir.join("commserver");
-    let path = dir.join("broker-secret");
-    if let Ok(secret) = std::fs::read_to_string(&path) {
-        return Ok(secret.trim().to_string());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let temp = dir.join("broker-secret.tmp");
-    {
-        use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&temp)
-            .with_context(|| format!("cannot write {}", temp.display()))?;
-        file.write_all(secret.as_bytes())?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&temp, &path)?;
-    Ok(secret)
 }
 
 /// Unix socket paths are limited to 107 bytes.

@@ -2,7 +2,6 @@
 //! point of every service process. This is the one crate that knows every
 //! service; the services meet only through the kernel.
 
-pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -90,9 +90,6 @@ pub fn up(up: Up) -> anyhow::Result<()> {
             .with_context(|| format!("cannot restrict {}", path.display()))?;
     }
     let _lock = lock(&up.data_dir)?;
-    if let crate::config::Broker::Embedded(addr) = config.mqtt_broker()? {
-        crate::broker::start(addr, &config, &up.data_dir)?;
-    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -11,6 +11,7 @@
 pub mod archive;
 pub mod auth;
 pub mod builder;
+mod devices;
 pub mod manifest;
 pub mod sandbox;
 pub mod sdk;
@@ -337,6 +338,7 @@ impl State {
             Request::Routes(_) => &[ServiceKind::CommServer, ServiceKind::ControlGate],
             Request::GetVersion(_) | Request::GetBinary(_) => &[ServiceKind::Doer],
             Request::Record(_) => &[ServiceKind::Doer, ServiceKind::CommServer],
+            Request::DeviceLogin(_) => &[ServiceKind::CommServer],
             _ => &[ServiceKind::ControlGate],
         };
         if !allowed.contains(&origin) {
@@ -520,6 +522,23 @@ impl State {
             Request::Routes(_) => self.routes().await.map(R::Routes),
             Request::GetVersion(r) => self.version_spec(project()?, r).await.map(R::GetVersion),
             Request::GetBinary(r) => self.binary(&r.sha256).await.map(R::GetBinary),
+            Request::CreateDevice(r) => self
+                .create_device(project()?, r.name)
+                .await
+                .map(R::CreateDevice),
+            Request::ListDevices(_) => store
+                .devices(&project()?)
+                .await
+                .map_err(db_failure)
+                .map(R::ListDevices),
+            Request::DeleteDevice(r) => self
+                .delete_device(project()?, r.name)
+                .await
+                .map(R::DeleteDevice),
+            Request::DeviceLogin(r) => self
+                .device_login(&r.username, &r.password)
+                .await
+                .map(R::DeviceLogin),
         }
     }
 
@@ -786,6 +805,10 @@ impl State {
         let sources = self.config.sources_dir().join(project.as_str());
         let _ = tokio::fs::remove_dir_all(&sources).await;
         tracing::info!(%project, "project deleted");
+        self.conn.emit(Event::DeviceRevoked {
+            project: project.clone(),
+            device: None,
+        });
         self.conn.emit(Event::DeploymentsChanged { project });
         Ok(())
     }

@@ -101,6 +101,14 @@ CREATE INDEX logs_by_project ON logs(project, id);
     // Who created a project, for the quota of projects per user.
     "ALTER TABLE projects ADD COLUMN created_by TEXT;
      CREATE INDEX projects_by_creator ON projects(created_by);",
+    // MQTT devices: their secrets only as a sha256.
+    "CREATE TABLE devices (
+        project     TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        PRIMARY KEY (project, name)
+    );",
 ];
 
 /// A database error, already worded for a person.
@@ -109,7 +117,7 @@ pub type StoreResult<T> = Result<T, sqlx::Error>;
 /// The state database.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 /// What creating a project did.

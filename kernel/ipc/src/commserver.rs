@@ -26,6 +26,20 @@ crate::protocol! {
         limit: u32,
     } -> Vec<DeadLetter>;
 
+    /// Runs dead letters of the envelope's project again, as new messages
+    /// (those of `ids`, or all); answers how many.
+    RetryDeadLetters {
+        /// Which; `None` for all.
+        ids: Option<Vec<u64>>,
+    } -> u64;
+
+    /// Deletes dead letters of the envelope's project (those of `ids`, or
+    /// all); answers how many.
+    PurgeDeadLetters {
+        /// Which; `None` for all.
+        ids: Option<Vec<u64>>,
+    } -> u64;
+
     /// The MQTT counters, since the CommServer started, and the inbox's depth.
     Stats {} -> MqttStats;
 }
@@ -72,4 +86,18 @@ pub struct MqttStats {
     pub inbox_depth: u64,
     /// Dead letters kept.
     pub dead_letters: u64,
+    /// The embedded broker: clients connected.
+    pub clients: u64,
+    /// The embedded broker: sessions, connected or kept.
+    pub sessions: u64,
+    /// The embedded broker: retained messages.
+    pub retained: u64,
+    /// The embedded broker: deliveries sent to clients.
+    pub delivered: u64,
+    /// The embedded broker: deliveries dropped (a full session queue, a
+    /// client's packet size).
+    pub dropped: u64,
+    /// The embedded broker: connections, subscriptions and publishes refused
+    /// for their rights.
+    pub refused: u64,
 }

@@ -31,7 +31,8 @@ pub use message::{
     ProtocolError, RawMessage, Registration,
 };
 pub use names::{
-    Deadline, DoeeName, InvocationId, MessageId, Priority, ProjectName, ServiceKind, Username,
+    Deadline, DeviceName, DoeeName, InvocationId, MessageId, Priority, ProjectName, ServiceKind,
+    Username,
 };
 
 use serde::{Deserialize, Serialize};
@@ -108,6 +109,14 @@ pub enum Event {
     DeploymentsChanged {
         /// The project.
         project: ProjectName,
+    },
+    /// A device's MQTT credentials were revoked, or every device's of a
+    /// deleted project (`device: None`): its connections end at once.
+    DeviceRevoked {
+        /// The project.
+        project: ProjectName,
+        /// The device.
+        device: Option<DeviceName>,
     },
     /// An admin changed a project's quotas.
     QuotasChanged {

@@ -189,6 +189,11 @@ name_type!(
     Username,
     "username"
 );
+name_type!(
+    /// An MQTT device's name, unique within its project: `[a-z0-9-]{1,63}`.
+    DeviceName,
+    "device name"
+);
 
 /// The scheduling class of a request: the kernel serves every queued `High`
 /// request before any `Normal` one, and `Normal` before `Low`.

@@ -8,7 +8,7 @@
 
 use crate::Payload;
 use crate::doer::{LogLevel, LogLine, Trigger};
-use crate::names::{DoeeName, InvocationId, Priority, ProjectName, Username};
+use crate::names::{DeviceName, DoeeName, InvocationId, Priority, ProjectName, Username};
 use serde::{Deserialize, Serialize};
 
 crate::protocol! {
@@ -204,6 +204,60 @@ crate::protocol! {
         /// The hex sha256 of the shared object.
         sha256: String,
     } -> Payload;
+
+    /// Creates an MQTT device of the envelope's project; its secret is in
+    /// the answer, and only there.
+    CreateDevice {
+        /// Its name.
+        name: DeviceName,
+    } -> NewDevice;
+
+    /// The envelope's project's devices.
+    ListDevices {} -> Vec<DeviceInfo>;
+
+    /// Revokes a device of the envelope's project: its credentials stop
+    /// working and its connections end.
+    DeleteDevice {
+        /// Its name.
+        name: DeviceName,
+    } -> ();
+
+    /// Checks a device's MQTT credentials (for the CommServer's broker).
+    DeviceLogin {
+        /// `<project>/<device>`.
+        username: String,
+        /// The device's secret.
+        password: String,
+    } -> DeviceGrant;
+}
+
+/// A device just created.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewDevice {
+    /// The device.
+    pub info: DeviceInfo,
+    /// Its secret, the MQTT password: shown once, stored only as a hash.
+    pub secret: String,
+}
+
+/// An MQTT device of a project.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Its name.
+    pub name: DeviceName,
+    /// Its MQTT username: `<project>/<device>`.
+    pub username: String,
+    /// When it was created (ms since the epoch).
+    pub created_ms: u64,
+}
+
+/// Who a device's credentials name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceGrant {
+    /// Its project.
+    pub project: ProjectName,
+    /// The device.
+    pub device: DeviceName,
 }
 
 /// What an API call needs of its caller.

@@ -44,8 +44,12 @@ pub fn check(topic: &str, filter: bool) -> Result<(), TopicError> {
     Ok(())
 }
 
-/// Whether `topic` (no wildcards) matches `filter`, as MQTT 3.1.1 §4.7.
+/// Whether `topic` (no wildcards) matches `filter`, as MQTT 3.1.1 §4.7:
+/// a wildcard first level does not match the broker's `$` topics.
 pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
     let mut topic_levels = topic.split('/');
     for level in filter.split('/') {
         match (level, topic_levels.next()) {
@@ -127,6 +131,9 @@ mod tests {
             ("a/b", "a/c", false),
             ("a/+", "a/b", true),
             ("a/+", "a/b/c", false),
+            ("#", "$SYS/load", false),
+            ("+/load", "$SYS/load", false),
+            ("$SYS/#", "$SYS/load", true),
             ("a/+/c", "a/b/c", true),
             ("a/#", "a", true),
             ("a/#", "a/b/c", true),
