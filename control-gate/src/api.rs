@@ -9,6 +9,7 @@ use isms_ipc::resadmin::{
     Deployed, DoeeInfo, InvocationRecord, InvocationStatus, LogEntry, LogSource, Member,
     ProjectDetail, ProjectInfo, Quotas, Session, TokenInfo, UserInfo, VersionInfo,
 };
+use isms_ipc::resadmin::{DeviceInfo, NewDevice};
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/auth/login`.
@@ -316,6 +317,63 @@ pub struct MemberView {
     pub username: String,
     /// Their role in the project.
     pub role: &'static str,
+}
+
+/// The body of `POST …/mqtt/dead-letters/retry` and `…/purge`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLettersBody {
+    /// Which dead letters; all of the project's when absent.
+    #[serde(default)]
+    pub ids: Option<Vec<u64>>,
+}
+
+/// The body of `POST …/devices`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceBody {
+    /// The device's name.
+    pub name: String,
+}
+
+/// An MQTT device.
+#[derive(Serialize)]
+pub struct DeviceView {
+    /// Its name.
+    pub name: String,
+    /// Its MQTT username.
+    pub username: String,
+    /// When it was created (ms since the epoch).
+    pub created_ms: u64,
+}
+
+impl From<DeviceInfo> for DeviceView {
+    fn from(d: DeviceInfo) -> Self {
+        DeviceView {
+            name: d.name.to_string(),
+            username: d.username,
+            created_ms: d.created_ms,
+        }
+    }
+}
+
+/// A device just created, with its secret (shown once).
+#[derive(Serialize)]
+pub struct NewDeviceView {
+    /// The device.
+    #[serde(flatten)]
+    pub device: DeviceView,
+    /// Its MQTT password.
+    pub secret: String,
+}
+
+impl From<NewDevice> for NewDeviceView {
+    fn from(d: NewDevice) -> Self {
+        NewDeviceView {
+            device: d.info.into(),
+            secret: d.secret,
+        }
+    }
 }
 
 /// A project's quotas (also the body of `PUT .../quotas`).

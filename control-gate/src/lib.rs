@@ -25,14 +25,14 @@ use isms_ipc::dbriver::{self, DocOp};
 use isms_ipc::doer::{Invoke, Trigger};
 use isms_ipc::kernel::{InstanceState, Services};
 use isms_ipc::resadmin::{
-    Authorize, CreateProject, CreateToken, CreateUser, DeleteDoee, DeleteProject, DeleteUser,
-    Deploy, GetDoee, GetInvocation, GetProject, ListDoees, ListInvocations, ListProjects,
-    ListTokens, ListUsers, Login, Logout, Logs, Member, Need, Quotas, RevokeToken, Role, Rollback,
-    SetMember, SetQuotas, SetTopics, Stats,
+    Authorize, CreateDevice, CreateProject, CreateToken, CreateUser, DeleteDevice, DeleteDoee,
+    DeleteProject, DeleteUser, Deploy, GetDoee, GetInvocation, GetProject, ListDevices, ListDoees,
+    ListInvocations, ListProjects, ListTokens, ListUsers, Login, Logout, Logs, Member, Need,
+    Quotas, RevokeToken, Role, Rollback, SetMember, SetQuotas, SetTopics, Stats,
 };
 use isms_ipc::{
-    Connection, DoeeName, Failure, FailureKind, Inbound, Incoming, InvocationId, ProjectName,
-    ServiceKind, Username,
+    Connection, DeviceName, DoeeName, Failure, FailureKind, Inbound, Incoming, InvocationId,
+    ProjectName, ServiceKind, Username,
 };
 use serde::Serialize;
 use std::future::Future;
@@ -215,6 +215,16 @@ async fn read_body(request: Request<Body>, limit: usize) -> Result<Bytes, ApiErr
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// As [`parse_json`], an empty body being the type's default.
+fn parse_json_or_empty<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_json(body)
 }
 
 fn project(name: &str) -> Result<ProjectName, ApiError> {
@@ -722,6 +732,44 @@ impl Gate {
                     StatusCode::OK,
                     &map(letters, api::DeadLetterView::from),
                 ))
+            }
+            E::RetryDeadLetters | E::PurgeDeadLetters => {
+                let body: api::DeadLettersBody =
+                    parse_json_or_empty(&read_body(request, MAX_JSON).await?)?;
+                let ids = body.ids;
+                let (key, count) = if matched.endpoint == E::RetryDeadLetters {
+                    let n = self
+                        .conn
+                        .call(&scope, commserver::RetryDeadLetters { ids })
+                        .await?;
+                    ("retried", n)
+                } else {
+                    let n = self
+                        .conn
+                        .call(&scope, commserver::PurgeDeadLetters { ids })
+                        .await?;
+                    ("purged", n)
+                };
+                Ok(json(StatusCode::OK, &serde_json::json!({ key: count })))
+            }
+            E::ListDevices => {
+                let devices = self.conn.call(&scope, ListDevices {}).await?;
+                Ok(json(StatusCode::OK, &map(devices, api::DeviceView::from)))
+            }
+            E::CreateDevice => {
+                let body: api::DeviceBody = parse_json(&read_body(request, MAX_JSON).await?)?;
+                let name = DeviceName::new(&body.name).map_err(|e| bad_request(e.to_string()))?;
+                let created = self.conn.call(&scope, CreateDevice { name }).await?;
+                Ok(json(
+                    StatusCode::CREATED,
+                    &api::NewDeviceView::from(created),
+                ))
+            }
+            E::DeleteDevice => {
+                let name = DeviceName::new(matched.param("device"))
+                    .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+                self.conn.call(&scope, DeleteDevice { name }).await?;
+                Ok(no_content())
             }
             E::Services => {
                 let services = self.conn.call(&scope, Services {}).await?;

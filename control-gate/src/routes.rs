@@ -56,6 +56,11 @@ pub enum Endpoint {
     ListCollections,
     GetCollection,
     DeadLetters,
+    RetryDeadLetters,
+    PurgeDeadLetters,
+    ListDevices,
+    CreateDevice,
+    DeleteDevice,
     Services,
 }
 
@@ -229,6 +234,36 @@ pub const ROUTES: &[(&str, &str, Endpoint, Access)] = &[
         "/api/v1/projects/{project}/mqtt/dead-letters",
         Endpoint::DeadLetters,
         VIEWER,
+    ),
+    (
+        "POST",
+        "/api/v1/projects/{project}/mqtt/dead-letters/retry",
+        Endpoint::RetryDeadLetters,
+        DEVELOPER,
+    ),
+    (
+        "POST",
+        "/api/v1/projects/{project}/mqtt/dead-letters/purge",
+        Endpoint::PurgeDeadLetters,
+        DEVELOPER,
+    ),
+    (
+        "GET",
+        "/api/v1/projects/{project}/devices",
+        Endpoint::ListDevices,
+        VIEWER,
+    ),
+    (
+        "POST",
+        "/api/v1/projects/{project}/devices",
+        Endpoint::CreateDevice,
+        DEVELOPER,
+    ),
+    (
+        "DELETE",
+        "/api/v1/projects/{project}/devices/{device}",
+        Endpoint::DeleteDevice,
+        DEVELOPER,
     ),
     ("GET", "/api/v1/system/services", Endpoint::Services, USER),
 ];

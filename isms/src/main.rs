@@ -72,6 +72,20 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Create, list or revoke a project's MQTT devices.
+    Device {
+        #[command(subcommand)]
+        command: cli::device::DeviceCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// A project's MQTT dead letters: list, run again, purge.
+    Mqtt {
+        #[command(subcommand)]
+        command: cli::mqtt::MqttCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Create a new Doee from a template, with a test.
     New(cli::new::NewArgs),
     /// Upload a Doee directory; the platform builds a new version of it.
@@ -153,6 +167,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Invocation(args) => runtime()?.block_on(cli::invocation::show(args))?,
         Command::User { command, api } => runtime()?.block_on(cli::user::run(command, &api))?,
         Command::Token { command, api } => runtime()?.block_on(cli::token::run(command, &api))?,
+        Command::Device { command, api } => runtime()?.block_on(cli::device::run(command, &api))?,
+        Command::Mqtt { command, api } => runtime()?.block_on(cli::mqtt::run(command, &api))?,
         Command::Deploy(args) => runtime()?.block_on(cli::deploy::run(args))?,
         Command::Invoke(args) => runtime()?.block_on(cli::invoke::run(args))?,
     }

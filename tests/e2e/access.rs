@@ -251,6 +251,31 @@ fn every_endpoint_checks_role_and_membership() {
             [200, 200, 200, 200, 200, 401, 401],
         ),
         row("GET", "/healthz", "", [200; 7]),
+        row("GET", "/api/v1/projects/alpha/devices", "", viewer),
+        row(
+            "POST",
+            "/api/v1/projects/alpha/devices",
+            r#"{"name":"Not A Name"}"#,
+            [400, 400, 400, 403, 404, 401, 401],
+        ),
+        row(
+            "DELETE",
+            "/api/v1/projects/alpha/devices/ghost",
+            "",
+            [404, 404, 404, 403, 404, 401, 401],
+        ),
+        row(
+            "POST",
+            "/api/v1/projects/alpha/mqtt/dead-letters/retry",
+            r#"{"ids":[]}"#,
+            [200, 200, 200, 403, 404, 401, 401],
+        ),
+        row(
+            "POST",
+            "/api/v1/projects/alpha/mqtt/dead-letters/purge",
+            r#"{"ids":[]}"#,
+            [200, 200, 200, 403, 404, 401, 401],
+        ),
         // Public, but a token that is not one is refused rather than
         // shown the anonymous view (which names no project).
         row("GET", "/metrics", "", [200, 200, 200, 200, 200, 200, 401]),

@@ -202,7 +202,14 @@ fn round_trip(p: &Platform, port: u16) {
     ));
 }
 
+/// A platform whose embedded broker lets test devices in without
+/// credentials (from loopback), as `commserver.mqtt_anonymous` allows.
 fn options() -> Options {
+    signed_in_options().env("ISMS_COMMSERVER_MQTT_ANONYMOUS", "true")
+}
+
+/// A platform with the defaults: devices sign in.
+fn signed_in_options() -> Options {
     Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR"))
         .env("ISMS_COMMSERVER_MQTT_MAX_ATTEMPTS", "2")
         .env("ISMS_COMMSERVER_MQTT_RETRY_MS", "200")
@@ -308,25 +315,39 @@ fn projects_stay_inside_their_topic_namespaces() {
     assert!(!device.wait_for("plant/out", "greenhouse/g1/temp 22", Duration::from_secs(3)));
 }
 
+/// By default devices sign in with the credentials `isms device create`
+/// gives them; wrong, unknown and missing ones are refused, and a revoked
+/// device is disconnected at once.
 #[test]
-fn devices_need_credentials_when_the_operator_turns_them_on() {
-    let dir = temp_dir("mqtt-users");
-    let users = dir.join("users");
-    std::fs::write(&users, "# devices\nsensor-3:s3cret-pass\n").unwrap();
-    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let p = options()
-        .env("ISMS_COMMSERVER_MQTT_USERS_FILE", users.to_str().unwrap())
-        .start();
+fn devices_sign_in_with_credentials_the_platform_gives_them() {
+    let p = signed_in_options().start();
     assert!(
-        p.output().contains("devices sign in with the users in"),
+        p.output()
+            .contains("(embedded; devices sign in with `isms device create`)"),
         "{}",
         p.output()
     );
     plant(&p);
+    let created = p.run(&["device", "create", "plant", "sensor-3"]);
+    let secret = created
+        .lines()
+        .find_map(|l| l.strip_prefix("MQTT password"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        created.contains("MQTT username  plant/sensor-3"),
+        "{created}"
+    );
+    assert!(
+        p.run(&["device", "list", "plant"])
+            .contains("plant/sensor-3")
+    );
     for credentials in [
         None,
-        Some(("sensor-3", "wrong")),
-        Some(("isms-commserver", "guess")),
+        Some(("plant/sensor-3", "wrong")),
+        Some(("plant/ghost", secret.as_str())),
+        Some(("other/sensor-3", secret.as_str())),
     ] {
         let device = Device::connect(p.mqtt_port, "intruder", credentials);
         let answer = device.connected.recv_timeout(Duration::from_secs(20));
@@ -335,20 +356,21 @@ fn devices_need_credentials_when_the_operator_turns_them_on() {
             "{credentials:?} got in: {answer:?}"
         );
     }
-    // Taking the CommServer's client id (and its session) is refused too.
-    let thief = Device::connect(
-        p.mqtt_port,
-        "isms-commserver",
-        Some(("sensor-3", "s3cret-pass")),
-    );
-    assert!(matches!(
-        thief.connected.recv_timeout(Duration::from_secs(20)),
-        Ok(Err(_))
-    ));
-    let device = Device::online(p.mqtt_port, "sensor-3", Some(("sensor-3", "s3cret-pass")));
+    let device = Device::online(p.mqtt_port, "sensor-3", Some(("plant/sensor-3", &secret)));
     device.subscribe("plant/out");
     device.expect_reply("plant/s3/in", "signed in", "plant/out");
-    let _ = std::fs::remove_dir_all(&dir);
+
+    p.run(&["device", "revoke", "plant", "sensor-3"]);
+    let dropped = device.connected.recv_timeout(Duration::from_secs(5));
+    assert!(
+        matches!(dropped, Ok(Err(_))),
+        "still connected: {dropped:?}"
+    );
+    let again = Device::connect(p.mqtt_port, "sensor-3", Some(("plant/sensor-3", &secret)));
+    assert!(matches!(
+        again.connected.recv_timeout(Duration::from_secs(20)),
+        Ok(Err(_))
+    ));
 }
 
 /// 2,000 QoS 1 messages while the CommServer is killed twice and the whole

@@ -2,11 +2,13 @@
 
 pub mod credentials;
 pub mod deploy;
+pub mod device;
 pub mod doee;
 pub mod invocation;
 pub mod invoke;
 pub mod login;
 pub mod logs;
+pub mod mqtt;
 pub mod new;
 pub mod project;
 pub mod sql;
