@@ -500,6 +500,13 @@ pub fn write(out: &Out, version: Version, buffer: &mut BytesMut) {
                 .map_err(|e| e.to_string()),
             None => Ok(()),
         },
+        // rumqttc 0.25 writes a reason-coded DISCONNECT one byte longer
+        // than its remaining length says: written here, with an empty
+        // property list (which its reader, unlike MQTT, requires).
+        Version::V5 if let Out::Disconnect(why) = out => {
+            buffer.extend_from_slice(&[0xE0, 0x02, goodbye_code(*why), 0x00]);
+            Ok(())
+        }
         Version::V5 => to_v5(out)
             .write(buffer, None)
             .map(drop)
@@ -507,6 +514,18 @@ pub fn write(out: &Out, version: Version, buffer: &mut BytesMut) {
     };
     if let Err(err) = result {
         tracing::warn!(cause = %err, packet = ?out, "cannot encode an MQTT packet");
+    }
+}
+
+fn goodbye_code(why: Goodbye) -> u8 {
+    match why {
+        Goodbye::SessionTakenOver => 0x8E,
+        Goodbye::KeepAliveTimeout => 0x8D,
+        Goodbye::PacketTooLarge => 0x95,
+        Goodbye::ProtocolError => 0x82,
+        Goodbye::NotAuthorized => 0x87,
+        Goodbye::QuotaExceeded => 0x97,
+        Goodbye::ShuttingDown => 0x8B,
     }
 }
 
@@ -650,18 +669,8 @@ fn to_v5(out: &Out) -> v5::Packet {
             properties: None,
         }),
         Out::PingResp => v5::Packet::PingResp(v5::PingResp),
-        Out::Disconnect(why) => v5::Packet::Disconnect(v5::Disconnect {
-            reason_code: match why {
-                Goodbye::SessionTakenOver => v5::DisconnectReasonCode::SessionTakenOver,
-                Goodbye::KeepAliveTimeout => v5::DisconnectReasonCode::KeepAliveTimeout,
-                Goodbye::PacketTooLarge => v5::DisconnectReasonCode::PacketTooLarge,
-                Goodbye::ProtocolError => v5::DisconnectReasonCode::ProtocolError,
-                Goodbye::NotAuthorized => v5::DisconnectReasonCode::NotAuthorized,
-                Goodbye::QuotaExceeded => v5::DisconnectReasonCode::QuotaExceeded,
-                Goodbye::ShuttingDown => v5::DisconnectReasonCode::ServerShuttingDown,
-            },
-            properties: None,
-        }),
+        // Written by `write` itself.
+        Out::Disconnect(_) => v5::Packet::PingResp(v5::PingResp),
     }
 }
 
@@ -739,6 +748,41 @@ mod tests {
             read_connect(&mut level3, 1024),
             Err(Error::NotConnect(_))
         ));
+    }
+
+    #[test]
+    fn every_answer_reads_back_as_what_was_written() {
+        let answers = [
+            Out::Disconnect(Goodbye::NotAuthorized),
+            Out::PubAck(3, PubCode::NotAuthorized),
+            Out::PubAck(4, PubCode::Success),
+            Out::PubRec(5, PubCode::Success),
+            Out::PubComp(5),
+            Out::SubAck(
+                6,
+                vec![SubCode::Granted(QoS::AtLeastOnce), SubCode::NotAuthorized],
+            ),
+            Out::UnsubAck(7, 2),
+            Out::PingResp,
+            Out::ConnAck {
+                session_present: true,
+                code: ConnectCode::Accepted,
+                assigned_id: Some("isms-1".into()),
+                max_packet_size: 1 << 20,
+            },
+        ];
+        for out in answers {
+            let mut buffer = BytesMut::new();
+            write(&out, Version::V5, &mut buffer);
+            let read = v5::Packet::read(&mut buffer, None);
+            assert!(read.is_ok() && buffer.is_empty(), "{out:?}: {read:?}");
+            let mut buffer = BytesMut::new();
+            write(&out, Version::V4, &mut buffer);
+            if !buffer.is_empty() {
+                let read = v4::Packet::read(&mut buffer, usize::MAX);
+                assert!(read.is_ok() && buffer.is_empty(), "{out:?}: {read:?}");
+            }
+        }
     }
 
     #[test]

@@ -202,6 +202,7 @@ pub struct Broker {
     input: mpsc::Receiver<Input>,
     handle: Handle,
     jobs: Arc<JobQueue>,
+    routes: Arc<Routes>,
 }
 
 /// Router inputs waiting at most; past it, connections wait to be read.
@@ -252,7 +253,7 @@ impl Broker {
         let router = Router::new(
             config.limits.clone(),
             store,
-            routes,
+            routes.clone(),
             jobs.clone(),
             stats.clone(),
             saved,
@@ -277,6 +278,7 @@ impl Broker {
                 stats,
             },
             jobs,
+            routes,
         })
     }
 
@@ -295,6 +297,7 @@ impl Broker {
             mut input,
             handle,
             jobs,
+            routes,
         } = self;
         let shared = Arc::new(connection::Shared {
             input: handle.input.clone(),
@@ -303,10 +306,21 @@ impl Broker {
             max_packet: config.limits.max_packet,
             next_id: AtomicU64::new(1),
         });
-        tokio::spawn(accept_plain(plain, shared.clone()));
-        if let Some((listener, acceptor)) = tls {
-            tokio::spawn(accept_tls(listener, acceptor, shared.clone()));
-        }
+        // Clients wait in the listen backlog until the triggers and the
+        // namespaces are known: a message matched against an empty table
+        // would be acknowledged and run by nobody, and a device's rights
+        // could not be checked.
+        let accepting = {
+            let (routes, shared) = (routes.clone(), shared.clone());
+            async move {
+                routes.loaded().await;
+                tokio::spawn(accept_plain(plain, shared.clone()));
+                if let Some((listener, acceptor)) = tls {
+                    tokio::spawn(accept_tls(listener, acceptor, shared));
+                }
+            }
+        };
+        tokio::spawn(accepting);
         let ticks = handle.input.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(10));

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test support may panic.
 
 pub mod http;
+pub mod mqtt;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -283,25 +284,29 @@ impl Platform {
         }
     }
 
-    /// Kills `isms up` with SIGKILL, as a power cut would (its services die
-    /// with it), then starts it again on the same data directory and ports
-    /// and waits until it is up.
+    /// A power cut: SIGKILL to `isms up` and every process below it (its
+    /// services, Workers, builds) at once, so none shuts down cleanly; then
+    /// starts it again on the same data directory and ports and waits until
+    /// it is up.
     pub fn crash_and_restart(&mut self) {
-        let pids: Vec<u32> = self
-            .services()
-            .as_array()
-            .map(|all| {
-                all.iter()
-                    .filter_map(|s| s["pid"].as_u64().map(|p| p as u32))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let _ = self.child.kill();
+        let supervisor = self.child.id();
+        let mut all = descendants(supervisor);
+        all.push(supervisor);
+        for &pid in &all {
+            // SAFETY: signalling processes of our own platform.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
         let _ = self.child.wait();
-        for pid in pids {
-            eventually(Duration::from_secs(20), "the services to die", || {
+        for pid in all {
+            eventually(Duration::from_secs(20), "every process to die", || {
                 // SAFETY: signal 0 only checks that the process exists.
-                (unsafe { libc::kill(pid as i32, 0) } != 0).then_some(())
+                let gone = unsafe { libc::kill(pid as i32, 0) } != 0
+                    || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                        stat.rsplit(')')
+                            .next()
+                            .is_some_and(|r| r.trim_start().starts_with('Z'))
+                    });
+                gone.then_some(())
             });
         }
         self.output.lock().unwrap().clear();
@@ -801,6 +806,11 @@ impl Mosquitto {
     /// Starts the broker and waits until it accepts connections, or panics
     /// saying how to install it.
     pub fn start() -> Mosquitto {
+        Mosquitto::start_with("")
+    }
+
+    /// As [`Mosquitto::start`], with more lines of configuration.
+    pub fn start_with(extra: &str) -> Mosquitto {
         assert!(
             Path::new(Self::EXE).is_file(),
             "this needs the Mosquitto MQTT broker at {}: apt-get install mosquitto \
@@ -819,7 +829,8 @@ impl Mosquitto {
              persistence_location {dir}/\n\
              max_queued_messages 100000\n\
              max_inflight_messages 0\n\
-             log_dest file {dir}/mosquitto.log\n",
+             log_dest file {dir}/mosquitto.log\n\
+             {extra}\n",
             dir = dir.display()
         );
         // As root it would switch to the `mosquitto` user, which cannot
@@ -828,42 +839,59 @@ impl Mosquitto {
         if unsafe { libc::geteuid() } == 0 {
             config.push_str("user root\n");
         }
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(&conf, config).unwrap();
-        let output = std::fs::File::create(dir.join("stdout.log")).unwrap();
-        let child = Command::new(Self::EXE)
+        std::fs::write(dir.join("mosquitto.conf"), config).unwrap();
+        let child = Mosquitto::launch(&dir, port);
+        Mosquitto {
+            child,
+            dir,
+            url: format!("mqtt://127.0.0.1:{port}"),
+            port,
+        }
+    }
+
+    /// Starts the broker on its configuration and waits until it listens.
+    fn launch(dir: &Path, port: u16) -> Child {
+        let output = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("stdout.log"))
+            .unwrap();
+        let mut child = Command::new(Self::EXE)
             .arg("-c")
-            .arg(&conf)
-            .current_dir(&dir)
+            .arg(dir.join("mosquitto.conf"))
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(output.try_clone().unwrap())
             .stderr(output)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", Self::EXE));
-        let mut broker = Mosquitto {
-            child,
-            dir,
-            url: format!("mqtt://127.0.0.1:{port}"),
-            port,
-        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = broker.child.try_wait() {
+            let log = || {
+                std::fs::read_to_string(dir.join("stdout.log")).unwrap_or_default()
+                    + &std::fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default()
+            };
+            if let Ok(Some(status)) = child.try_wait() {
                 panic!(
-                    "mosquitto exited ({status}) before listening on {port}:\n{}{}",
-                    broker.read_log("stdout.log"),
-                    broker.log()
+                    "mosquitto exited ({status}) before listening on {port}:\n{}",
+                    log()
                 );
             }
             if Instant::now() > deadline {
-                panic!(
-                    "mosquitto did not listen on {port} within 30 s:\n{}",
-                    broker.log()
-                );
+                panic!("mosquitto did not listen on {port} within 30 s:\n{}", log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        broker
+        child
+    }
+
+    /// Stops the broker cleanly (it saves its state) and starts it again on
+    /// the same directory and port.
+    pub fn restart(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        self.child = Mosquitto::launch(&self.dir, self.port);
     }
 
     /// What the broker logged so far.
