@@ -18,7 +18,7 @@ use isms_ipc::commserver::DeadLetter;
 use isms_ipc::names::now_ms;
 use isms_ipc::{DoeeName, ProjectName};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection as _, Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Connection as _, Row, SqliteConnection, SqlitePool};
 use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
 
@@ -453,6 +453,120 @@ fn id_list(ids: &Option<Vec<u64>>) -> Option<String> {
         .map(|ids| serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
 }
 
+/// Rows per multi-row INSERT: well under SQLite's bound on parameters.
+const ROWS_PER_INSERT: usize = 100;
+
+/// Inserts jobs, a statement per [`ROWS_PER_INSERT`]; their rows in order.
+async fn insert_jobs(
+    tx: &mut SqliteConnection,
+    jobs: &[&NewJob],
+    now: u64,
+) -> sqlx::Result<Vec<u64>> {
+    let mut ids = Vec::with_capacity(jobs.len());
+    for chunk in jobs.chunks(ROWS_PER_INSERT) {
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO inbox (project, doee, topic, reply_topic, payload, received_ms, due_ms) \
+             VALUES {values} RETURNING id"
+        );
+        let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql));
+        for job in chunk {
+            query = query
+                .bind(job.project.as_str())
+                .bind(job.doee.as_str())
+                .bind(&job.topic)
+                .bind(&job.reply_topic)
+                .bind(job.payload.as_ref())
+                .bind(now as i64)
+                .bind(now as i64);
+        }
+        // Rows are numbered in the order they are inserted, which is the
+        // order of VALUES; RETURNING's own order is unspecified.
+        let mut chunk_ids = query.fetch_all(&mut *tx).await?;
+        chunk_ids.sort_unstable();
+        ids.extend(chunk_ids.into_iter().map(|id| id as u64));
+    }
+    Ok(ids)
+}
+
+/// Inserts copies for sessions, as [`insert_jobs`].
+async fn insert_copies(
+    tx: &mut SqliteConnection,
+    copies: &[&(String, Message)],
+) -> sqlx::Result<Vec<u64>> {
+    let mut ids = Vec::with_capacity(copies.len());
+    for chunk in copies.chunks(ROWS_PER_INSERT) {
+        let values = vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO queued (session, topic, payload, qos, retain) VALUES {values} RETURNING id"
+        );
+        let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql));
+        for (session, message) in chunk {
+            query = query
+                .bind(session)
+                .bind(&message.topic)
+                .bind(message.payload.as_ref())
+                .bind(message.qos as i64)
+                .bind(i64::from(message.retain));
+        }
+        let mut chunk_ids = query.fetch_all(&mut *tx).await?;
+        chunk_ids.sort_unstable();
+        ids.extend(chunk_ids.into_iter().map(|id| id as u64));
+    }
+    Ok(ids)
+}
+
+/// Which table rows are deleted from.
+#[derive(Clone, Copy)]
+enum Table {
+    Inbox,
+    Queued,
+}
+
+/// Deletes rows by id, one statement for them all.
+async fn delete_rows(tx: &mut SqliteConnection, table: Table, ids: &[u64]) -> sqlx::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let sql = match table {
+        Table::Inbox => "DELETE FROM inbox WHERE id IN (SELECT value FROM json_each(?))",
+        Table::Queued => "DELETE FROM queued WHERE id IN (SELECT value FROM json_each(?))",
+    };
+    sqlx::query(sql)
+        .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Sets or clears a retained message.
+async fn retain(
+    tx: &mut SqliteConnection,
+    change: Option<(String, Option<Message>)>,
+) -> sqlx::Result<()> {
+    match change {
+        Some((topic, Some(message))) => {
+            sqlx::query("INSERT OR REPLACE INTO retained (topic, payload, qos) VALUES (?, ?, ?)")
+                .bind(topic)
+                .bind(message.payload.as_ref())
+                .bind(message.qos as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Some((topic, None)) => {
+            sqlx::query("DELETE FROM retained WHERE topic = ?")
+                .bind(topic)
+                .execute(&mut *tx)
+                .await?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// Applies the ops in order, in one transaction; runs of writes and of
+/// deletions are merged into a few statements each (every statement is a
+/// round trip to sqlx's SQLite thread, which costs more than the disk).
 async fn apply(
     conn: &mut SqliteConnection,
     ops: &mut Vec<Op>,
@@ -460,75 +574,58 @@ async fn apply(
 ) -> sqlx::Result<()> {
     let mut tx = conn.begin().await?;
     let now = now_ms();
-    for op in ops.drain(..) {
+    let mut ops = ops.drain(..).peekable();
+    while let Some(op) = ops.next() {
         match op {
-            Op::Write(write, reply) => {
-                let mut jobs = Vec::with_capacity(write.jobs.len());
-                for job in write.jobs {
-                    let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO inbox (project, doee, topic, reply_topic, payload, received_ms, due_ms) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    )
-                    .bind(job.project.as_str())
-                    .bind(job.doee.as_str())
-                    .bind(&job.topic)
-                    .bind(&job.reply_topic)
-                    .bind(job.payload.as_ref())
-                    .bind(now as i64)
-                    .bind(now as i64)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    jobs.push(Job {
-                        id: id as u64,
-                        project: job.project,
-                        doee: job.doee,
-                        topic: job.topic,
-                        reply_topic: job.reply_topic,
-                        payload: job.payload,
-                        received_ms: now,
-                        attempts: 0,
-                        due_ms: now,
-                    });
-                }
-                let mut copies = Vec::with_capacity(write.copies.len());
-                for (session, message) in write.copies {
-                    let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO queued (session, topic, payload, qos, retain) VALUES (?, ?, ?, ?, ?) \
-                         RETURNING id",
-                    )
-                    .bind(session)
-                    .bind(&message.topic)
-                    .bind(message.payload.as_ref())
-                    .bind(message.qos as i64)
-                    .bind(i64::from(message.retain))
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    copies.push(id as u64);
-                }
-                match write.retained {
-                    Some((topic, Some(message))) => {
-                        sqlx::query("INSERT OR REPLACE INTO retained (topic, payload, qos) VALUES (?, ?, ?)")
-                            .bind(topic)
-                            .bind(message.payload.as_ref())
-                            .bind(message.qos as i64)
-                            .execute(&mut *tx)
-                            .await?;
+            Op::Write(first, reply) => {
+                let mut writes = vec![(first, reply)];
+                while let Some(Op::Write(..)) = ops.peek() {
+                    if let Some(Op::Write(write, reply)) = ops.next() {
+                        writes.push((write, reply));
                     }
-                    Some((topic, None)) => {
-                        sqlx::query("DELETE FROM retained WHERE topic = ?")
-                            .bind(topic)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    None => {}
                 }
-                owed.push(Owed::Written(Written { jobs, copies }, reply));
+                let jobs: Vec<&NewJob> = writes.iter().flat_map(|(w, _)| &w.jobs).collect();
+                let mut job_ids = insert_jobs(&mut tx, &jobs, now).await?.into_iter();
+                let copies: Vec<&(String, Message)> =
+                    writes.iter().flat_map(|(w, _)| &w.copies).collect();
+                let mut copy_ids = insert_copies(&mut tx, &copies).await?.into_iter();
+                for (write, reply) in writes {
+                    retain(&mut tx, write.retained).await?;
+                    let copies = copy_ids.by_ref().take(write.copies.len()).collect();
+                    let jobs = write
+                        .jobs
+                        .into_iter()
+                        .zip(job_ids.by_ref())
+                        .map(|(job, id)| Job {
+                            id,
+                            project: job.project,
+                            doee: job.doee,
+                            topic: job.topic,
+                            reply_topic: job.reply_topic,
+                            payload: job.payload,
+                            received_ms: now,
+                            attempts: 0,
+                            due_ms: now,
+                        })
+                        .collect();
+                    owed.push(Owed::Written(Written { jobs, copies }, reply));
+                }
             }
-            Op::Done(id) => {
-                sqlx::query("DELETE FROM inbox WHERE id = ?")
-                    .bind(id as i64)
-                    .execute(&mut *tx)
-                    .await?;
+            Op::Done(first) => {
+                let mut ids = vec![first];
+                while let Some(Op::Done(id)) = ops.peek() {
+                    ids.push(*id);
+                    ops.next();
+                }
+                delete_rows(&mut tx, Table::Inbox, &ids).await?;
+            }
+            Op::Delivered(first) => {
+                let mut rows = first;
+                while let Some(Op::Delivered(more)) = ops.peek() {
+                    rows.extend(more.iter().copied());
+                    ops.next();
+                }
+                delete_rows(&mut tx, Table::Queued, &rows).await?;
             }
             Op::Retry {
                 id,
@@ -587,14 +684,6 @@ async fn apply(
                 .await?;
                 owed.push(Owed::Purged(done.rows_affected(), reply));
             }
-            Op::Delivered(rows) => {
-                for row in rows {
-                    sqlx::query("DELETE FROM queued WHERE id = ?")
-                        .bind(row as i64)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
             Op::SaveSession(row) => {
                 let subscriptions: Vec<(&str, u8, bool)> = row
                     .subscriptions
@@ -623,4 +712,85 @@ async fn apply(
         }
     }
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(topic: &str) -> NewJob {
+        NewJob {
+            project: ProjectName::new("p").unwrap(),
+            doee: DoeeName::new("d").unwrap(),
+            topic: topic.into(),
+            reply_topic: None,
+            payload: Bytes::from(topic.to_string()),
+        }
+    }
+
+    fn copy(session: &str, topic: &str) -> (String, Message) {
+        (
+            session.into(),
+            Message {
+                topic: topic.into(),
+                payload: Bytes::from_static(b"x"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+            },
+        )
+    }
+
+    /// Writes merged into one commit each get back their own rows, in
+    /// order; what was done is gone after a restart, the rest is there.
+    #[tokio::test(flavor = "current_thread")]
+    async fn merged_writes_answer_each_its_rows_and_survive_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("isms-store-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("mqtt.db");
+        let (store, waiting) = Store::open(&path).await.unwrap();
+        assert!(waiting.is_empty());
+        let mut answers = Vec::new();
+        for i in 0..250 {
+            let (tx, rx) = oneshot::channel();
+            store.write_then(
+                Write {
+                    jobs: vec![job(&format!("t/{i}/a")), job(&format!("t/{i}/b"))],
+                    copies: vec![copy("s", &format!("t/{i}"))],
+                    retained: None,
+                },
+                tx,
+            );
+            answers.push(rx);
+        }
+        let mut jobs = Vec::new();
+        let mut copies = Vec::new();
+        for (i, rx) in answers.into_iter().enumerate() {
+            let written = rx.await.unwrap().unwrap();
+            assert_eq!(written.jobs.len(), 2);
+            assert_eq!(written.jobs[0].topic, format!("t/{i}/a"));
+            copies.extend(written.copies);
+            jobs.extend(written.jobs);
+        }
+        assert!(jobs.windows(2).all(|w| w[0].id < w[1].id), "rows in order");
+        for job in &jobs[..100] {
+            store.done(job.id);
+        }
+        store.delivered(copies[..10].to_vec());
+        store.save_session(SessionRow {
+            key: "s".into(),
+            subscriptions: vec![("t/#".into(), QoS::AtLeastOnce, false)],
+            expiry: 60,
+        });
+        // A write after them all: answered once they are on disk too.
+        store.record(Vec::new()).await.unwrap();
+        drop(store);
+        let (store, waiting) = Store::open(&path).await.unwrap();
+        assert_eq!(waiting.len(), 400);
+        assert_eq!(waiting[0].id, jobs[100].id);
+        assert_eq!(waiting[0].payload, Bytes::from(jobs[100].topic.clone()));
+        let saved = store.saved().await.unwrap();
+        assert_eq!(saved.sessions.len(), 1);
+        assert_eq!(saved.queued.len(), 240);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

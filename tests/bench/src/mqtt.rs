@@ -13,7 +13,11 @@
 //! measure how big a backlog the broker swallows, not what flows through.
 //! Each half publishes for `--duration` seconds, then waits for the last
 //! replies; the rate is the distinct replies over the time from the first
-//! publish to the last reply.
+//! publish to the last reply. Then one message at a time, for latencies.
+//!
+//! A third round measures the embedded broker alone: the same relay as the
+//! Mosquitto baseline (device → broker → subscriber, no Doee), on the
+//! platform, signed in as a device as the platform's defaults require.
 
 use crate::{Shape, platform, round, runtime};
 use isms_test_support::{Mosquitto, Platform, copy_dir, fixtures, temp_dir};
@@ -37,6 +41,13 @@ const WINDOW: u64 = 1000;
 const WARM_UP: u64 = 500;
 /// No reply for this long fails the run.
 const STALL: Duration = Duration::from_secs(15);
+/// Messages sent one at a time, each waiting for its reply, for latencies.
+const ONE_AT_A_TIME: u64 = 300;
+/// The embedded broker's relay topic (inside the project's namespace).
+const PLATFORM_RELAY: &str = "plant/relay";
+
+/// Device credentials for the platform's broker; none for Mosquitto.
+type Login = Option<(String, String)>;
 
 pub fn mqtt(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
     // The test support starts the platform's embedded broker on a free port.
@@ -70,19 +81,38 @@ pub fn mqtt(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
     std::fs::write(dir.join("doee.toml"), manifest)?;
     p.deploy(&dir, PROJECT);
     let _ = std::fs::remove_dir_all(&dir);
+    let secret = p
+        .run(&["device", "create", PROJECT, "bench"])
+        .lines()
+        .find_map(|l| l.strip_prefix("MQTT password"))
+        .map(|s| s.trim().to_string())
+        .ok_or_else(|| anyhow::anyhow!("`isms device create` printed no password"))?;
+    let login: Login = Some((format!("{PROJECT}/bench"), secret));
 
     let rt = runtime();
     eprintln!(
         "through the platform: QoS 1 on {IN_TOPIC}, replies on {OUT_TOPIC}, {} s…",
         shape.duration
     );
-    let through = rt.block_on(measure(port, IN_TOPIC, OUT_TOPIC, shape.duration));
+    let through = rt.block_on(measure(port, &login, IN_TOPIC, OUT_TOPIC, shape.duration));
     if through.is_err() {
         print_log_tail(&p, "commserver");
     }
-    drop(p);
     let through = through?;
     eprintln!("  {}", through.describe());
+    eprintln!(
+        "the embedded broker alone: QoS 1 on {PLATFORM_RELAY}, {} s…",
+        shape.duration
+    );
+    let embedded = rt.block_on(measure(
+        port,
+        &login,
+        PLATFORM_RELAY,
+        PLATFORM_RELAY,
+        shape.duration,
+    ))?;
+    eprintln!("  {}", embedded.describe());
+    drop(p);
 
     eprintln!(
         "Mosquitto alone: QoS 1 on {RELAY_TOPIC}, {} s…",
@@ -91,6 +121,7 @@ pub fn mqtt(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
     let broker = Mosquitto::start();
     let alone = rt.block_on(measure(
         broker.port,
+        &None,
         RELAY_TOPIC,
         RELAY_TOPIC,
         shape.duration,
@@ -108,14 +139,20 @@ pub fn mqtt(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
         "workers": shape.workers,
         "inflight": INFLIGHT,
         "window": WINDOW,
-        "msgs_per_s": round(through.rate()),
-        "messages": through.distinct,
-        "duplicates": through.duplicates,
-        "reply_qos": through.reply_qos,
-        "broker_msgs_per_s": round(alone.rate()),
-        "broker_messages": alone.distinct,
-        "broker_duplicates": alone.duplicates,
-        "ratio_to_broker": round(through.rate() / alone.rate()),
+        "msgs_per_s": round(through.round.rate()),
+        "messages": through.round.distinct,
+        "duplicates": through.round.duplicates,
+        "reply_qos": through.round.reply_qos,
+        "one_at_a_time_p50_us": through.p50_us,
+        "one_at_a_time_p99_us": through.p99_us,
+        "broker_msgs_per_s": round(alone.round.rate()),
+        "broker_messages": alone.round.distinct,
+        "broker_duplicates": alone.round.duplicates,
+        "broker_one_at_a_time_p50_us": alone.p50_us,
+        "ratio_to_broker": round(through.round.rate() / alone.round.rate()),
+        "embedded_broker_msgs_per_s": round(embedded.round.rate()),
+        "embedded_broker_one_at_a_time_p50_us": embedded.p50_us,
+        "embedded_broker_ratio_to_mosquitto": round(embedded.round.rate() / alone.round.rate()),
     }))
 }
 
@@ -198,16 +235,36 @@ impl Round {
     }
 }
 
+/// A round's throughput, and the latencies of one message at a time.
+struct Measured {
+    round: Round,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+impl Measured {
+    fn describe(&self) -> String {
+        format!(
+            "{}; one at a time p50 {} µs, p99 {} µs",
+            self.round.describe(),
+            self.p50_us,
+            self.p99_us
+        )
+    }
+}
+
 /// Connects a publisher and a subscriber to the broker on `port`, checks
-/// that a message gets through, warms up, then measures a round.
+/// that a message gets through, warms up, then measures a round and one
+/// message at a time.
 async fn measure(
     port: u16,
+    login: &Login,
     publish_on: &str,
     replies_on: &str,
     duration: u64,
-) -> anyhow::Result<Round> {
+) -> anyhow::Result<Measured> {
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
-    let subscriber = client("sub", port, reports_tx.clone());
+    let subscriber = client("sub", port, login, reports_tx.clone());
     subscriber.subscribe(replies_on, QoS::AtLeastOnce).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -220,7 +277,7 @@ async fn measure(
             }
         }
     }
-    let publisher = client("pub", port, reports_tx);
+    let publisher = client("pub", port, login, reports_tx);
     let mut ids = 0..;
 
     // The platform may subscribe to a new Doee's topics a moment after the
@@ -262,7 +319,7 @@ async fn measure(
     .map_err(|e| e.context("warming up"))?;
     let first = first + warm.published + 1_000;
     let publish_for = Duration::from_secs(duration.max(1));
-    run_round(
+    let round = run_round(
         &publisher,
         &mut reports,
         publish_on,
@@ -271,7 +328,30 @@ async fn measure(
         publish_for,
         publish_for + Duration::from_secs(duration.max(10)),
     )
-    .await
+    .await?;
+    let mut latencies = Vec::new();
+    let first = first + round.published + 1_000;
+    for id in first..first + ONE_AT_A_TIME {
+        let one = run_round(
+            &publisher,
+            &mut reports,
+            publish_on,
+            id,
+            1,
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| e.context("one message at a time"))?;
+        latencies.push(one.elapsed.as_micros() as u64);
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    Ok(Measured {
+        round,
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+    })
 }
 
 /// Publishes up to `count` messages with ids from `first`, for at most
@@ -338,13 +418,21 @@ fn payload(id: u64) -> Vec<u8> {
 
 /// A client on 127.0.0.1:`port` whose event loop runs as a task, reporting
 /// subscriptions, messages and a lost connection to `reports`.
-fn client(role: &str, port: u16, reports: mpsc::UnboundedSender<Report>) -> AsyncClient {
+fn client(
+    role: &str,
+    port: u16,
+    login: &Login,
+    reports: mpsc::UnboundedSender<Report>,
+) -> AsyncClient {
     let id = format!("isms-bench-{role}-{}", std::process::id());
     let mut options = MqttOptions::new(id, "127.0.0.1", port);
     options
         .set_keep_alive(Duration::from_secs(30))
         .set_clean_session(true)
         .set_inflight(INFLIGHT);
+    if let Some((user, password)) = login {
+        options.set_credentials(user, password);
+    }
     let (client, mut eventloop) = AsyncClient::new(options, usize::from(INFLIGHT));
     // Replies and acknowledgements go out one by one: no Nagle delays.
     eventloop.network_options.set_tcp_nodelay(true);
