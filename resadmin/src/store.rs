@@ -918,7 +918,10 @@ impl Store {
                  output = excluded.output, output_truncated = excluded.output_truncated \
                  WHERE excluded.status != 'pending'",
             );
-            insert.build().execute(&mut *tx).await?;
+            // Not cached: a batch's row count varies, and a connection keeping
+            // a hundred statements of a few thousand parameters each holds
+            // megabytes for statements that rarely recur.
+            insert.build().persistent(false).execute(&mut *tx).await?;
         }
         let lines: Vec<(&InvocationRecord, &LogLine)> = records
             .iter()
@@ -937,7 +940,7 @@ impl Store {
                     .push_bind(record.id.to_string())
                     .push_bind(line.message.as_str());
             });
-            insert.build().execute(&mut *tx).await?;
+            insert.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await
     }
