@@ -9,6 +9,7 @@ mod db;
 mod helpers;
 mod load;
 mod mqtt;
+mod soak;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
@@ -60,6 +61,8 @@ enum Scenario {
     Mqtt(Shape),
     /// A Doee doing one indexed SQL insert and one select, beside the same statements issued directly.
     Db(Shape),
+    /// HTTP and MQTT traffic for a while, every ISMS process's memory sampled.
+    Soak(Shape),
     #[command(hide = true)]
     BareServer {
         #[arg(long)]
@@ -152,6 +155,7 @@ fn run(scenario: Scenario) -> anyhow::Result<serde_json::Value> {
         Scenario::Kernel(shape) => kernel(&isms, shape),
         Scenario::Fairness(shape) => fairness(&isms, shape),
         Scenario::Db(shape) => db::db(&isms, shape),
+        Scenario::Soak(shape) => soak::soak(&isms, shape),
         Scenario::Mqtt(shape) => mqtt::mqtt(&isms, shape),
         _ => unreachable!("handled in main"),
     }
@@ -196,12 +200,12 @@ fn platform(isms: &Path, env: &[(&str, &str)]) -> Platform {
     platform
 }
 
-fn trigger_addr(p: &Platform) -> SocketAddr {
+pub(crate) fn trigger_addr(p: &Platform) -> SocketAddr {
     p.triggers.trim_start_matches("http://").parse().unwrap()
 }
 
 /// RSS of a process and all its descendants, in MiB.
-fn tree_rss_mb(root: u32) -> f64 {
+pub(crate) fn tree_rss_mb(root: u32) -> f64 {
     let kib: u64 = std::iter::once(root)
         .chain(isms_test_support::descendants(root))
         .map(isms_test_support::rss_kib)

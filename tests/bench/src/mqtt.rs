@@ -47,7 +47,7 @@ const ONE_AT_A_TIME: u64 = 300;
 const PLATFORM_RELAY: &str = "plant/relay";
 
 /// Device credentials for the platform's broker; none for Mosquitto.
-type Login = Option<(String, String)>;
+pub(crate) type Login = Option<(String, String)>;
 
 pub fn mqtt(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
     // The test support starts the platform's embedded broker on a free port.
@@ -167,7 +167,7 @@ fn print_log_tail(p: &Platform, service: &str) {
 }
 
 /// What a client's event loop reports.
-enum Report {
+pub(crate) enum Report {
     Subscribed,
     Message { payload: bytes::Bytes, qos: QoS },
     Failed(String),
@@ -418,7 +418,7 @@ fn payload(id: u64) -> Vec<u8> {
 
 /// A client on 127.0.0.1:`port` whose event loop runs as a task, reporting
 /// subscriptions, messages and a lost connection to `reports`.
-fn client(
+pub(crate) fn client(
     role: &str,
     port: u16,
     login: &Login,
