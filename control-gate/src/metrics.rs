@@ -136,7 +136,7 @@ pub fn render(services: &[ServiceStatus], stats: &[DoeeStats], mqtt: Option<&Mqt
         }
     }
     if let Some(mqtt) = mqtt {
-        let counters: [(&str, &str, &str, u64); 9] = [
+        let counters: [(&str, &str, &str, u64); 15] = [
             (
                 "isms_mqtt_connected",
                 "gauge",
@@ -190,6 +190,42 @@ pub fn render(services: &[ServiceStatus], stats: &[DoeeStats], mqtt: Option<&Mqt
                 "gauge",
                 "Dead letters kept in the inbox.",
                 mqtt.dead_letters,
+            ),
+            (
+                "isms_mqtt_clients",
+                "gauge",
+                "Clients connected to the embedded broker.",
+                mqtt.clients,
+            ),
+            (
+                "isms_mqtt_sessions",
+                "gauge",
+                "Sessions the embedded broker holds, connected or kept for later.",
+                mqtt.sessions,
+            ),
+            (
+                "isms_mqtt_retained",
+                "gauge",
+                "Retained messages in the embedded broker.",
+                mqtt.retained,
+            ),
+            (
+                "isms_mqtt_delivered_total",
+                "counter",
+                "Messages the embedded broker sent to subscribers.",
+                mqtt.delivered,
+            ),
+            (
+                "isms_mqtt_dropped_total",
+                "counter",
+                "Deliveries the embedded broker dropped: a full session queue or a message over the client's maximum packet size.",
+                mqtt.dropped,
+            ),
+            (
+                "isms_mqtt_refused_total",
+                "counter",
+                "Connections, subscriptions and publishes the embedded broker refused for their rights.",
+                mqtt.refused,
             ),
         ];
         for (name, kind, help, value) in counters {

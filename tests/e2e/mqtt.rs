@@ -187,9 +187,16 @@ fn round_trip(p: &Platform, port: u16) {
         "isms_mqtt_dead_lettered_total 1",
         "isms_mqtt_inbox_depth",
         "isms_mqtt_connected 1",
+        "isms_mqtt_delivered_total",
+        "isms_mqtt_refused_total",
     ] {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }
+    let clients = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("isms_mqtt_clients "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(clients >= Some(1), "the device is connected:\n{metrics}");
 
     // Deleted: its trigger goes with it.
     p.run(&["doee", "delete", "plant/mqtt"]);
