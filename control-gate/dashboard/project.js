@@ -6,10 +6,12 @@ import { attempt, notify, navigate } from './messages.js';
 import { doeesTab, doeeView, triggersTab } from './doees.js';
 import { invocationsTab, logsTab } from './activity.js';
 import { dataTab } from './data.js';
+import { mqttTab } from './mqtt.js';
 
 const TABS = [
   ['doees', 'Doees'],
   ['triggers', 'Triggers'],
+  ['mqtt', 'MQTT'],
   ['invocations', 'Invocations'],
   ['logs', 'Logs'],
   ['data', 'SQL and documents'],
@@ -64,6 +66,7 @@ export async function projectView(main, view, { project, tab, doee }) {
   if (doee) return doeeView(body, context, doee);
   switch (current) {
     case 'triggers': return triggersTab(body, context);
+    case 'mqtt': return mqttTab(body, context);
     case 'invocations': return invocationsTab(body, context);
     case 'logs': return logsTab(body, context);
     case 'data': return dataTab(body, context);

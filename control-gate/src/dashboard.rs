@@ -48,6 +48,7 @@ const ASSETS: &[Asset] = &[
     asset!("doees.js", JS),
     asset!("activity.js", JS),
     asset!("data.js", JS),
+    asset!("mqtt.js", JS),
     asset!("system.js", JS),
 ];
 
@@ -87,6 +88,9 @@ pub struct Dashboard {
     pub dir: Option<PathBuf>,
     /// The base URL of HTTP triggers, for the page's curl lines.
     pub triggers_url: String,
+    /// Where devices reach the embedded MQTT broker (`mqtt://host:port`);
+    /// empty when an external broker is configured.
+    pub mqtt_url: String,
 }
 
 impl Dashboard {
@@ -104,7 +108,13 @@ impl Dashboard {
             None => Bytes::from_static(asset.bytes),
         };
         let body = if asset.name == INDEX {
-            fill_index(&body, &self.triggers_url)
+            fill_index(
+                &body,
+                &[
+                    ("{{triggers_url}}", &self.triggers_url),
+                    ("{{mqtt_url}}", &self.mqtt_url),
+                ],
+            )
         } else {
             body
         };
@@ -118,13 +128,16 @@ impl Dashboard {
 
 /// Puts what the page needs to know of the platform into the page (a
 /// `<meta>` attribute, since inline scripts are not allowed).
-fn fill_index(page: &[u8], triggers_url: &str) -> Bytes {
-    let escaped = triggers_url
-        .replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    let text = String::from_utf8_lossy(page).replace("{{triggers_url}}", &escaped);
+fn fill_index(page: &[u8], values: &[(&str, &str)]) -> Bytes {
+    let mut text = String::from_utf8_lossy(page).into_owned();
+    for (placeholder, value) in values {
+        let escaped = value
+            .replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        text = text.replace(placeholder, &escaped);
+    }
     Bytes::from(text)
 }
 
@@ -143,14 +156,16 @@ mod tests {
         Dashboard {
             dir: None,
             triggers_url: "http://127.0.0.1:7781".into(),
+            mqtt_url: "mqtt://127.0.0.1:1884".into(),
         }
     }
 
     #[test]
-    fn the_page_knows_where_triggers_are_served() {
+    fn the_page_knows_where_triggers_and_the_broker_are() {
         let page = built_in().file(INDEX).unwrap();
         let text = std::str::from_utf8(&page.body).unwrap();
         assert!(text.contains("content=\"http://127.0.0.1:7781\""), "{text}");
+        assert!(text.contains("content=\"mqtt://127.0.0.1:1884\""), "{text}");
         assert!(page.content_type.starts_with("text/html"));
     }
 
@@ -233,6 +248,7 @@ mod tests {
         let dashboard = Dashboard {
             dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dashboard")),
             triggers_url: String::new(),
+            mqtt_url: String::new(),
         };
         assert!(dashboard.file("Cargo.toml").is_none());
         assert!(dashboard.file("package.json").is_none());

@@ -704,6 +704,10 @@ impl Config {
                     .filter(|dir| !dir.is_empty())
                     .map(PathBuf::from),
                 triggers_url: format!("http://{}", self.commserver.http_addr),
+                mqtt_url: match self.mqtt_broker()? {
+                    Broker::Embedded(addr) => format!("mqtt://{addr}"),
+                    Broker::External { .. } => String::new(),
+                },
             },
             metrics_token: Some(self.control_gate.metrics_token.clone()).filter(|t| !t.is_empty()),
         })

@@ -14,7 +14,7 @@
 //! rows.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests may unwrap.
 
-use isms_test_support::{Options, Platform, copy_dir};
+use isms_test_support::{Options, Platform, copy_dir, fixtures};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -148,6 +148,11 @@ fn check_files(p: &Platform) {
         page.text().contains(&format!("content=\"{}\"", p.triggers)),
         "the page does not name the trigger address"
     );
+    assert!(
+        page.text()
+            .contains(&format!("content=\"mqtt://127.0.0.1:{}\"", p.mqtt_port)),
+        "the page does not name the broker's address"
+    );
     let script = p.call_api("GET", "/ui/app.js", None, b"");
     assert_eq!(script.status, 200);
     assert_eq!(
@@ -184,7 +189,10 @@ fn the_dashboards_tar_writer_and_charts_pass_their_unit_tests() {
 #[test]
 fn the_dashboard_works_in_a_real_browser() {
     prepare_browser();
-    let p = Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR")).start();
+    // One attempt: the MQTT tab's dead letter is kept at once.
+    let p = Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR"))
+        .env("ISMS_COMMSERVER_MQTT_MAX_ATTEMPTS", "1")
+        .start();
     check_files(&p);
 
     let admin_password = std::fs::read_to_string(p.data_dir.join("initial-admin-password"))
@@ -227,6 +235,8 @@ fn the_dashboard_works_in_a_real_browser() {
         .current_dir(browser_dir())
         .env("ISMS_URL", &p.api)
         .env("ISMS_TRIGGERS_URL", &p.triggers)
+        .env("ISMS_MQTT_PORT", p.mqtt_port.to_string())
+        .env("ISMS_MQTT_DOEE_DIR", fixtures().join("mqtt"))
         .env("ISMS_ADMIN_PASSWORD", &admin_password)
         .env("ISMS_VIEWER", "vera:vera-password-1")
         .env("ISMS_EXPIRED_TOKEN", &stale)
