@@ -4,7 +4,7 @@
 //! so both backends are held to the same contract (SPEC §4).
 //!
 //! The MongoDB run starts SecantusDB (a MongoDB-wire server from PyPI that
-//! `.ci/run` installs; found through `ISMS_TEST_MONGO_SERVER` or as
+//! `tests/run` installs; found through `ISMS_TEST_MONGO_SERVER` or as
 //! `secantusd-py` on PATH) on a free loopback port and stops it at the end.
 //! With `ISMS_TEST_MONGODB_URL` set, it runs against that MongoDB instead,
 //! in databases named after this run. See tests/README.md.
@@ -1924,7 +1924,7 @@ struct WireServer {
 }
 
 const INSTALL_HINT: &str = "documents: the MongoDB-wire test server `secantusd-py` (SecantusDB, from PyPI) \
-     is not installed. Run .ci/run, or install it yourself:\n  \
+     is not installed. Run tests/run, or install it yourself:\n  \
      python3 -m venv ~/.cache/isms-ci/venv && ~/.cache/isms-ci/venv/bin/pip install SecantusDB==0.7.0b3\n  \
      export ISMS_TEST_MONGO_SERVER=~/.cache/isms-ci/venv/bin/secantusd-py\n\
      (or set ISMS_TEST_MONGODB_URL=mongodb://… to test against a real MongoDB)";

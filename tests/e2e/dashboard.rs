@@ -7,7 +7,7 @@
 //! A second test runs the dashboard's unit tests in node
 //! (`tests/browser/units.test.mjs`).
 //!
-//! Needs `node`, `npm` and `/usr/bin/chromium` (`.ci/run` installs them);
+//! Needs `node`, `npm` and `/usr/bin/chromium` (`tests/run` installs them);
 //! runs `npm ci` in `tests/browser` when `node_modules` is missing. Until
 //! DBriver lands, run it with `ISMS_SQL_EXPECT=unavailable`: the SQL step
 //! then checks that the console shows the platform's 503 message instead of
@@ -74,7 +74,7 @@ fn install_browser() {
         assert!(
             found.is_ok_and(|o| o.status.success()),
             "`{program}` is not installed, and the dashboard is tested in a real browser: \
-             apt-get install {package} chromium (or run .ci/run, which installs what the tests need)"
+             apt-get install {package} chromium (or run tests/run, which installs what the tests need)"
         );
     }
     assert!(

@@ -129,7 +129,7 @@ impl Options {
         assert!(
             isolation_chosen || has_bwrap,
             "bubblewrap is not installed, and the tests run Doees in real sandboxes: \
-             apt-get install bubblewrap (or run .ci/run, which installs what the tests need)"
+             apt-get install bubblewrap (or run tests/run, which installs what the tests need)"
         );
         let root = temp_dir("e2e");
         if self.private_root {
@@ -662,7 +662,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// A fresh, empty database on the PostgreSQL server of
-/// `ISMS_TEST_POSTGRES_URL` (which `.ci/run` starts), dropped on drop with
+/// `ISMS_TEST_POSTGRES_URL` (which `tests/run` starts), dropped on drop with
 /// the roles the platform made for it.
 pub struct PostgresDatabase {
     server: String,
@@ -676,7 +676,7 @@ impl PostgresDatabase {
     pub fn create() -> PostgresDatabase {
         let server = std::env::var("ISMS_TEST_POSTGRES_URL").unwrap_or_else(|_| {
             panic!(
-                "these tests need a PostgreSQL server: run .ci/run, which starts one, or set \
+                "these tests need a PostgreSQL server: run tests/run, which starts one, or set \
                  ISMS_TEST_POSTGRES_URL=postgres://user:password@127.0.0.1:port/postgres \
                  (a role with CREATEDB and CREATEROLE)"
             )
@@ -728,7 +728,7 @@ fn psql(server: &str, command: &str) {
     );
 }
 
-/// The MongoDB-wire test server `.ci/run` installs (SecantusDB, found through
+/// The MongoDB-wire test server `tests/run` installs (SecantusDB, found through
 /// `ISMS_TEST_MONGO_SERVER`), on a free loopback port with in-memory storage,
 /// killed and removed on drop.
 pub struct MongoWire {
@@ -746,7 +746,7 @@ impl MongoWire {
             .map(PathBuf::from)
             .unwrap_or_else(|| {
                 panic!(
-                    "this test needs the MongoDB-wire server SecantusDB: run .ci/run, or \
+                    "this test needs the MongoDB-wire server SecantusDB: run tests/run, or \
                      python3 -m venv ~/.cache/isms-ci/venv && ~/.cache/isms-ci/venv/bin/pip install SecantusDB==0.7.0b3 \
                      and export ISMS_TEST_MONGO_SERVER=~/.cache/isms-ci/venv/bin/secantusd-py"
                 )
@@ -786,7 +786,7 @@ impl Drop for MongoWire {
     }
 }
 
-/// A private Mosquitto broker (Debian's `mosquitto`, which `.ci/run`
+/// A private Mosquitto broker (Debian's `mosquitto`, which `tests/run`
 /// installs) on a free loopback port, with its config, persistence and log
 /// in a fresh directory, killed and removed on drop. Never the system's
 /// broker on port 1883.
@@ -814,7 +814,7 @@ impl Mosquitto {
         assert!(
             Path::new(Self::EXE).is_file(),
             "this needs the Mosquitto MQTT broker at {}: apt-get install mosquitto \
-             (or run .ci/run, which installs what the tests need)",
+             (or run tests/run, which installs what the tests need)",
             Self::EXE
         );
         let dir = temp_dir("mosquitto");
