@@ -367,6 +367,15 @@ impl Admin {
         }
     }
 
+    /// Puts the task sent ahead to Worker `id`, which has ended, back in
+    /// line: it never started, so it runs on another Worker.
+    fn take_back_sent_ahead(&mut self, id: WorkerId) {
+        if let Some(next) = self.prefetched.remove(&id) {
+            tracing::info!(invocation = %next.id, worker = id, "a task sent ahead to a Worker that ended goes back in line");
+            self.requeue(next);
+        }
+    }
+
     /// Puts a task that never started back at the head of its queue.
     fn requeue(&mut self, task: Task) {
         let key = task.key.clone();
@@ -784,15 +793,11 @@ impl Admin {
             run_us: run.as_micros() as u64,
         };
         self.finish(task, outcome);
-        if let Some(next) = self.prefetched.remove(&id) {
-            if done.panicked {
-                self.requeue(next);
-            } else {
-                self.occupy(id, next, Handover::AlreadySent);
-            }
-        } else if !done.panicked
-            && let Some(starved) = self.hand_over_to(&key.project)
-        {
+        if done.panicked {
+            self.take_back_sent_ahead(id);
+        } else if let Some(next) = self.prefetched.remove(&id) {
+            self.occupy(id, next, Handover::AlreadySent);
+        } else if let Some(starved) = self.hand_over_to(&key.project) {
             self.stop_worker(id);
             self.schedule(&starved);
         }
@@ -813,9 +818,7 @@ impl Admin {
         if let WorkerState::Busy { deadline, .. } = worker.state {
             self.timeouts.remove(&(deadline, id));
         }
-        if let Some(next) = self.prefetched.remove(&id) {
-            self.requeue(next);
-        }
+        self.take_back_sent_ahead(id);
         if let Some(task) = self.running.remove(&id) {
             let (fresh, run) = match worker.state {
                 WorkerState::Busy { started, fresh, .. } => (fresh, started.elapsed()),
@@ -881,9 +884,7 @@ impl Admin {
         if let Some(deadline) = deadline {
             self.timeouts.remove(&(deadline, id));
         }
-        if let Some(next) = self.prefetched.remove(&id) {
-            self.requeue(next);
-        }
+        self.take_back_sent_ahead(id);
         if let Some(task) = self.running.remove(&id) {
             self.fail(task, failure, fresh, run);
         }

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 
 use isms_test_support::{Mosquitto, Options, Platform, copy_dir, eventually, fixtures, temp_dir};
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
@@ -18,6 +18,7 @@ struct Device {
     client: Client,
     received: mpsc::Receiver<(String, String)>,
     connected: mpsc::Receiver<Result<(), String>>,
+    subacks: mpsc::Receiver<Vec<SubscribeReasonCode>>,
     acked: Arc<AtomicU64>,
 }
 
@@ -31,6 +32,7 @@ impl Device {
         let (client, mut connection) = Client::new(options, 64);
         let (received_tx, received) = mpsc::channel();
         let (connected_tx, connected) = mpsc::channel();
+        let (suback_tx, subacks) = mpsc::channel();
         let acked = Arc::new(AtomicU64::new(0));
         let counter = acked.clone();
         std::thread::spawn(move || {
@@ -44,6 +46,9 @@ impl Device {
                     }
                     Ok(Event::Incoming(Packet::PubAck(_))) => {
                         counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        let _ = suback_tx.send(ack.return_codes);
                     }
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         let _ = connected_tx.send(Ok(()));
@@ -62,6 +67,7 @@ impl Device {
             client,
             received,
             connected,
+            subacks,
             acked,
         }
     }
@@ -75,10 +81,18 @@ impl Device {
         }
     }
 
+    /// Subscribes and waits for the broker's SUBACK granting it.
     fn subscribe(&self, filter: &str) {
         self.client.subscribe(filter, QoS::AtLeastOnce).unwrap();
-        // The SUBACK is not surfaced here: give the broker a moment.
-        std::thread::sleep(Duration::from_millis(300));
+        let codes = self
+            .subacks
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no SUBACK for {filter}"));
+        assert_eq!(
+            codes,
+            [SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+            "{filter}"
+        );
     }
 
     fn publish(&self, topic: &str, payload: &str) {
@@ -98,6 +112,42 @@ impl Device {
             }
         }
         panic!("no {echo:?} on {reply}");
+    }
+
+    /// Asserts that `forbidden` (topic, payload) does not arrive: nothing
+    /// for `quiet`, then `probe` sends something that must arrive as
+    /// `expected`, and `forbidden` may not come before it either. The probe
+    /// shows the device was still listening all along.
+    fn assert_never(
+        &self,
+        forbidden: (&str, &str),
+        quiet: Duration,
+        probe: impl Fn(),
+        expected: (&str, &str),
+    ) {
+        let seen =
+            |(t, p): &(String, String), (topic, payload): (&str, &str)| t == topic && p == payload;
+        let deadline = std::time::Instant::now() + quiet;
+        while let Ok(message) = self
+            .received
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            assert!(!seen(&message, forbidden), "{forbidden:?} arrived");
+        }
+        for _ in 0..10 {
+            probe();
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while let Ok(message) = self
+                .received
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            {
+                assert!(!seen(&message, forbidden), "{forbidden:?} arrived");
+                if seen(&message, expected) {
+                    return;
+                }
+            }
+        }
+        panic!("the probe {expected:?} never arrived: the device was not listening");
     }
 
     /// Whether `payload` arrives on `topic` within `timeout`.
@@ -164,7 +214,12 @@ fn round_trip(p: &Platform, port: u16) {
         error.contains("may not publish on `elsewhere/x`") && error.contains("plant/#"),
         "{error}"
     );
-    assert!(!device.wait_for("elsewhere/x", "sneaky", Duration::from_millis(500)));
+    device.assert_never(
+        ("elsewhere/x", "sneaky"),
+        Duration::from_millis(500),
+        || device.publish("elsewhere/x", "probe"),
+        ("elsewhere/x", "probe"),
+    );
 
     // A new version with another reply topic, then a rollback to the first.
     let v2 = variant(|m| {
@@ -205,11 +260,12 @@ fn round_trip(p: &Platform, port: u16) {
     p.run(&["doee", "delete", "plant/mqtt"]);
     std::thread::sleep(Duration::from_secs(1));
     device.publish("plant/d4/in", "after delete");
-    assert!(!device.wait_for(
-        "plant/out",
-        "plant/d4/in after delete",
-        Duration::from_secs(3)
-    ));
+    device.assert_never(
+        ("plant/out", "plant/d4/in after delete"),
+        Duration::from_secs(3),
+        || device.publish("plant/out", "probe"),
+        ("plant/out", "probe"),
+    );
 }
 
 /// A platform whose embedded broker lets test devices in without
@@ -279,7 +335,12 @@ fn projects_stay_inside_their_topic_namespaces() {
     device.subscribe("plant/out");
     device.expect_reply("plant/a/in", "mine", "plant/out");
     device.publish("other/a/in", "theirs");
-    assert!(!device.wait_for("plant/out", "other/a/in theirs", Duration::from_secs(2)));
+    device.assert_never(
+        ("plant/out", "other/a/in theirs"),
+        Duration::from_secs(2),
+        || device.publish("plant/b/in", "still mine"),
+        ("plant/out", "plant/b/in still mine"),
+    );
 
     // An admin grants a namespace: a trigger there deploys and runs;
     // revoked, it stops at once though still deployed.
@@ -322,7 +383,12 @@ fn projects_stay_inside_their_topic_namespaces() {
     assert_eq!(revoked.0, 200);
     std::thread::sleep(Duration::from_secs(1));
     device.publish("greenhouse/g1/temp", "22");
-    assert!(!device.wait_for("plant/out", "greenhouse/g1/temp 22", Duration::from_secs(3)));
+    device.assert_never(
+        ("plant/out", "greenhouse/g1/temp 22"),
+        Duration::from_secs(3),
+        || device.publish("plant/g/in", "still runs"),
+        ("plant/out", "plant/g/in still runs"),
+    );
 }
 
 /// By default devices sign in with the credentials `isms device create`
