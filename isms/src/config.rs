@@ -313,6 +313,80 @@ pub fn env_name(section: &str, key: &str) -> String {
     format!("ISMS_{}_{}", section.to_uppercase(), key.to_uppercase())
 }
 
+/// The range of every numeric option, inclusive. A value outside it stops
+/// `isms up` with the option's name and range, rather than being quietly
+/// moved inside it; a test checks that every numeric option has one.
+const RANGES: &[(&str, &str, u64, u64)] = &[
+    ("control_gate", "max_upload_mb", 1, 4096),
+    ("commserver", "max_body_kb", 1, 262_144),
+    ("commserver", "queue_allowance_ms", 0, 600_000),
+    ("commserver", "mqtt_max_queued", 1, 1_000_000),
+    ("commserver", "mqtt_max_inflight", 1, 65_535),
+    ("commserver", "mqtt_max_attempts", 1, 100),
+    ("commserver", "mqtt_retry_ms", 10, 3_600_000),
+    ("commserver", "mqtt_concurrency", 1, 10_000),
+    ("commserver", "mqtt_max_pending", 1, 10_000_000),
+    ("kernel", "queue_limit", 1, 10_000_000),
+    ("kernel", "project_queue_limit", 1, 10_000_000),
+    ("kernel", "heartbeat_timeout_ms", 500, 600_000),
+    ("doer", "max_workers", 1, 4096),
+    ("doer", "queue_per_doee", 1, 1_000_000),
+    ("doer", "idle_timeout_s", 0, 604_800),
+    // Never root (0), never the overflow uid's neighbour u32::MAX (-1).
+    ("doer", "worker_uid", 1, 4_294_967_294),
+    ("doer", "worker_max_processes", 1, 65_536),
+    ("doer", "worker_tmp_mb", 1, 65_536),
+    ("doer", "max_output_mb", 1, 1024),
+    ("doer", "record_output_kb", 0, 16_384),
+    ("resadmin", "build_timeout_s", 1, 86_400),
+    ("resadmin", "token_ttl_hours", 1, 87_600),
+    ("resadmin", "records_max_age_hours", 1, 87_600),
+    ("resadmin", "records_max_count", 1, 100_000_000),
+    ("resadmin", "quota_max_doees", 1, 100_000),
+    ("resadmin", "quota_max_workers", 1, 4096),
+    ("resadmin", "quota_max_upload_mb", 1, 4096),
+    ("resadmin", "quota_cpu_weight", 1, 10_000),
+    // 0: only platform admins create projects.
+    ("resadmin", "quota_max_projects", 0, 100_000),
+    ("resadmin", "build_memory_mb", 256, 1_048_576),
+    ("resadmin", "build_uid", 1, 4_294_967_294),
+    ("dbriver", "max_db_mb", 1, 16_777_216),
+    ("dbriver", "max_connections", 1, 1000),
+    ("dbriver", "statement_timeout_ms", 1, 3_600_000),
+    ("dbriver", "max_rows", 1, 10_000_000),
+    // MongoDB's own limit is 16 MiB.
+    ("dbriver", "max_document_kb", 1, 16_384),
+    ("dbriver", "max_docs_mb", 1, 16_777_216),
+];
+
+fn range_of(section: &str, key: &str) -> Option<(u64, u64)> {
+    RANGES
+        .iter()
+        .find(|(s, k, _, _)| *s == section && *k == key)
+        .map(|&(_, _, min, max)| (min, max))
+}
+
+/// Refuses any numeric option of `table` (the file and the environment,
+/// before they become a [`Config`]) outside its range in [`RANGES`].
+fn check_ranges(table: &toml::Table) -> anyhow::Result<()> {
+    for &(section, key, min, max) in RANGES {
+        let Some(value) = table
+            .get(section)
+            .and_then(|keys| keys.get(key))
+            .and_then(toml::Value::as_integer)
+        else {
+            continue;
+        };
+        if !u64::try_from(value).is_ok_and(|v| (min..=max).contains(&v)) {
+            bail!(
+                "{section}.{key} ({}) must be {min} to {max}, not {value}",
+                env_name(section, key)
+            );
+        }
+    }
+    Ok(())
+}
+
 fn defaults_table() -> toml::Table {
     toml::Table::try_from(Config::default()).unwrap_or_default()
 }
@@ -366,6 +440,7 @@ impl Config {
         let origin = file.map_or("the environment".to_string(), |p| {
             format!("{} or the environment", p.display())
         });
+        check_ranges(&table)?;
         Config::deserialize(toml::Value::Table(table))
             .map_err(|e| anyhow::anyhow!("invalid configuration in {origin}: {}", e.message()))
     }
@@ -385,6 +460,10 @@ impl Config {
                     ("resadmin", "cargo_home", _) => "<data-dir>/resadmin/cargo-home".to_string(),
                     ("control_gate", "dashboard_dir", _) => "the copy built into isms".to_string(),
                     (_, _, other) => other.to_string(),
+                };
+                let default = match range_of(&section, &key) {
+                    Some((min, max)) => format!("{default} ({min} to {max})"),
+                    None => default,
                 };
                 out.push_str(&format!(
                     "  {:<34} {:<42} default {}\n",
@@ -418,12 +497,10 @@ impl Config {
         Ok(KernelConfig {
             listen: self.kernel_endpoint(data_dir)?,
             queue: QueueLimits {
-                total: self.kernel.queue_limit.max(1) as usize,
-                per_project: self.kernel.project_queue_limit.max(1) as usize,
+                total: self.kernel.queue_limit as usize,
+                per_project: self.kernel.project_queue_limit as usize,
             },
-            heartbeat_timeout: Duration::from_millis(u64::from(
-                self.kernel.heartbeat_timeout_ms.max(500),
-            )),
+            heartbeat_timeout: Duration::from_millis(u64::from(self.kernel.heartbeat_timeout_ms)),
         })
     }
 
@@ -445,13 +522,13 @@ impl Config {
             .cgroups
             .parse()
             .map_err(|e| anyhow::anyhow!("doer.cgroups: {e}"))?;
-        doer.max_workers = self.doer.max_workers.max(1);
+        doer.max_workers = self.doer.max_workers;
         doer.queue_per_doee = self.doer.queue_per_doee;
         doer.idle_timeout = Duration::from_secs(u64::from(self.doer.idle_timeout_s));
         doer.worker_uid = self.doer.worker_uid;
-        doer.worker_max_processes = self.doer.worker_max_processes.max(1);
-        doer.worker_tmp_mb = self.doer.worker_tmp_mb.max(1);
-        doer.max_output_bytes = self.doer.max_output_mb.clamp(1, 1024) << 20;
+        doer.worker_max_processes = self.doer.worker_max_processes;
+        doer.worker_tmp_mb = self.doer.worker_tmp_mb;
+        doer.max_output_bytes = self.doer.max_output_mb << 20;
         doer.record_output_bytes = (self.doer.record_output_kb as usize) << 10;
         // The longest Worker socket path: <data>/doer/workers/<id>/worker.sock.
         check_socket_path(
@@ -468,10 +545,8 @@ impl Config {
     /// Resadmin's configuration.
     pub fn resadmin(&self, data_dir: &Path) -> anyhow::Result<ResadminConfig> {
         let mut resadmin = ResadminConfig::new(data_dir);
-        resadmin.build_timeout =
-            Duration::from_secs(u64::from(self.resadmin.build_timeout_s.max(1)));
-        resadmin.token_ttl =
-            Duration::from_secs(u64::from(self.resadmin.token_ttl_hours.max(1)) * 3600);
+        resadmin.build_timeout = Duration::from_secs(u64::from(self.resadmin.build_timeout_s));
+        resadmin.token_ttl = Duration::from_secs(u64::from(self.resadmin.token_ttl_hours) * 3600);
         if !self.resadmin.build_target_dir.is_empty() {
             resadmin.build_target_dir = PathBuf::from(&self.resadmin.build_target_dir);
         }
@@ -480,20 +555,14 @@ impl Config {
         }
         resadmin.archive.max_compressed = u64::from(self.control_gate.max_upload_mb) << 20;
         resadmin.records_max_age =
-            Duration::from_secs(u64::from(self.resadmin.records_max_age_hours.max(1)) * 3600);
-        resadmin.records_max_count = u64::from(self.resadmin.records_max_count.max(1));
+            Duration::from_secs(u64::from(self.resadmin.records_max_age_hours) * 3600);
+        resadmin.records_max_count = u64::from(self.resadmin.records_max_count);
         resadmin.quotas = isms_ipc::resadmin::Quotas {
             max_doees: self.resadmin.quota_max_doees,
             max_workers: self.resadmin.quota_max_workers,
             max_upload_bytes: u64::from(self.resadmin.quota_max_upload_mb) << 20,
             cpu_weight: self.resadmin.quota_cpu_weight,
         };
-        if !(1..=10_000).contains(&self.resadmin.quota_cpu_weight) {
-            bail!(
-                "resadmin.quota_cpu_weight must be 1 to 10000 (100 is the default), not {}",
-                self.resadmin.quota_cpu_weight
-            );
-        }
         resadmin.max_projects_per_user = self.resadmin.quota_max_projects;
         resadmin.build_sandbox = SandboxConfig {
             isolation: self
@@ -502,7 +571,7 @@ impl Config {
                 .parse()
                 .map_err(|e| anyhow::anyhow!("resadmin.build_isolation: {e}"))?,
             network: self.resadmin.build_network,
-            memory_mb: self.resadmin.build_memory_mb.max(256),
+            memory_mb: self.resadmin.build_memory_mb,
             uid: self.resadmin.build_uid,
         };
         Ok(resadmin)
@@ -520,8 +589,8 @@ impl Config {
                 anonymous: section.mqtt_anonymous,
                 limits: BrokerLimits {
                     max_packet: max_body_bytes + 64 * 1024,
-                    max_inflight: section.mqtt_max_inflight.clamp(1, u32::from(u16::MAX)) as usize,
-                    max_queued: section.mqtt_max_queued.max(1) as usize,
+                    max_inflight: section.mqtt_max_inflight as usize,
+                    max_queued: section.mqtt_max_queued as usize,
                 },
             }),
             Broker::External { host, port, tls } => DoorConfig::External(ExternalConfig {
@@ -545,13 +614,13 @@ impl Config {
                 store: data_dir.join("commserver").join("mqtt.db"),
                 door,
                 triggers: TriggerConfig {
-                    max_attempts: section.mqtt_max_attempts.max(1),
-                    retry_base: Duration::from_millis(u64::from(section.mqtt_retry_ms.max(10))),
-                    concurrency: section.mqtt_concurrency.max(1) as usize,
+                    max_attempts: section.mqtt_max_attempts,
+                    retry_base: Duration::from_millis(u64::from(section.mqtt_retry_ms)),
+                    concurrency: section.mqtt_concurrency as usize,
                     max_payload_bytes: max_body_bytes,
                     queue_allowance,
                 },
-                max_pending: section.mqtt_max_pending.max(1) as usize,
+                max_pending: section.mqtt_max_pending as usize,
             },
         })
     }
@@ -663,17 +732,15 @@ impl Config {
             };
         }
         dbriver.sql_limits = SqlLimits {
-            max_db_bytes: u64::from(section.max_db_mb.max(1)) << 20,
-            max_connections: section.max_connections.max(1),
-            statement_timeout: Duration::from_millis(u64::from(
-                section.statement_timeout_ms.max(1),
-            )),
-            max_rows: section.max_rows.max(1) as usize,
+            max_db_bytes: u64::from(section.max_db_mb) << 20,
+            max_connections: section.max_connections,
+            statement_timeout: Duration::from_millis(u64::from(section.statement_timeout_ms)),
+            max_rows: section.max_rows as usize,
         };
         dbriver.doc_limits = DocLimits {
-            max_document_bytes: (section.max_document_kb.max(1) as usize) << 10,
-            max_results: section.max_rows.max(1) as usize,
-            max_project_bytes: u64::from(section.max_docs_mb.max(1)) << 20,
+            max_document_bytes: (section.max_document_kb as usize) << 10,
+            max_results: section.max_rows as usize,
+            max_project_bytes: u64::from(section.max_docs_mb) << 20,
         };
         Ok(dbriver)
     }
@@ -796,6 +863,53 @@ mod tests {
         std::fs::write(&file, "[doer]\nmax_worker = 7\n").unwrap();
         let err = Config::load(Some(&file)).unwrap_err().to_string();
         assert!(err.contains("max_worker"), "{err}");
+    }
+
+    #[test]
+    fn every_numeric_option_has_a_range_holding_its_default() {
+        let defaults = defaults_table();
+        for (section, keys) in &defaults {
+            for (key, value) in keys.as_table().unwrap() {
+                let range = range_of(section, key);
+                match value.as_integer() {
+                    Some(v) => {
+                        let (min, max) =
+                            range.unwrap_or_else(|| panic!("{section}.{key}: no range"));
+                        assert!((min..=max).contains(&(v as u64)), "{section}.{key}: {v}");
+                    }
+                    None => assert!(range.is_none(), "{section}.{key} is not numeric"),
+                }
+            }
+        }
+        assert!(check_ranges(&defaults).is_ok());
+    }
+
+    #[test]
+    fn values_out_of_range_are_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("isms-config-range-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("isms.toml");
+        for (text, expected) in [
+            (
+                "[doer]\nmax_workers = 0\n",
+                "doer.max_workers (ISMS_DOER_MAX_WORKERS) must be 1 to 4096, not 0",
+            ),
+            ("[doer]\nworker_uid = 0\n", "doer.worker_uid"),
+            (
+                "[kernel]\nheartbeat_timeout_ms = 100\n",
+                "must be 500 to 600000, not 100",
+            ),
+            (
+                "[commserver]\nmqtt_max_inflight = 70000\n",
+                "must be 1 to 65535, not 70000",
+            ),
+            ("[dbriver]\nmax_rows = -1\n", "dbriver.max_rows"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = format!("{:#}", Config::load(Some(&file)).unwrap_err());
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
