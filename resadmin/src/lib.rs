@@ -264,18 +264,8 @@ async fn create_initial_admin(store: &Store, config: &ResadminConfig) -> anyhow:
             .await?
             .map_err(anyhow::Error::msg)?;
     let path = ResadminConfig::initial_password_file(&config.data_dir);
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        writeln!(file, "{}", hash.0)?;
-    }
+    isms_ipc::secret_file::write(&path, format!("{}\n", hash.0).as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     let admin = Username::new("admin").map_err(anyhow::Error::msg)?;
     store.create_user(&admin, &hash.1, Role::Admin).await?;
     tracing::info!(file = %path.display(), "created the initial admin user");

@@ -392,8 +392,6 @@ fn host(options: &PgConnectOptions) -> String {
 
 /// The secret project passwords derive from, created on first use (mode 0600).
 fn secret(dir: &Path) -> anyhow::Result<Vec<u8>> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("postgres-secret");
     match std::fs::read(&path) {
         Ok(secret) if secret.len() >= 32 => return Ok(secret),
@@ -406,14 +404,8 @@ fn secret(dir: &Path) -> anyhow::Result<Vec<u8>> {
     }
     let mut secret = [0u8; 32];
     getrandom(&mut secret)?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
+    isms_ipc::secret_file::write(&path, &secret)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(&secret)?;
-    file.sync_all()?;
     Ok(secret.to_vec())
 }
 

@@ -3,8 +3,6 @@
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 /// The Control Gate a fresh CLI talks to.
@@ -48,18 +46,8 @@ impl Credentials {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let partial = path.with_extension("toml.partial");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&partial)
-            .with_context(|| format!("cannot write {}", partial.display()))?;
-        // A file left by an older version may have wider permissions.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        file.write_all(toml::to_string(self)?.as_bytes())?;
-        std::fs::rename(&partial, &path)?;
+        isms_ipc::secret_file::write(&path, toml::to_string(self)?.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(path)
     }
 }

@@ -21,6 +21,7 @@ pub mod kernel;
 pub mod message;
 pub mod names;
 pub mod resadmin;
+pub mod secret_file;
 pub mod topic;
 pub mod worker;
 pub mod zmtp;
