@@ -11,6 +11,10 @@
 //! change go in together. Deletions (a job done, a copy acknowledged) ride
 //! in later commits: losing one to a crash only means the message runs or
 //! is delivered again, which at-least-once allows.
+//!
+//! Why one file of this size: the inbox, sessions and retained messages
+//! share one writer task and its group commit, which is the point of the
+//! file; a tenth of it is tests.
 
 use crate::broker::codec::{Message, QoS};
 use bytes::Bytes;

@@ -8,6 +8,10 @@
 //! `secantusd-py` on PATH) on a free loopback port and stops it at the end.
 //! With `ISMS_TEST_MONGODB_URL` set, it runs against that MongoDB instead,
 //! in databases named after this run. See tests/README.md.
+//!
+//! Why one file of this size: one conformance suite, every operation run on
+//! both backends and the answers compared; a split would make it possible to
+//! add a case to one backend's run only.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

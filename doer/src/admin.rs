@@ -21,6 +21,11 @@
 //!
 //! Everything arrives as an [`Input`] on one channel or from the kernel, so
 //! the state needs no locks.
+//!
+//! Why one file of this size: it is one state machine (the queues, the
+//! Workers and the slot policy change together on every event), and
+//! splitting its methods across files would hide which of them touch which
+//! state.
 
 use crate::DoerConfig;
 use crate::area::WorkerArea;

@@ -12,6 +12,10 @@
 //! Single-threaded and blocking on purpose: a Worker runs one invocation at a
 //! time, a Doee's calls to the platform block on the same link, and no
 //! runtime threads count against the Worker's memory and process limits.
+//!
+//! Why one file of this size: it is the whole program that runs inside a
+//! Worker, read top to bottom in the order it runs (connect, limit itself,
+//! load, serve); splitting it would scatter that order.
 
 use bytes::Bytes;
 use doee_sdk::abi::{self, Ctx, HostApi};

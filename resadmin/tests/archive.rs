@@ -2,6 +2,9 @@
 //! entries the `tar` crate's builder would refuse to write, property tests
 //! over generated trees and mutated archives, and every bound exactly at
 //! its limit.
+//!
+//! Why one file of this size: one list of hostile archives, each a short
+//! hand-made case, plus the property tests over the same unpacker.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 
 use flate2::Compression;

@@ -2,6 +2,9 @@
 //! the values they describe; one broken field gives an error naming that
 //! field; arbitrary and mutated text never panics and every error says
 //! where or what is wrong.
+//!
+//! Why one file of this size: one list of malformed manifests with the error
+//! each gets, plus the property tests over the same parser.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 
 use isms_ipc::resadmin::Resources;

@@ -3,6 +3,9 @@
 //! manifests, bodies that are not archives at all and bodies beyond the
 //! upload limit. Each gets a 4xx whose error names the problem, writes
 //! nothing outside the upload area, and leaves no half-made version.
+//!
+//! Why one file of this size: every way an upload can be bad, each a short
+//! case against one running platform.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 
 use flate2::write::GzEncoder;

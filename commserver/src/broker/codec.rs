@@ -4,6 +4,10 @@
 //! protocol version is read from the CONNECT and fixed for the connection;
 //! what 3.1.1 cannot say (reason codes on PUBACK, DISCONNECT from the
 //! server) is left out when writing it.
+//!
+//! Why one file of this size: it is the one translation between the two
+//! protocol versions' packets and the broker's own; a third of it is the
+//! round-trip tests of that translation.
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4;

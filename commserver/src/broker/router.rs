@@ -9,6 +9,10 @@
 //! publish returning) only once the commit is on disk. Commits answer in
 //! order, and a message needing none waits behind those in flight, so
 //! deliveries keep each publisher's order.
+//!
+//! Why one file of this size: it is the broker's one state machine;
+//! sessions, deliveries, retained messages and wills are changed together by
+//! each packet, and its tests of delivery order need all of them.
 
 use super::codec::{
     ConnectCode, Filter, Goodbye, In, Message, Out, PubCode, QoS, SubCode, Version,

@@ -3,6 +3,10 @@
 //! Each scenario prints progress, then one JSON object on its last line.
 //!
 //!     cargo run --release -p isms-bench -- http-warm --duration 10 --concurrency 32
+//!
+//! Why one file of this size: the command line and the scenarios small
+//! enough to read in one screen each; the larger ones (db, mqtt, soak) and
+//! the load generator have modules of their own.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark may stop on the first surprise.
 
 mod db;

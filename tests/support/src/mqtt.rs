@@ -3,6 +3,9 @@
 //! reconnections, any keep-alive (0 too), any client id (empty too), MQTT
 //! 3.1.1 or 5.0, and packets of any size. It speaks through rumqttc's
 //! codecs, so it is a real client's wire format.
+//!
+//! Why one file of this size: one client, every packet it can send or
+//! expect, kept together so a test's bytes are all defined in one place.
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4;
