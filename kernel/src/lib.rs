@@ -23,7 +23,7 @@ use isms_ipc::kernel::{self as kernel_protocol};
 use isms_ipc::names::now_ms;
 use isms_ipc::{
     Body, Control, Endpoint, Envelope, Failure, FailureKind, Kind, Message, MessageId, Priority,
-    RawMessage, Reply, Request, ServiceKind,
+    RawMessage, Reply, Request, RequestKind, ServiceKind,
 };
 use processes::{ORPHAN_GRACE_MS, Process, ProcessId, ProcessTable, State};
 use scheduler::{QueueLimits, ReadyQueue, Refused};
@@ -111,7 +111,7 @@ impl Kernel {
             return;
         };
         match raw.header.kind {
-            Kind::Request(target) => self.on_request(peer, origin, raw, target),
+            Kind::Request(request) => self.on_request(peer, origin, raw, request),
             Kind::Reply => self.on_reply(peer, raw),
             Kind::Event => {
                 let mut header = raw.header;
@@ -174,8 +174,21 @@ impl Kernel {
         peer: Bytes,
         origin: ServiceKind,
         raw: RawMessage,
-        target: ServiceKind,
+        request: RequestKind,
     ) {
+        let target = request.target();
+        // Who may ask what is declared with each request in the protocol;
+        // this is the one place it is enforced, with the origin the kernel
+        // vouches for, so a refused request never reaches its service.
+        if !request.may_be_sent_by(origin) {
+            let name = request.name();
+            tracing::warn!(%origin, %target, request = name, "refused a request its origin may not send");
+            let refused = Failure::new(
+                FailureKind::Forbidden,
+                format!("the {origin} may not ask {target} for {name}"),
+            );
+            return self.answer(&peer, raw.header.envelope.id, target, Err(refused));
+        }
         if target == ServiceKind::Kernel {
             return self.answer_kernel_request(&peer, &raw);
         }
@@ -194,7 +207,7 @@ impl Kernel {
         let id = self.processes.next_id();
         match queue.push(envelope.project.clone(), envelope.priority, id) {
             Ok(key) => {
-                self.processes.admit(peer, envelope, body, target, key);
+                self.processes.admit(peer, envelope, request, body, key);
                 self.dispatch(target, Instant::now());
             }
             Err(refused) => {
@@ -304,7 +317,10 @@ impl Kernel {
                 continue;
             };
             let State::Queued {
-                mut envelope, body, ..
+                mut envelope,
+                request,
+                body,
+                ..
             } = std::mem::replace(
                 &mut process.state,
                 State::Running {
@@ -319,7 +335,7 @@ impl Kernel {
             envelope.id = MessageId(next.item);
             let header = isms_ipc::Header {
                 envelope,
-                kind: Kind::Request(target),
+                kind: Kind::Request(request),
             };
             if let Some(instance) = self.services.instance_mut(&peer) {
                 instance.in_flight += 1;

@@ -67,21 +67,25 @@ fn envelope(id: u64, origin: ServiceKind, project: Option<&str>, timeout_ms: u64
     }
 }
 
-fn invoke(k: &mut Kernel, id: u64, project: &str, timeout_ms: u64) {
-    let request = Invoke {
-        id: InvocationId(u128::from(id)),
+fn invoke_request() -> Request {
+    Invoke {
+        id: InvocationId(1),
         doee: DoeeName::new("hello").unwrap(),
         version: 1,
         trigger: Trigger::Cli,
         input: Bytes::from_static(b"x"),
-    };
+    }
+    .into_request()
+}
+
+fn invoke(k: &mut Kernel, id: u64, project: &str, timeout_ms: u64) {
     send(
         k,
         COMM,
         Message {
             // A service cannot pose as another: the kernel fixes `origin`.
             envelope: envelope(id, ServiceKind::Doer, Some(project), timeout_ms),
-            body: Body::Request(request.into_request()),
+            body: Body::Request(invoke_request()),
         },
     );
 }
@@ -311,12 +315,14 @@ fn malformed_frames_are_dropped() {
 
 #[test]
 fn the_kernel_answers_the_services_query_itself() {
+    const GATE: &[u8] = b"gate";
     let mut k = setup();
+    register(&mut k, GATE, ServiceKind::ControlGate, "control-gate-1", 8);
     send(
         &mut k,
-        COMM,
+        GATE,
         Message {
-            envelope: envelope(9, ServiceKind::CommServer, None, 5_000),
+            envelope: envelope(9, ServiceKind::ControlGate, None, 5_000),
             body: Body::Request(kernel_protocol::Services {}.into_request()),
         },
     );
@@ -328,7 +334,10 @@ fn the_kernel_answers_the_services_query_itself() {
     };
     assert_eq!(env.id, MessageId(9));
     let names: Vec<_> = list.iter().map(|s| s.instance.as_str()).collect();
-    assert_eq!(names, vec!["kernel", "doer-1", "commserver-1"]);
+    assert_eq!(
+        names,
+        vec!["kernel", "doer-1", "commserver-1", "control-gate-1"]
+    );
 }
 
 #[test]
@@ -401,5 +410,99 @@ fn a_request_for_dbriver_must_act_for_a_project() {
     assert!(
         matches!(&out[..], [(to, Body::Request(Request::DBriver(_)), _)] if to == &peer(DB)),
         "{out:?}"
+    );
+}
+
+/// Who may ask what, as the protocol declares it, for every request of
+/// every service and every kind of sender: the kernel delivers exactly the
+/// permitted ones and answers the rest `Forbidden` without delivering them.
+#[test]
+fn the_kernel_lets_through_exactly_the_declared_senders() {
+    let mut k = kernel();
+    let peer_of = |service: ServiceKind| Bytes::from(service.as_str().as_bytes().to_vec());
+    for service in ServiceKind::ALL {
+        let name = format!("{service}-1");
+        let frames = Message {
+            envelope: envelope(0, ServiceKind::Kernel, None, 60_000),
+            body: Body::Control(Control::Register(Registration {
+                service,
+                instance: name,
+                pid: 1,
+                capacity: 10_000,
+            })),
+        }
+        .encode()
+        .unwrap();
+        k.on_message(peer_of(service), &frames, Instant::now());
+    }
+    sent(&mut k);
+
+    let (mut delivered, mut refused) = (0, 0);
+    for (id, request) in RequestKind::all().enumerate() {
+        for origin in ServiceKind::ALL {
+            // The kernel routes on the header; it decodes a body only when it
+            // answers the request itself.
+            let body = match request.target() {
+                ServiceKind::Kernel => kernel_protocol::Services {}.into_request(),
+                _ => invoke_request(),
+            };
+            let [_, body] = Message {
+                envelope: envelope(0, origin, None, 0),
+                body: Body::Request(body),
+            }
+            .encode()
+            .unwrap();
+            let header = isms_ipc::Header {
+                envelope: envelope(id as u64, origin, Some("demo"), 60_000),
+                kind: Kind::Request(request),
+            };
+            k.on_message(
+                peer_of(origin),
+                &[header.encode().unwrap(), body],
+                Instant::now(),
+            );
+
+            let out: Vec<Outgoing> = k.drain_outbox().collect();
+            let [(to, frames)] = &out[..] else {
+                panic!("{request:?} from {origin}: {out:?}");
+            };
+            let raw = RawMessage::decode(frames).unwrap();
+            let forbidden = match raw.header.kind {
+                Kind::Request(kind) => {
+                    assert_eq!(kind, request);
+                    assert_eq!(to, &peer_of(request.target()), "{request:?}");
+                    false
+                }
+                Kind::Reply => {
+                    assert_eq!(to, &peer_of(origin), "answered to the sender");
+                    match raw.decode_body().unwrap() {
+                        Body::Reply(Err(f)) if f.kind == FailureKind::Forbidden => {
+                            assert!(f.message.contains("may not ask"), "{f}");
+                            true
+                        }
+                        // The kernel answered its own request.
+                        _ => {
+                            assert_eq!(request.target(), ServiceKind::Kernel);
+                            false
+                        }
+                    }
+                }
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(
+                !forbidden,
+                request.may_be_sent_by(origin),
+                "{request:?} from the {origin}"
+            );
+            if forbidden {
+                refused += 1;
+            } else {
+                delivered += 1;
+            }
+        }
+    }
+    assert!(
+        delivered > 0 && refused > 0,
+        "{delivered} delivered, {refused} refused"
     );
 }
