@@ -1,11 +1,29 @@
-//! The kernel's routing rules, driven without sockets.
+//! The kernel's routing rules, driven without sockets, on a fake clock.
 
 use super::*;
 use isms_ipc::doer::{Invoke, Trigger};
 use isms_ipc::{Call, Deadline, DoeeName, InvocationId, ProjectName, Registration};
+use std::cell::Cell;
 
 const COMM: &[u8] = b"comm";
 const DOER: &[u8] = b"doer-a";
+
+thread_local! {
+    /// The test's clock: each test runs on its own thread, reads the real
+    /// clocks once and from then on moves only by [`advance`].
+    static CLOCK: Cell<Option<Now>> = const { Cell::new(None) };
+}
+
+/// What time it is for the kernel under test.
+fn now() -> Now {
+    CLOCK.with(|clock| *clock.get().get_or_insert_with(Now::read))
+}
+
+/// Lets `by` pass, without sleeping.
+fn advance(by: Duration) {
+    let later = now() + by;
+    CLOCK.with(|clock| clock.set(Some(later)));
+}
 
 fn kernel() -> Kernel {
     Kernel::new(
@@ -14,6 +32,7 @@ fn kernel() -> Kernel {
             per_project: 2,
         },
         Duration::from_secs(2),
+        now(),
     )
 }
 
@@ -23,7 +42,7 @@ fn peer(id: &'static [u8]) -> Bytes {
 
 fn send(k: &mut Kernel, from: &'static [u8], message: Message) {
     let frames = message.encode().unwrap();
-    k.on_message(peer(from), &frames, Instant::now());
+    k.on_message(peer(from), &frames, now());
 }
 
 /// Registers and returns what the kernel sent besides `Registered` (a
@@ -63,7 +82,7 @@ fn envelope(id: u64, origin: ServiceKind, project: Option<&str>, timeout_ms: u64
         origin,
         project: project.map(|p| ProjectName::new(p).unwrap()),
         priority: Priority::Normal,
-        deadline: Deadline(now_ms() + timeout_ms),
+        deadline: Deadline(now().epoch_ms + timeout_ms),
     }
 }
 
@@ -216,12 +235,17 @@ fn a_full_service_still_takes_a_newcomers_first_request() {
 #[test]
 fn the_origin_is_answered_when_the_deadline_passes() {
     let mut k = setup();
-    invoke(&mut k, 1, "demo", 0); // dispatched, then times out
-    invoke(&mut k, 2, "demo", 0); // still queued, times out
+    // Within the instances' heartbeat timeout, so only deadlines pass.
+    invoke(&mut k, 1, "demo", 1_000); // dispatched, then times out
+    invoke(&mut k, 2, "demo", 1_000); // still queued, times out
     let dispatched = sent(&mut k);
     assert_eq!(dispatched.len(), 1);
-    std::thread::sleep(Duration::from_millis(2));
-    k.on_tick(Instant::now());
+    advance(Duration::from_millis(999));
+    k.on_tick(now());
+    assert!(sent(&mut k).is_empty(), "not yet");
+    assert_eq!(k.next_tick(now()), now().instant + Duration::from_millis(1));
+    advance(Duration::from_millis(1));
+    k.on_tick(now());
     let out = sent(&mut k);
     let mut ids: Vec<_> = out
         .iter()
@@ -244,17 +268,37 @@ fn the_origin_is_answered_when_the_deadline_passes() {
     assert_eq!(sent(&mut k)[0].0, peer(DOER));
 }
 
+/// An instance that stops sending heartbeats is given up on at the first
+/// check past its timeout, and the requests it held are answered.
+#[test]
+fn a_silent_instance_fails_what_it_holds() {
+    let mut k = setup();
+    invoke(&mut k, 1, "demo", 60_000);
+    assert_eq!(sent(&mut k).len(), 1);
+    advance(Duration::from_millis(1_900));
+    k.on_tick(now());
+    assert!(sent(&mut k).is_empty(), "within its heartbeat timeout");
+    advance(Duration::from_millis(400));
+    k.on_tick(now());
+    let out = sent(&mut k);
+    assert!(
+        matches!(&out[..], [(to, Body::Reply(Err(f)), env)]
+            if to == &peer(COMM) && f.kind == FailureKind::Unavailable && env.id == MessageId(1)),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn requests_for_a_service_that_is_not_running_answer_unavailable() {
     let mut k = kernel();
     register(&mut k, COMM, ServiceKind::CommServer, "commserver-1", 8);
-    invoke(&mut k, 1, "demo", 0);
+    invoke(&mut k, 1, "demo", 1_000);
     assert!(
         sent(&mut k).is_empty(),
         "queued until a Doer appears or the deadline"
     );
-    std::thread::sleep(Duration::from_millis(2));
-    k.on_tick(Instant::now());
+    advance(Duration::from_secs(1));
+    k.on_tick(now());
     assert!(
         matches!(&sent(&mut k)[..], [(_, Body::Reply(Err(f)), _)] if f.kind == FailureKind::Unavailable)
     );
@@ -275,7 +319,7 @@ fn a_dead_target_fails_its_requests_and_its_restart_is_counted() {
     let out = register(&mut k, b"doer-b", ServiceKind::Doer, "doer-1", 1);
     assert!(matches!(&out[..], [(to, Body::Request(_), _)] if to == &peer(b"doer-b")));
     let doer = k
-        .statuses(Instant::now())
+        .statuses(now())
         .into_iter()
         .find(|s| s.instance == "doer-1")
         .unwrap();
@@ -296,17 +340,13 @@ fn an_unknown_connection_is_asked_to_register() {
 #[test]
 fn malformed_frames_are_dropped() {
     let mut k = setup();
-    k.on_message(
-        peer(COMM),
-        &[Bytes::from_static(b"\x01garbage")],
-        Instant::now(),
-    );
+    k.on_message(peer(COMM), &[Bytes::from_static(b"\x01garbage")], now());
     k.on_message(
         peer(COMM),
         &[Bytes::from_static(b"\x01\xff\xff"), Bytes::new()],
-        Instant::now(),
+        now(),
     );
-    k.on_message(peer(COMM), &[], Instant::now());
+    k.on_message(peer(COMM), &[], now());
     assert!(sent(&mut k).is_empty());
     // Still serving.
     invoke(&mut k, 1, "demo", 5_000);
@@ -363,9 +403,9 @@ fn events_reach_every_other_instance() {
 #[test]
 fn messages_do_not_postpone_the_heartbeat_check() {
     let mut k = setup();
-    let first = k.next_tick(Instant::now());
+    let first = k.next_tick(now());
     for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(60));
+        advance(Duration::from_millis(60));
         send(
             &mut k,
             DOER,
@@ -374,10 +414,7 @@ fn messages_do_not_postpone_the_heartbeat_check() {
                 body: Body::Control(Control::Heartbeat(Default::default())),
             },
         );
-        assert!(
-            k.next_tick(Instant::now()) <= first,
-            "the check was postponed"
-        );
+        assert!(k.next_tick(now()) <= first, "the check was postponed");
     }
 }
 
@@ -433,7 +470,7 @@ fn the_kernel_lets_through_exactly_the_declared_senders() {
         }
         .encode()
         .unwrap();
-        k.on_message(peer_of(service), &frames, Instant::now());
+        k.on_message(peer_of(service), &frames, now());
     }
     sent(&mut k);
 
@@ -456,11 +493,7 @@ fn the_kernel_lets_through_exactly_the_declared_senders() {
                 envelope: envelope(id as u64, origin, Some("demo"), 60_000),
                 kind: Kind::Request(request),
             };
-            k.on_message(
-                peer_of(origin),
-                &[header.encode().unwrap(), body],
-                Instant::now(),
-            );
+            k.on_message(peer_of(origin), &[header.encode().unwrap(), body], now());
 
             let out: Vec<Outgoing> = k.drain_outbox().collect();
             let [(to, frames)] = &out[..] else {
