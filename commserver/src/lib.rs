@@ -227,22 +227,7 @@ async fn answer(triggers: &Triggers, delivery: Delivery) {
         responder.reply(Err(Failure::invalid("not a CommServer request")));
         return;
     };
-    use isms_ipc::ServiceKind as S;
     use isms_ipc::commserver::Reply as R;
-    let allowed: &[S] = match &request {
-        Request::Publish(_) => &[S::Doer],
-        Request::DeadLetters(_)
-        | Request::RetryDeadLetters(_)
-        | Request::PurgeDeadLetters(_)
-        | Request::Stats(_) => &[S::ControlGate],
-    };
-    if !allowed.contains(&envelope.origin) {
-        responder.reply(Err(Failure::new(
-            isms_ipc::FailureKind::Forbidden,
-            format!("the {} may not ask {}", envelope.origin, request.name()),
-        )));
-        return;
-    }
     let project = envelope
         .project
         .clone()

@@ -13,7 +13,7 @@ pub mod docs;
 pub mod sql;
 
 use isms_ipc::dbriver::{self as protocol, Request};
-use isms_ipc::{Connection, Delivery, Failure, FailureKind, Inbound, Incoming, Reply, ServiceKind};
+use isms_ipc::{Connection, Delivery, Failure, Inbound, Incoming, Reply};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,16 +100,14 @@ impl Prepared {
     async fn handle(&self, delivery: Delivery) {
         let project = delivery.project();
         let Delivery {
-            envelope,
-            request,
-            responder,
+            request, responder, ..
         } = delivery;
         let isms_ipc::Request::DBriver(request) = request else {
             responder.reply(Err(Failure::invalid("not a DBriver request")));
             return;
         };
         let result = match project {
-            Ok(project) => self.dispatch(envelope.origin, &project, request).await,
+            Ok(project) => self.dispatch(&project, request).await,
             Err(failure) => Err(failure),
         };
         responder.reply(result.map(Reply::DBriver));
@@ -117,23 +115,9 @@ impl Prepared {
 
     async fn dispatch(
         &self,
-        origin: ServiceKind,
         project: &isms_ipc::ProjectName,
         request: Request,
     ) -> Result<protocol::Reply, Failure> {
-        // Data calls come from Doees (through the Doer) and from people
-        // (through the Control Gate, which has authorized them); dropping a
-        // project's databases is Resadmin's part of deleting the project.
-        let allowed: &[ServiceKind] = match &request {
-            Request::DropProject(_) => &[ServiceKind::Resadmin],
-            _ => &[ServiceKind::Doer, ServiceKind::ControlGate],
-        };
-        if !allowed.contains(&origin) {
-            return Err(Failure::new(
-                FailureKind::Forbidden,
-                format!("the {origin} may not ask DBriver for {}", request.name()),
-            ));
-        }
         match request {
             Request::Sql(protocol::Sql { query, params }) => self
                 .sql

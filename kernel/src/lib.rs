@@ -9,8 +9,9 @@
 //! - The Services Controller ([`services`]) knows every instance, its health,
 //!   capacity and restarts, and picks the instance for each dispatch.
 //!
-//! [`Kernel`] is synchronous and writes what it sends into an outbox, so the
-//! routing rules are tested without sockets.
+//! [`Kernel`] is synchronous, writes what it sends into an outbox and is
+//! told the time ([`Now`]) rather than reading a clock, so the routing rules
+//! and the timeouts are tested without sockets or sleeps.
 
 pub mod processes;
 pub mod scheduler;
@@ -23,13 +24,14 @@ use isms_ipc::kernel::{self as kernel_protocol};
 use isms_ipc::names::now_ms;
 use isms_ipc::{
     Body, Control, Endpoint, Envelope, Failure, FailureKind, Kind, Message, MessageId, Priority,
-    RawMessage, Reply, Request, ServiceKind,
+    RawMessage, Reply, Request, RequestKind, ServiceKind,
 };
 use processes::{ORPHAN_GRACE_MS, Process, ProcessId, ProcessTable, State};
 use scheduler::{QueueLimits, ReadyQueue, Refused};
 use services::{Registered, ServicesController};
 use std::collections::HashMap;
 use std::future::Future;
+use std::ops::Add;
 use std::time::{Duration, Instant};
 use zeromq::{RouterSocket, Socket, SocketEvent, SocketRecv, SocketSend, ZmqMessage};
 
@@ -51,6 +53,42 @@ const HEARTBEAT_CHECK: Duration = Duration::from_millis(250);
 /// message is dropped rather than stalling every other peer.
 const SEND_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// A moment on both clocks the kernel needs: the monotonic one for
+/// heartbeats, service times and its own checks, and the wall clock that
+/// envelope deadlines are written in. Other processes write those deadlines
+/// with their wall clock, so the kernel compares them with the wall clock
+/// read at the same moment rather than derive it from an instant, which
+/// would drift when the system clock is set. Only [`run`] reads the clocks;
+/// tests advance a `Now` by hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// The monotonic clock.
+    pub instant: Instant,
+    /// The wall clock, in ms since the epoch.
+    pub epoch_ms: u64,
+}
+
+impl Now {
+    /// Reads both clocks.
+    pub fn read() -> Now {
+        Now {
+            instant: Instant::now(),
+            epoch_ms: now_ms(),
+        }
+    }
+}
+
+impl Add<Duration> for Now {
+    type Output = Now;
+    /// Both clocks, `by` later.
+    fn add(self, by: Duration) -> Now {
+        Now {
+            instant: self.instant + by,
+            epoch_ms: self.epoch_ms + by.as_millis() as u64,
+        }
+    }
+}
+
 /// One outgoing message: destination and frames.
 pub type Outgoing = (Bytes, [Bytes; 2]);
 
@@ -69,17 +107,17 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// A kernel with no services.
-    pub fn new(queue_limits: QueueLimits, heartbeat_timeout: Duration) -> Kernel {
+    /// A kernel with no services, started `now`.
+    pub fn new(queue_limits: QueueLimits, heartbeat_timeout: Duration, now: Now) -> Kernel {
         Kernel {
             services: ServicesController::new(heartbeat_timeout),
             processes: ProcessTable::default(),
             queues: HashMap::new(),
             queue_limits,
             outbox: Vec::new(),
-            started_ms: now_ms(),
+            started_ms: now.epoch_ms,
             routed: 0,
-            next_check: Instant::now() + HEARTBEAT_CHECK,
+            next_check: now.instant + HEARTBEAT_CHECK,
         }
     }
 
@@ -89,7 +127,7 @@ impl Kernel {
     }
 
     /// Handles one message from `peer`.
-    pub fn on_message(&mut self, peer: Bytes, frames: &[Bytes], now: Instant) {
+    pub fn on_message(&mut self, peer: Bytes, frames: &[Bytes], now: Now) {
         let raw = match RawMessage::decode(frames) {
             Ok(raw) => raw,
             Err(err) => {
@@ -111,8 +149,8 @@ impl Kernel {
             return;
         };
         match raw.header.kind {
-            Kind::Request(target) => self.on_request(peer, origin, raw, target),
-            Kind::Reply => self.on_reply(peer, raw),
+            Kind::Request(request) => self.on_request(peer, origin, raw, request, now),
+            Kind::Reply => self.on_reply(peer, raw, now.instant),
             Kind::Event => {
                 let mut header = raw.header;
                 header.envelope.origin = origin;
@@ -130,7 +168,7 @@ impl Kernel {
         }
     }
 
-    fn on_control(&mut self, peer: Bytes, raw: &RawMessage, now: Instant) {
+    fn on_control(&mut self, peer: Bytes, raw: &RawMessage, now: Now) {
         let body = match raw.decode_body() {
             Ok(Body::Control(control)) => control,
             Ok(_) | Err(_) => {
@@ -158,10 +196,10 @@ impl Kernel {
                     }
                 }
                 self.send_control(&peer, Control::Registered);
-                self.dispatch(service, now);
+                self.dispatch(service, now.instant);
             }
             Control::Heartbeat(load) => {
-                if !self.services.heartbeat(&peer, load, now) {
+                if !self.services.heartbeat(&peer, load, now.instant) {
                     self.send_control(&peer, Control::Reregister);
                 }
             }
@@ -174,10 +212,24 @@ impl Kernel {
         peer: Bytes,
         origin: ServiceKind,
         raw: RawMessage,
-        target: ServiceKind,
+        request: RequestKind,
+        now: Now,
     ) {
+        let target = request.target();
+        // Who may ask what is declared with each request in the protocol;
+        // this is the one place it is enforced, with the origin the kernel
+        // vouches for, so a refused request never reaches its service.
+        if !request.may_be_sent_by(origin) {
+            let name = request.name();
+            tracing::warn!(%origin, %target, request = name, "refused a request its origin may not send");
+            let refused = Failure::new(
+                FailureKind::Forbidden,
+                format!("the {origin} may not ask {target} for {name}"),
+            );
+            return self.answer(&peer, raw.header.envelope.id, target, Err(refused));
+        }
         if target == ServiceKind::Kernel {
-            return self.answer_kernel_request(&peer, &raw);
+            return self.answer_kernel_request(&peer, &raw, now);
         }
         let RawMessage { header, body } = raw;
         let mut envelope = header.envelope;
@@ -194,8 +246,8 @@ impl Kernel {
         let id = self.processes.next_id();
         match queue.push(envelope.project.clone(), envelope.priority, id) {
             Ok(key) => {
-                self.processes.admit(peer, envelope, body, target, key);
-                self.dispatch(target, Instant::now());
+                self.processes.admit(peer, envelope, request, body, key);
+                self.dispatch(target, now.instant);
             }
             Err(refused) => {
                 let message = match refused {
@@ -212,13 +264,11 @@ impl Kernel {
         }
     }
 
-    fn answer_kernel_request(&mut self, peer: &Bytes, raw: &RawMessage) {
+    fn answer_kernel_request(&mut self, peer: &Bytes, raw: &RawMessage, now: Now) {
         let result = match raw.decode_body() {
-            Ok(Body::Request(Request::Kernel(kernel_protocol::Request::Services(_)))) => {
-                Ok(Reply::Kernel(kernel_protocol::Reply::Services(
-                    self.statuses(Instant::now()),
-                )))
-            }
+            Ok(Body::Request(Request::Kernel(kernel_protocol::Request::Services(_)))) => Ok(
+                Reply::Kernel(kernel_protocol::Reply::Services(self.statuses(now))),
+            ),
             Ok(_) => Err(Failure::invalid("not a kernel request")),
             Err(err) => Err(Failure::invalid(format!("malformed request: {err}"))),
         };
@@ -226,7 +276,7 @@ impl Kernel {
     }
 
     /// The Services Controller's view, the kernel itself first.
-    pub fn statuses(&self, now: Instant) -> Vec<kernel_protocol::ServiceStatus> {
+    pub fn statuses(&self, now: Now) -> Vec<kernel_protocol::ServiceStatus> {
         let mut statuses = vec![kernel_protocol::ServiceStatus {
             service: ServiceKind::Kernel,
             instance: "kernel".into(),
@@ -244,12 +294,12 @@ impl Kernel {
         }];
         statuses.extend(self.services.statuses(
             |service| self.queues.get(&service).map_or(0, |q| q.len()),
-            now,
+            now.instant,
         ));
         statuses
     }
 
-    fn on_reply(&mut self, peer: Bytes, raw: RawMessage) {
+    fn on_reply(&mut self, peer: Bytes, raw: RawMessage, now: Instant) {
         let id = raw.header.envelope.id.0;
         let matches_peer = match self.processes.get_mut(id).map(|p| &p.state) {
             Some(State::Running { peer: on, .. } | State::Orphaned { peer: on, .. }) => *on == peer,
@@ -272,7 +322,8 @@ impl Kernel {
             State::Queued { .. } => return,
         };
         if let Some(queue) = self.queues.get_mut(&process.target) {
-            queue.complete(charge, since.elapsed().as_micros() as u64);
+            let took = now.saturating_duration_since(since);
+            queue.complete(charge, took.as_micros() as u64);
         }
         if answer_origin {
             let mut header = raw.header;
@@ -280,7 +331,7 @@ impl Kernel {
             header.envelope.origin = process.target;
             self.push_raw(process.origin, &header, raw.body);
         }
-        self.dispatch(process.target, Instant::now());
+        self.dispatch(process.target, now);
     }
 
     /// Sends queued requests for `target` while an instance has room, and
@@ -304,7 +355,10 @@ impl Kernel {
                 continue;
             };
             let State::Queued {
-                mut envelope, body, ..
+                mut envelope,
+                request,
+                body,
+                ..
             } = std::mem::replace(
                 &mut process.state,
                 State::Running {
@@ -319,7 +373,7 @@ impl Kernel {
             envelope.id = MessageId(next.item);
             let header = isms_ipc::Header {
                 envelope,
-                kind: Kind::Request(target),
+                kind: Kind::Request(request),
             };
             if let Some(instance) = self.services.instance_mut(&peer) {
                 instance.in_flight += 1;
@@ -330,33 +384,32 @@ impl Kernel {
 
     /// When [`Kernel::on_tick`] must next run: the earliest deadline, or the
     /// next heartbeat check, whichever comes first.
-    pub fn next_tick(&self, now: Instant) -> Instant {
+    pub fn next_tick(&self, now: Now) -> Instant {
         match self.processes.next_due() {
             Some(due) => {
-                let wait = Duration::from_millis(due.saturating_sub(now_ms()));
-                (now + wait).min(self.next_check)
+                let wait = Duration::from_millis(due.saturating_sub(now.epoch_ms));
+                (now.instant + wait).min(self.next_check)
             }
             None => self.next_check,
         }
     }
 
     /// Handles the passage of time: deadlines and silent instances.
-    pub fn on_tick(&mut self, now: Instant) {
-        let now_ms = now_ms();
-        for id in self.processes.due(now_ms) {
-            self.expire(id, now_ms);
+    pub fn on_tick(&mut self, now: Now) {
+        for id in self.processes.due(now.epoch_ms) {
+            self.expire(id, now);
         }
-        if now < self.next_check {
+        if now.instant < self.next_check {
             return;
         }
-        self.next_check = now + HEARTBEAT_CHECK;
-        for (peer, name) in self.services.expire(now) {
+        self.next_check = now.instant + HEARTBEAT_CHECK;
+        for (peer, name) in self.services.expire(now.instant) {
             tracing::warn!(instance = %name, "service instance stopped sending heartbeats");
             self.fail_dispatched(&peer, &format!("{name} stopped responding"));
         }
     }
 
-    fn expire(&mut self, id: ProcessId, now_ms: u64) {
+    fn expire(&mut self, id: ProcessId, now: Now) {
         let Some(process) = self.processes.get_mut(id) else {
             return;
         };
@@ -400,7 +453,8 @@ impl Kernel {
                 };
                 let (origin, origin_id, target) =
                     (process.origin.clone(), process.origin_id, process.target);
-                self.processes.reschedule(id, now_ms + ORPHAN_GRACE_MS);
+                self.processes
+                    .reschedule(id, now.epoch_ms + ORPHAN_GRACE_MS);
                 self.answer(
                     &origin,
                     origin_id,
@@ -429,7 +483,7 @@ impl Kernel {
                 if let Some(instance) = self.services.instance_mut(&peer) {
                     instance.in_flight = instance.in_flight.saturating_sub(1);
                 }
-                self.dispatch(target, Instant::now());
+                self.dispatch(target, now.instant);
             }
         }
     }
@@ -548,7 +602,7 @@ pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> an
     }
     tracing::info!(endpoint = %config.listen, "kernel listening");
     let (mut send_half, mut recv_half) = socket.split();
-    let mut kernel = Kernel::new(config.queue, config.heartbeat_timeout);
+    let mut kernel = Kernel::new(config.queue, config.heartbeat_timeout, Now::read());
     // Sleep until something is due rather than ticking: an idle kernel
     // wakes four times a second, not a hundred.
     let mut next_tick = Instant::now() + HEARTBEAT_CHECK;
@@ -564,7 +618,7 @@ pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> an
                         continue;
                     }
                     let peer = frames.remove(0);
-                    kernel.on_message(peer, &frames, Instant::now());
+                    kernel.on_message(peer, &frames, Now::read());
                 }
                 Err(err) => tracing::warn!(cause = %err, "receive failed"),
             },
@@ -574,10 +628,10 @@ pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> an
                 }
             }
                         _ = tokio::time::sleep_until(next_tick.into()) => {
-                kernel.on_tick(Instant::now());
+                kernel.on_tick(Now::read());
             }
         }
-        next_tick = kernel.next_tick(Instant::now());
+        next_tick = kernel.next_tick(Now::read());
         let outgoing: Vec<Outgoing> = kernel.drain_outbox().collect();
         for (peer, [header, body]) in outgoing {
             let message = match ZmqMessage::try_from(vec![peer.clone(), header, body]) {

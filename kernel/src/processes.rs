@@ -3,7 +3,7 @@
 
 use crate::scheduler::{Charge, Key};
 use bytes::Bytes;
-use isms_ipc::{Envelope, MessageId, ServiceKind};
+use isms_ipc::{Envelope, MessageId, RequestKind, ServiceKind};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
@@ -23,6 +23,7 @@ pub enum State {
     Queued {
         key: Key,
         envelope: Envelope,
+        request: RequestKind,
         body: Bytes,
     },
     /// Dispatched to an instance that has not answered yet.
@@ -69,8 +70,8 @@ impl ProcessTable {
         &mut self,
         origin: Bytes,
         envelope: Envelope,
+        request: RequestKind,
         body: Bytes,
-        target: ServiceKind,
         key: Key,
     ) -> ProcessId {
         self.next_id += 1;
@@ -80,10 +81,11 @@ impl ProcessTable {
         let process = Process {
             origin,
             origin_id: envelope.id,
-            target,
+            target: request.target(),
             state: State::Queued {
                 key,
                 envelope,
+                request,
                 body,
             },
             due_ms,

@@ -1,9 +1,9 @@
 //! The Services Controller: every service instance the kernel knows, its
 //! capacity, load and health, and the choice of instance for each dispatch.
 
+use crate::Now;
 use bytes::Bytes;
 use isms_ipc::kernel::{InstanceState, ServiceStatus};
-use isms_ipc::names::now_ms;
 use isms_ipc::{Load, Registration, ServiceKind};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -63,12 +63,7 @@ impl ServicesController {
     }
 
     /// Records a registration from `peer`.
-    pub fn register(
-        &mut self,
-        peer: Bytes,
-        registration: Registration,
-        now: Instant,
-    ) -> Registered {
+    pub fn register(&mut self, peer: Bytes, registration: Registration, now: Now) -> Registered {
         let fresh = |restarts| Instance {
             peer: peer.clone(),
             registration: registration.clone(),
@@ -76,8 +71,8 @@ impl ServicesController {
             in_flight: 0,
             handled: 0,
             restarts,
-            up_since_ms: now_ms(),
-            last_heartbeat: now,
+            up_since_ms: now.epoch_ms,
+            last_heartbeat: now.instant,
             load: Load::default(),
         };
         let name = registration.instance.clone();
@@ -89,7 +84,7 @@ impl ServicesController {
             Some(existing) if existing.peer == peer => {
                 existing.registration = registration.clone();
                 existing.state = InstanceState::Up;
-                existing.last_heartbeat = now;
+                existing.last_heartbeat = now.instant;
                 Registered::Again
             }
             Some(existing) => {
@@ -250,7 +245,7 @@ mod tests {
     #[test]
     fn a_new_incarnation_counts_as_a_restart() {
         let mut services = ServicesController::new(Duration::from_secs(2));
-        let now = Instant::now();
+        let now = Now::read();
         let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
         assert_eq!(
             services.register(a.clone(), registration("doer-1", 4), now),
@@ -276,13 +271,13 @@ mod tests {
             services.register(a.clone(), registration("doer-1", 4), now),
             Registered::Restarted { previous: None }
         );
-        assert_eq!(services.statuses(|_| 0, now)[0].restarts, 2);
+        assert_eq!(services.statuses(|_| 0, now.instant)[0].restarts, 2);
     }
 
     #[test]
     fn dispatch_picks_the_least_loaded_instance_with_room() {
         let mut services = ServicesController::new(Duration::from_secs(2));
-        let now = Instant::now();
+        let now = Now::read();
         let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
         services.register(a.clone(), registration("doer-1", 2), now);
         services.register(b.clone(), registration("doer-2", 4), now);
@@ -299,27 +294,31 @@ mod tests {
     #[test]
     fn silent_instances_go_down() {
         let mut services = ServicesController::new(Duration::from_millis(100));
-        let start = Instant::now();
+        let start = Now::read();
         let a = Bytes::from_static(b"a");
         services.register(a.clone(), registration("doer-1", 2), start);
         assert!(
             services
-                .expire(start + Duration::from_millis(50))
+                .expire(start.instant + Duration::from_millis(50))
                 .is_empty()
         );
-        assert!(services.heartbeat(&a, Load::default(), start + Duration::from_millis(80)));
+        assert!(services.heartbeat(
+            &a,
+            Load::default(),
+            start.instant + Duration::from_millis(80)
+        ));
         assert!(
             services
-                .expire(start + Duration::from_millis(150))
+                .expire(start.instant + Duration::from_millis(150))
                 .is_empty()
         );
         assert_eq!(
-            services.expire(start + Duration::from_millis(300)),
+            services.expire(start.instant + Duration::from_millis(300)),
             vec![(a.clone(), "doer-1".to_string())]
         );
         assert!(!services.has_up(ServiceKind::Doer));
         assert!(
-            !services.heartbeat(&a, Load::default(), start),
+            !services.heartbeat(&a, Load::default(), start.instant),
             "a down instance must register again"
         );
     }

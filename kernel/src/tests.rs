@@ -1,11 +1,29 @@
-//! The kernel's routing rules, driven without sockets.
+//! The kernel's routing rules, driven without sockets, on a fake clock.
 
 use super::*;
 use isms_ipc::doer::{Invoke, Trigger};
 use isms_ipc::{Call, Deadline, DoeeName, InvocationId, ProjectName, Registration};
+use std::cell::Cell;
 
 const COMM: &[u8] = b"comm";
 const DOER: &[u8] = b"doer-a";
+
+thread_local! {
+    /// The test's clock: each test runs on its own thread, reads the real
+    /// clocks once and from then on moves only by [`advance`].
+    static CLOCK: Cell<Option<Now>> = const { Cell::new(None) };
+}
+
+/// What time it is for the kernel under test.
+fn now() -> Now {
+    CLOCK.with(|clock| *clock.get().get_or_insert_with(Now::read))
+}
+
+/// Lets `by` pass, without sleeping.
+fn advance(by: Duration) {
+    let later = now() + by;
+    CLOCK.with(|clock| clock.set(Some(later)));
+}
 
 fn kernel() -> Kernel {
     Kernel::new(
@@ -14,6 +32,7 @@ fn kernel() -> Kernel {
             per_project: 2,
         },
         Duration::from_secs(2),
+        now(),
     )
 }
 
@@ -23,7 +42,7 @@ fn peer(id: &'static [u8]) -> Bytes {
 
 fn send(k: &mut Kernel, from: &'static [u8], message: Message) {
     let frames = message.encode().unwrap();
-    k.on_message(peer(from), &frames, Instant::now());
+    k.on_message(peer(from), &frames, now());
 }
 
 /// Registers and returns what the kernel sent besides `Registered` (a
@@ -63,25 +82,29 @@ fn envelope(id: u64, origin: ServiceKind, project: Option<&str>, timeout_ms: u64
         origin,
         project: project.map(|p| ProjectName::new(p).unwrap()),
         priority: Priority::Normal,
-        deadline: Deadline(now_ms() + timeout_ms),
+        deadline: Deadline(now().epoch_ms + timeout_ms),
     }
 }
 
-fn invoke(k: &mut Kernel, id: u64, project: &str, timeout_ms: u64) {
-    let request = Invoke {
-        id: InvocationId(u128::from(id)),
+fn invoke_request() -> Request {
+    Invoke {
+        id: InvocationId(1),
         doee: DoeeName::new("hello").unwrap(),
         version: 1,
         trigger: Trigger::Cli,
         input: Bytes::from_static(b"x"),
-    };
+    }
+    .into_request()
+}
+
+fn invoke(k: &mut Kernel, id: u64, project: &str, timeout_ms: u64) {
     send(
         k,
         COMM,
         Message {
             // A service cannot pose as another: the kernel fixes `origin`.
             envelope: envelope(id, ServiceKind::Doer, Some(project), timeout_ms),
-            body: Body::Request(request.into_request()),
+            body: Body::Request(invoke_request()),
         },
     );
 }
@@ -212,12 +235,17 @@ fn a_full_service_still_takes_a_newcomers_first_request() {
 #[test]
 fn the_origin_is_answered_when_the_deadline_passes() {
     let mut k = setup();
-    invoke(&mut k, 1, "demo", 0); // dispatched, then times out
-    invoke(&mut k, 2, "demo", 0); // still queued, times out
+    // Within the instances' heartbeat timeout, so only deadlines pass.
+    invoke(&mut k, 1, "demo", 1_000); // dispatched, then times out
+    invoke(&mut k, 2, "demo", 1_000); // still queued, times out
     let dispatched = sent(&mut k);
     assert_eq!(dispatched.len(), 1);
-    std::thread::sleep(Duration::from_millis(2));
-    k.on_tick(Instant::now());
+    advance(Duration::from_millis(999));
+    k.on_tick(now());
+    assert!(sent(&mut k).is_empty(), "not yet");
+    assert_eq!(k.next_tick(now()), now().instant + Duration::from_millis(1));
+    advance(Duration::from_millis(1));
+    k.on_tick(now());
     let out = sent(&mut k);
     let mut ids: Vec<_> = out
         .iter()
@@ -240,17 +268,37 @@ fn the_origin_is_answered_when_the_deadline_passes() {
     assert_eq!(sent(&mut k)[0].0, peer(DOER));
 }
 
+/// An instance that stops sending heartbeats is given up on at the first
+/// check past its timeout, and the requests it held are answered.
+#[test]
+fn a_silent_instance_fails_what_it_holds() {
+    let mut k = setup();
+    invoke(&mut k, 1, "demo", 60_000);
+    assert_eq!(sent(&mut k).len(), 1);
+    advance(Duration::from_millis(1_900));
+    k.on_tick(now());
+    assert!(sent(&mut k).is_empty(), "within its heartbeat timeout");
+    advance(Duration::from_millis(400));
+    k.on_tick(now());
+    let out = sent(&mut k);
+    assert!(
+        matches!(&out[..], [(to, Body::Reply(Err(f)), env)]
+            if to == &peer(COMM) && f.kind == FailureKind::Unavailable && env.id == MessageId(1)),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn requests_for_a_service_that_is_not_running_answer_unavailable() {
     let mut k = kernel();
     register(&mut k, COMM, ServiceKind::CommServer, "commserver-1", 8);
-    invoke(&mut k, 1, "demo", 0);
+    invoke(&mut k, 1, "demo", 1_000);
     assert!(
         sent(&mut k).is_empty(),
         "queued until a Doer appears or the deadline"
     );
-    std::thread::sleep(Duration::from_millis(2));
-    k.on_tick(Instant::now());
+    advance(Duration::from_secs(1));
+    k.on_tick(now());
     assert!(
         matches!(&sent(&mut k)[..], [(_, Body::Reply(Err(f)), _)] if f.kind == FailureKind::Unavailable)
     );
@@ -271,7 +319,7 @@ fn a_dead_target_fails_its_requests_and_its_restart_is_counted() {
     let out = register(&mut k, b"doer-b", ServiceKind::Doer, "doer-1", 1);
     assert!(matches!(&out[..], [(to, Body::Request(_), _)] if to == &peer(b"doer-b")));
     let doer = k
-        .statuses(Instant::now())
+        .statuses(now())
         .into_iter()
         .find(|s| s.instance == "doer-1")
         .unwrap();
@@ -292,17 +340,13 @@ fn an_unknown_connection_is_asked_to_register() {
 #[test]
 fn malformed_frames_are_dropped() {
     let mut k = setup();
-    k.on_message(
-        peer(COMM),
-        &[Bytes::from_static(b"\x01garbage")],
-        Instant::now(),
-    );
+    k.on_message(peer(COMM), &[Bytes::from_static(b"\x01garbage")], now());
     k.on_message(
         peer(COMM),
         &[Bytes::from_static(b"\x01\xff\xff"), Bytes::new()],
-        Instant::now(),
+        now(),
     );
-    k.on_message(peer(COMM), &[], Instant::now());
+    k.on_message(peer(COMM), &[], now());
     assert!(sent(&mut k).is_empty());
     // Still serving.
     invoke(&mut k, 1, "demo", 5_000);
@@ -311,12 +355,14 @@ fn malformed_frames_are_dropped() {
 
 #[test]
 fn the_kernel_answers_the_services_query_itself() {
+    const GATE: &[u8] = b"gate";
     let mut k = setup();
+    register(&mut k, GATE, ServiceKind::ControlGate, "control-gate-1", 8);
     send(
         &mut k,
-        COMM,
+        GATE,
         Message {
-            envelope: envelope(9, ServiceKind::CommServer, None, 5_000),
+            envelope: envelope(9, ServiceKind::ControlGate, None, 5_000),
             body: Body::Request(kernel_protocol::Services {}.into_request()),
         },
     );
@@ -328,7 +374,10 @@ fn the_kernel_answers_the_services_query_itself() {
     };
     assert_eq!(env.id, MessageId(9));
     let names: Vec<_> = list.iter().map(|s| s.instance.as_str()).collect();
-    assert_eq!(names, vec!["kernel", "doer-1", "commserver-1"]);
+    assert_eq!(
+        names,
+        vec!["kernel", "doer-1", "commserver-1", "control-gate-1"]
+    );
 }
 
 #[test]
@@ -354,9 +403,9 @@ fn events_reach_every_other_instance() {
 #[test]
 fn messages_do_not_postpone_the_heartbeat_check() {
     let mut k = setup();
-    let first = k.next_tick(Instant::now());
+    let first = k.next_tick(now());
     for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(60));
+        advance(Duration::from_millis(60));
         send(
             &mut k,
             DOER,
@@ -365,10 +414,7 @@ fn messages_do_not_postpone_the_heartbeat_check() {
                 body: Body::Control(Control::Heartbeat(Default::default())),
             },
         );
-        assert!(
-            k.next_tick(Instant::now()) <= first,
-            "the check was postponed"
-        );
+        assert!(k.next_tick(now()) <= first, "the check was postponed");
     }
 }
 
@@ -401,5 +447,95 @@ fn a_request_for_dbriver_must_act_for_a_project() {
     assert!(
         matches!(&out[..], [(to, Body::Request(Request::DBriver(_)), _)] if to == &peer(DB)),
         "{out:?}"
+    );
+}
+
+/// Who may ask what, as the protocol declares it, for every request of
+/// every service and every kind of sender: the kernel delivers exactly the
+/// permitted ones and answers the rest `Forbidden` without delivering them.
+#[test]
+fn the_kernel_lets_through_exactly_the_declared_senders() {
+    let mut k = kernel();
+    let peer_of = |service: ServiceKind| Bytes::from(service.as_str().as_bytes().to_vec());
+    for service in ServiceKind::ALL {
+        let name = format!("{service}-1");
+        let frames = Message {
+            envelope: envelope(0, ServiceKind::Kernel, None, 60_000),
+            body: Body::Control(Control::Register(Registration {
+                service,
+                instance: name,
+                pid: 1,
+                capacity: 10_000,
+            })),
+        }
+        .encode()
+        .unwrap();
+        k.on_message(peer_of(service), &frames, now());
+    }
+    sent(&mut k);
+
+    let (mut delivered, mut refused) = (0, 0);
+    for (id, request) in RequestKind::all().enumerate() {
+        for origin in ServiceKind::ALL {
+            // The kernel routes on the header; it decodes a body only when it
+            // answers the request itself.
+            let body = match request.target() {
+                ServiceKind::Kernel => kernel_protocol::Services {}.into_request(),
+                _ => invoke_request(),
+            };
+            let [_, body] = Message {
+                envelope: envelope(0, origin, None, 0),
+                body: Body::Request(body),
+            }
+            .encode()
+            .unwrap();
+            let header = isms_ipc::Header {
+                envelope: envelope(id as u64, origin, Some("demo"), 60_000),
+                kind: Kind::Request(request),
+            };
+            k.on_message(peer_of(origin), &[header.encode().unwrap(), body], now());
+
+            let out: Vec<Outgoing> = k.drain_outbox().collect();
+            let [(to, frames)] = &out[..] else {
+                panic!("{request:?} from {origin}: {out:?}");
+            };
+            let raw = RawMessage::decode(frames).unwrap();
+            let forbidden = match raw.header.kind {
+                Kind::Request(kind) => {
+                    assert_eq!(kind, request);
+                    assert_eq!(to, &peer_of(request.target()), "{request:?}");
+                    false
+                }
+                Kind::Reply => {
+                    assert_eq!(to, &peer_of(origin), "answered to the sender");
+                    match raw.decode_body().unwrap() {
+                        Body::Reply(Err(f)) if f.kind == FailureKind::Forbidden => {
+                            assert!(f.message.contains("may not ask"), "{f}");
+                            true
+                        }
+                        // The kernel answered its own request.
+                        _ => {
+                            assert_eq!(request.target(), ServiceKind::Kernel);
+                            false
+                        }
+                    }
+                }
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(
+                !forbidden,
+                request.may_be_sent_by(origin),
+                "{request:?} from the {origin}"
+            );
+            if forbidden {
+                refused += 1;
+            } else {
+                delivered += 1;
+            }
+        }
+    }
+    assert!(
+        delivered > 0 && refused > 0,
+        "{delivered} delivered, {refused} refused"
     );
 }

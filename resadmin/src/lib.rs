@@ -27,7 +27,7 @@ use isms_ipc::resadmin::{
 use isms_ipc::topic::{self, Namespace};
 use isms_ipc::{
     Connection, Delivery, DoeeName, Event, Failure, FailureKind, Inbound, Incoming, ProjectName,
-    Reply, ServiceKind, Username,
+    Reply, Username,
 };
 use manifest::Manifest;
 use std::future::Future;
@@ -303,15 +303,13 @@ impl State {
             responder.reply(Err(Failure::invalid("not a Resadmin request")));
             return;
         };
-        let origin = envelope.origin;
         let project = envelope.project;
-        let result = self.dispatch(origin, project, request).await;
+        let result = self.dispatch(project, request).await;
         responder.reply(result.map(Reply::Resadmin));
     }
 
     async fn dispatch(
         &self,
-        origin: ServiceKind,
         project: Option<ProjectName>,
         request: Request,
     ) -> Result<protocol::Reply, Failure> {
@@ -320,23 +318,9 @@ impl State {
                 .clone()
                 .ok_or_else(|| Failure::invalid("this request needs a project"))
         };
-        // Who may ask what: people's requests come through the Control
-        // Gate, which has asked `Authorize` first; the platform's own
-        // requests come from the services that need them. The kernel
-        // vouches for the origin.
-        let allowed: &[ServiceKind] = match &request {
-            Request::Routes(_) => &[ServiceKind::CommServer, ServiceKind::ControlGate],
-            Request::GetVersion(_) | Request::GetBinary(_) => &[ServiceKind::Doer],
-            Request::Record(_) => &[ServiceKind::Doer, ServiceKind::CommServer],
-            Request::DeviceLogin(_) => &[ServiceKind::CommServer],
-            _ => &[ServiceKind::ControlGate],
-        };
-        if !allowed.contains(&origin) {
-            return Err(forbidden(format!(
-                "the {origin} may not ask {}",
-                request.name()
-            )));
-        }
+        // Who may ask what is declared in the protocol and enforced by the
+        // kernel before delivery: people's requests arrive only through the
+        // Control Gate, which has asked `Authorize` first.
         use protocol::Reply as R;
         let store = &self.store;
         match request {

@@ -18,30 +18,30 @@ crate::protocol! {
         topic: String,
         /// The payload.
         payload: Payload,
-    } -> ();
+    } -> (), from [Doer];
 
     /// The envelope's project's dead letters, newest first.
     DeadLetters {
         /// At most this many (capped at 1000).
         limit: u32,
-    } -> Vec<DeadLetter>;
+    } -> Vec<DeadLetter>, from [ControlGate];
 
     /// Runs dead letters of the envelope's project again, as new messages
     /// (those of `ids`, or all); answers how many.
     RetryDeadLetters {
         /// Which; `None` for all.
         ids: Option<Vec<u64>>,
-    } -> u64;
+    } -> u64, from [ControlGate];
 
     /// Deletes dead letters of the envelope's project (those of `ids`, or
     /// all); answers how many.
     PurgeDeadLetters {
         /// Which; `None` for all.
         ids: Option<Vec<u64>>,
-    } -> u64;
+    } -> u64, from [ControlGate];
 
     /// The MQTT counters, since the CommServer started, and the inbox's depth.
-    Stats {} -> MqttStats;
+    Stats {} -> MqttStats, from [ControlGate];
 }
 
 /// An MQTT message whose invocation failed every attempt.

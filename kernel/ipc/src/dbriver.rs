@@ -23,7 +23,7 @@ crate::protocol! {
         query: String,
         /// A JSON array of positional parameters (`""` for none).
         params: String,
-    } -> SqlRows;
+    } -> SqlRows, from [Doer, ControlGate];
 
     /// One operation on the project's document store.
     Doc {
@@ -33,14 +33,14 @@ crate::protocol! {
         collection: String,
         /// The operation's JSON argument (see [`DocOp`]).
         json: String,
-    } -> String;
+    } -> String, from [Doer, ControlGate];
 
     /// The project's collections, with their document counts.
-    Collections {} -> Vec<CollectionInfo>;
+    Collections {} -> Vec<CollectionInfo>, from [Doer, ControlGate];
 
     /// Removes the project's SQL and document databases, before the project
     /// itself is deleted.
-    DropProject {} -> ();
+    DropProject {} -> (), from [Resadmin];
 }
 
 /// What an SQL statement answered.

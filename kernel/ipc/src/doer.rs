@@ -22,7 +22,7 @@ crate::protocol! {
         trigger: Trigger,
         /// The HTTP body or MQTT payload.
         input: Payload,
-    } -> Outcome;
+    } -> Outcome, from [CommServer, ControlGate];
 }
 
 /// What started an invocation.

@@ -7,7 +7,7 @@ crate::protocol! {
     service Kernel;
 
     /// The Services Controller's view of every service instance.
-    Services {} -> Vec<ServiceStatus>;
+    Services {} -> Vec<ServiceStatus>, from [ControlGate];
 }
 
 /// One service instance as the Services Controller sees it.

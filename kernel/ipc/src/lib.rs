@@ -66,24 +66,107 @@ pub enum Request {
 impl Request {
     /// The service that handles it.
     pub fn target(&self) -> ServiceKind {
+        self.kind().target()
+    }
+
+    /// Which request this is.
+    pub fn kind(&self) -> RequestKind {
         match self {
-            Request::Kernel(_) => ServiceKind::Kernel,
-            Request::Doer(_) => ServiceKind::Doer,
-            Request::Resadmin(_) => ServiceKind::Resadmin,
-            Request::DBriver(_) => ServiceKind::DBriver,
-            Request::CommServer(_) => ServiceKind::CommServer,
+            Request::Kernel(r) => RequestKind::Kernel(r.kind()),
+            Request::Doer(r) => RequestKind::Doer(r.kind()),
+            Request::Resadmin(r) => RequestKind::Resadmin(r.kind()),
+            Request::DBriver(r) => RequestKind::DBriver(r.kind()),
+            Request::CommServer(r) => RequestKind::CommServer(r.kind()),
         }
     }
 
     /// The request's name, for logs.
     pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// Whether `origin` may send this request (see [`RequestKind::may_be_sent_by`]).
+    pub fn may_be_sent_by(&self, origin: ServiceKind) -> bool {
+        self.kind().may_be_sent_by(origin)
+    }
+}
+
+/// Which request, for any service, without its fields: what a request's
+/// header carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RequestKind {
+    /// For the kernel itself.
+    Kernel(kernel::RequestKind),
+    /// For the Doer.
+    Doer(doer::RequestKind),
+    /// For Resadmin.
+    Resadmin(resadmin::RequestKind),
+    /// For DBriver.
+    DBriver(dbriver::RequestKind),
+    /// For the CommServer.
+    CommServer(commserver::RequestKind),
+}
+
+impl RequestKind {
+    /// Every request of every service.
+    pub fn all() -> impl Iterator<Item = RequestKind> {
+        let kernel = kernel::RequestKind::ALL
+            .iter()
+            .map(|&k| RequestKind::Kernel(k));
+        let doer = doer::RequestKind::ALL.iter().map(|&k| RequestKind::Doer(k));
+        let resadmin = resadmin::RequestKind::ALL
+            .iter()
+            .map(|&k| RequestKind::Resadmin(k));
+        let dbriver = dbriver::RequestKind::ALL
+            .iter()
+            .map(|&k| RequestKind::DBriver(k));
+        let commserver = commserver::RequestKind::ALL
+            .iter()
+            .map(|&k| RequestKind::CommServer(k));
+        kernel
+            .chain(doer)
+            .chain(resadmin)
+            .chain(dbriver)
+            .chain(commserver)
+    }
+
+    /// The service that handles it.
+    pub fn target(self) -> ServiceKind {
         match self {
-            Request::Kernel(r) => r.name(),
-            Request::Doer(r) => r.name(),
-            Request::Resadmin(r) => r.name(),
-            Request::DBriver(r) => r.name(),
-            Request::CommServer(r) => r.name(),
+            RequestKind::Kernel(_) => ServiceKind::Kernel,
+            RequestKind::Doer(_) => ServiceKind::Doer,
+            RequestKind::Resadmin(_) => ServiceKind::Resadmin,
+            RequestKind::DBriver(_) => ServiceKind::DBriver,
+            RequestKind::CommServer(_) => ServiceKind::CommServer,
         }
+    }
+
+    /// The request's name, for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestKind::Kernel(k) => k.name(),
+            RequestKind::Doer(k) => k.name(),
+            RequestKind::Resadmin(k) => k.name(),
+            RequestKind::DBriver(k) => k.name(),
+            RequestKind::CommServer(k) => k.name(),
+        }
+    }
+
+    /// The services that may send it, as its service's protocol declares.
+    pub fn senders(self) -> &'static [ServiceKind] {
+        match self {
+            RequestKind::Kernel(k) => k.senders(),
+            RequestKind::Doer(k) => k.senders(),
+            RequestKind::Resadmin(k) => k.senders(),
+            RequestKind::DBriver(k) => k.senders(),
+            RequestKind::CommServer(k) => k.senders(),
+        }
+    }
+
+    /// Whether `origin` may send it. The kernel asks this before delivery,
+    /// with the origin it vouches for, so no service checks it again.
+    pub fn may_be_sent_by(self, origin: ServiceKind) -> bool {
+        self.senders().contains(&origin)
     }
 }
 
@@ -128,14 +211,21 @@ pub enum Event {
     },
 }
 
-/// Defines one service's requests, each a struct paired with its reply type,
-/// plus the service's `Request` and `Reply` enums and their [`Call`] impls.
+/// Defines one service's requests, each a struct paired with its reply type
+/// and the services that may send it, plus the service's `Request`,
+/// `RequestKind` and `Reply` enums and their [`Call`] impls.
+///
+/// Who may ask what is declared here, once, next to the request, and
+/// nowhere else: the kernel refuses a request from any other origin before
+/// it reaches the service. Every request names its senders; there is no
+/// default, so a new request cannot be open to everyone by omission.
 macro_rules! protocol {
     (
         service $service:ident;
         $(
             $(#[$doc:meta])*
-            $name:ident { $( $(#[$field_doc:meta])* $field:ident : $field_type:ty ),* $(,)? } -> $reply:ty;
+            $name:ident { $( $(#[$field_doc:meta])* $field:ident : $field_type:ty ),* $(,)? }
+                -> $reply:ty, from [ $( $sender:ident ),+ $(,)? ];
         )*
     ) => {
         $(
@@ -150,6 +240,14 @@ macro_rules! protocol {
             $( #[doc = concat!("See [`", stringify!($name), "`].")] $name($name), )*
         }
 
+        /// Which request, without its fields: what a message's header
+        /// carries, so the kernel can check the sender without decoding the
+        /// body.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        pub enum RequestKind {
+            $( #[doc = concat!("[`", stringify!($name), "`].")] $name, )*
+        }
+
         /// A reply of this service, named after the request it answers.
         #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
         pub enum Reply {
@@ -157,9 +255,36 @@ macro_rules! protocol {
         }
 
         impl Request {
+            /// Which request this is.
+            pub fn kind(&self) -> RequestKind {
+                match self { $( Request::$name(_) => RequestKind::$name, )* }
+            }
+
             /// The request's name, for logs.
             pub fn name(&self) -> &'static str {
-                match self { $( Request::$name(_) => stringify!($name), )* }
+                self.kind().name()
+            }
+
+            /// The services that may send this request.
+            pub fn senders(&self) -> &'static [$crate::ServiceKind] {
+                self.kind().senders()
+            }
+        }
+
+        impl RequestKind {
+            /// Every request of this service, in declaration order.
+            pub const ALL: &'static [RequestKind] = &[ $( RequestKind::$name, )* ];
+
+            /// The request's name, for logs.
+            pub fn name(self) -> &'static str {
+                match self { $( RequestKind::$name => stringify!($name), )* }
+            }
+
+            /// The services that may send this request.
+            pub fn senders(self) -> &'static [$crate::ServiceKind] {
+                match self {
+                    $( RequestKind::$name => &[ $( $crate::ServiceKind::$sender, )+ ], )*
+                }
             }
         }
 

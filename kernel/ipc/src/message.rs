@@ -10,13 +10,15 @@
 //! untouched, so it never decodes, copies or re-encodes a payload.
 
 use crate::names::{Deadline, MessageId, Priority, ProjectName, ServiceKind};
-use crate::{Event, Reply, Request};
+use crate::{Event, Reply, Request, RequestKind};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::fmt;
 
 /// The version of this protocol; a peer speaking another is refused.
-pub const PROTOCOL_VERSION: u8 = 1;
+///
+/// 2: a request's header names the request, not only its service.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// What is written on every message's envelope.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,8 +40,11 @@ pub struct Envelope {
 /// What a message is, readable without decoding its body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
-    /// A request for a service, queued and scheduled by the kernel.
-    Request(ServiceKind),
+    /// A request, queued and scheduled by the kernel for its service. The
+    /// header names the request so the kernel can check who may send it
+    /// without decoding the body; the receiver refuses a body that
+    /// disagrees.
+    Request(RequestKind),
     /// The answer to the request with the envelope's id.
     Reply,
     /// A notification for every other connected service instance.
@@ -74,7 +79,7 @@ impl Body {
     /// The kind a header must carry for this body.
     pub fn kind(&self) -> Kind {
         match self {
-            Body::Request(request) => Kind::Request(request.target()),
+            Body::Request(request) => Kind::Request(request.kind()),
             Body::Reply(_) => Kind::Reply,
             Body::Event(_) => Kind::Event,
             Body::Control(_) => Kind::Control,

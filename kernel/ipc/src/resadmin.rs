@@ -2,9 +2,9 @@
 //!
 //! Requests made for a person carry their bearer `token`; Resadmin checks it
 //! and the person's rights in the same round trip. Requests the platform
-//! makes for itself (routes, versions, binaries) carry no token: Resadmin
-//! accepts them only from the services that need them, by the envelope's
-//! origin, which the kernel vouches for.
+//! makes for itself (routes, versions, binaries) carry no token: each
+//! declares the services that need it, and the kernel delivers it from no
+//! other origin.
 
 use crate::Payload;
 use crate::doer::{LogLevel, LogLine, Trigger};
@@ -20,13 +20,13 @@ crate::protocol! {
         username: String,
         /// Their password.
         password: String,
-    } -> Session;
+    } -> Session, from [ControlGate];
 
     /// Revokes the token it carries (logging out).
     Logout {
         /// The bearer token to revoke.
         token: String,
-    } -> ();
+    } -> (), from [ControlGate];
 
     /// Checks a bearer token and that its user holds `need` (in the
     /// envelope's project, for a project role). Every API call asks this
@@ -36,10 +36,10 @@ crate::protocol! {
         token: String,
         /// What the call needs.
         need: Need,
-    } -> Caller;
+    } -> Caller, from [ControlGate];
 
     /// Every user.
-    ListUsers {} -> Vec<UserInfo>;
+    ListUsers {} -> Vec<UserInfo>, from [ControlGate];
 
     /// Creates a user.
     CreateUser {
@@ -49,13 +49,13 @@ crate::protocol! {
         password: String,
         /// Their platform role.
         role: Role,
-    } -> UserInfo;
+    } -> UserInfo, from [ControlGate];
 
     /// Deletes a user, their tokens and memberships.
     DeleteUser {
         /// The user.
         username: Username,
-    } -> ();
+    } -> (), from [ControlGate];
 
     /// Creates a named API token for `by`.
     CreateToken {
@@ -65,13 +65,13 @@ crate::protocol! {
         name: String,
         /// Days until it expires (1 to 3650).
         days: u32,
-    } -> NewToken;
+    } -> NewToken, from [ControlGate];
 
     /// `by`'s unexpired tokens.
     ListTokens {
         /// Whose tokens.
         by: Username,
-    } -> Vec<TokenInfo>;
+    } -> Vec<TokenInfo>, from [ControlGate];
 
     /// Revokes one of `by`'s tokens by its id.
     RevokeToken {
@@ -79,25 +79,25 @@ crate::protocol! {
         by: Username,
         /// The token's id, from [`TokenInfo`].
         id: String,
-    } -> ();
+    } -> (), from [ControlGate];
 
     /// Creates the envelope's project with `by` as its admin.
     CreateProject {
         /// The creator.
         by: Username,
-    } -> ProjectInfo;
+    } -> ProjectInfo, from [ControlGate];
 
     /// Projects: every one, or those `member` belongs to.
     ListProjects {
         /// `None` for every project (platform admins).
         member: Option<Username>,
-    } -> Vec<ProjectInfo>;
+    } -> Vec<ProjectInfo>, from [ControlGate];
 
     /// The envelope's project with its members and quotas.
-    GetProject {} -> ProjectDetail;
+    GetProject {} -> ProjectDetail, from [ControlGate];
 
     /// Deletes the envelope's project with its Doees, records and logs.
-    DeleteProject {} -> ();
+    DeleteProject {} -> (), from [ControlGate];
 
     /// Adds a member to the envelope's project, changes their role, or
     /// (with `role: None`) removes them.
@@ -106,20 +106,20 @@ crate::protocol! {
         username: Username,
         /// Their role in the project.
         role: Option<Role>,
-    } -> ();
+    } -> (), from [ControlGate];
 
     /// Sets the topic namespaces granted to the envelope's project beyond
     /// its own `<project>/#` (platform admins only).
     SetTopics {
         /// Namespaces like `greenhouse/#`.
         namespaces: Vec<String>,
-    } -> ();
+    } -> (), from [ControlGate];
 
     /// Sets the envelope's project's quotas.
     SetQuotas {
         /// The new quotas.
         quotas: Quotas,
-    } -> ();
+    } -> (), from [ControlGate];
 
     /// Creates a new version of a Doee of the envelope's project from a
     /// `.tar.gz` of its directory, and starts building it.
@@ -128,16 +128,16 @@ crate::protocol! {
         by: Username,
         /// The Doee directory as `.tar.gz`.
         archive: Payload,
-    } -> Deployed;
+    } -> Deployed, from [ControlGate];
 
     /// The envelope's project's Doees (build logs left out).
-    ListDoees {} -> Vec<DoeeInfo>;
+    ListDoees {} -> Vec<DoeeInfo>, from [ControlGate];
 
     /// One Doee of the envelope's project, with its versions and build logs.
     GetDoee {
         /// The Doee.
         doee: DoeeName,
-    } -> DoeeInfo;
+    } -> DoeeInfo, from [ControlGate];
 
     /// Makes an earlier (built) version of a Doee active at once.
     Rollback {
@@ -145,13 +145,13 @@ crate::protocol! {
         doee: DoeeName,
         /// The version to serve.
         version: u32,
-    } -> DoeeInfo;
+    } -> DoeeInfo, from [ControlGate];
 
     /// Removes a Doee, its versions and its triggers.
     DeleteDoee {
         /// The Doee.
         doee: DoeeName,
-    } -> ();
+    } -> (), from [ControlGate];
 
     /// Records invocations (from the Doer, in batches; from the CommServer
     /// for an accepted asynchronous invocation and for one that never
@@ -159,20 +159,20 @@ crate::protocol! {
     Record {
         /// The records; a later record of an id replaces a pending one.
         invocations: Vec<InvocationRecord>,
-    } -> ();
+    } -> (), from [Doer, CommServer];
 
     /// The envelope's project's latest invocations, newest first.
     ListInvocations {
         /// At most this many (capped at 1000).
         limit: u32,
-    } -> Vec<InvocationRecord>;
+    } -> Vec<InvocationRecord>, from [ControlGate];
 
     /// One invocation, in whichever project it ran (the Control Gate then
     /// checks the caller's right to that project).
     GetInvocation {
         /// The id.
         id: InvocationId,
-    } -> InvocationRecord;
+    } -> InvocationRecord, from [ControlGate];
 
     /// The envelope's project's log lines, oldest first: those after the
     /// cursor `after`, or the latest ones when it is `None`.
@@ -181,15 +181,15 @@ crate::protocol! {
         after: Option<u64>,
         /// At most this many (capped at 1000).
         limit: u32,
-    } -> Vec<LogEntry>;
+    } -> Vec<LogEntry>, from [ControlGate];
 
     /// Counters and latency histograms of the recorded invocations, since
     /// Resadmin started (for `/metrics`).
-    Stats {} -> Vec<DoeeStats>;
+    Stats {} -> Vec<DoeeStats>, from [ControlGate];
 
     /// Every active trigger and every project's topic namespaces (for the
     /// CommServer).
-    Routes {} -> RouteTable;
+    Routes {} -> RouteTable, from [CommServer, ControlGate];
 
     /// How to run a version of a Doee of the envelope's project (for the Doer).
     GetVersion {
@@ -197,30 +197,30 @@ crate::protocol! {
         doee: DoeeName,
         /// The version.
         version: u32,
-    } -> VersionSpec;
+    } -> VersionSpec, from [Doer];
 
     /// A built shared object by its sha256 (for the Doer).
     GetBinary {
         /// The hex sha256 of the shared object.
         sha256: String,
-    } -> Payload;
+    } -> Payload, from [Doer];
 
     /// Creates an MQTT device of the envelope's project; its secret is in
     /// the answer, and only there.
     CreateDevice {
         /// Its name.
         name: DeviceName,
-    } -> NewDevice;
+    } -> NewDevice, from [ControlGate];
 
     /// The envelope's project's devices.
-    ListDevices {} -> Vec<DeviceInfo>;
+    ListDevices {} -> Vec<DeviceInfo>, from [ControlGate];
 
     /// Revokes a device of the envelope's project: its credentials stop
     /// working and its connections end.
     DeleteDevice {
         /// Its name.
         name: DeviceName,
-    } -> ();
+    } -> (), from [ControlGate];
 
     /// Checks a device's MQTT credentials (for the CommServer's broker).
     DeviceLogin {
@@ -228,7 +228,7 @@ crate::protocol! {
         username: String,
         /// The device's secret.
         password: String,
-    } -> DeviceGrant;
+    } -> DeviceGrant, from [CommServer];
 }
 
 /// A device just created.

@@ -6,7 +6,7 @@ use crate::names::{
     Deadline, DoeeName, InvocationId, MessageId, Priority, ProjectName, ServiceKind,
 };
 use crate::worker::{Execute, FromWorker, ToWorker};
-use crate::{Call, Event, Reply, Request, kernel, resadmin};
+use crate::{Call, Event, Reply, Request, RequestKind, kernel, resadmin};
 use bytes::Bytes;
 use proptest::prelude::*;
 
@@ -103,7 +103,10 @@ fn the_kernel_reads_the_header_and_keeps_the_body() {
     let message = &samples()[0];
     let frames = message.encode().unwrap();
     let raw = RawMessage::decode(&frames).unwrap();
-    assert_eq!(raw.header.kind, Kind::Request(ServiceKind::Doer));
+    assert_eq!(
+        raw.header.kind,
+        Kind::Request(RequestKind::Doer(doer::RequestKind::Invoke))
+    );
     assert_eq!(
         raw.body, frames[1],
         "the body frame is forwarded as received"
@@ -123,6 +126,28 @@ fn a_header_that_disagrees_with_its_body_is_refused() {
     let [reply_header, _] = reply.encode().unwrap();
     let err = Message::decode(&[reply_header, request_body]).unwrap_err();
     assert!(err.to_string().contains("header says Reply"), "{err}");
+}
+
+/// The kernel lets a request through on its header's word; the receiver
+/// holds the body to it, so a header cannot smuggle in another request.
+#[test]
+fn a_header_naming_another_request_is_refused() {
+    let request = &samples()[0];
+    let mut raw = RawMessage::decode(&request.encode().unwrap()).unwrap();
+    raw.header.kind = Kind::Request(RequestKind::Kernel(kernel::RequestKind::Services));
+    let err = Message::decode(&raw.encode().unwrap()).unwrap_err();
+    assert!(err.to_string().contains("Services"), "{err}");
+}
+
+#[test]
+fn every_request_declares_its_senders() {
+    for kind in RequestKind::all() {
+        assert!(!kind.senders().is_empty(), "{kind:?}");
+        assert!(
+            !kind.may_be_sent_by(kind.target()),
+            "{kind:?}: no service asks itself"
+        );
+    }
 }
 
 #[test]
