@@ -23,46 +23,46 @@ pub const INVOCATION_HEADER: &str = "x-isms-invocation-id";
 /// Failures answer `{"error": "…", "invocation_id": "…"}`; every answer
 /// carries [`INVOCATION_HEADER`].
 pub fn invocation_reply(id: InvocationId, result: Result<Outcome, Failure>) -> Reply {
-    let mut reply = match result {
-        Ok(outcome) => match outcome.result {
-            Ok(response) => {
-                let mut reply = Response::new(Full::new(response.body));
-                *reply.status_mut() = response
-                    .status
-                    .and_then(|s| StatusCode::from_u16(s).ok())
-                    .unwrap_or(StatusCode::OK);
-                let headers = reply.headers_mut();
-                for (name, value) in &response.headers {
-                    let (Ok(name), Ok(value)) = (
-                        HeaderName::try_from(name.as_str()),
-                        HeaderValue::try_from(value.as_str()),
-                    ) else {
-                        continue;
-                    };
-                    if !is_framing(&name) {
-                        headers.append(name, value);
-                    }
-                }
-                reply
-            }
-            Err(failure) => {
-                let status = StatusCode::from_u16(failure.http_status())
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                failed(id, status, failure.message())
-            }
-        },
+    let response = match result {
+        Ok(Outcome {
+            result: Ok(response),
+            ..
+        }) => response,
+        Ok(Outcome {
+            result: Err(failure),
+            ..
+        }) => {
+            let status = StatusCode::from_u16(failure.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return invocation_error(id, status, failure.message());
+        }
         Err(failure) => {
             let message = match failure.kind {
                 FailureKind::Unavailable => format!("the platform is not ready: {failure}"),
                 FailureKind::Busy => format!("too many invocations: {failure}"),
                 _ => failure.message.clone(),
             };
-            failed(id, HttpError::from(failure).0, message)
+            return invocation_error(id, HttpError::from(failure).0, message);
         }
     };
-    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-        reply.headers_mut().insert(INVOCATION_HEADER, value);
+    let mut reply = Response::new(Full::new(response.body));
+    *reply.status_mut() = response
+        .status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let headers = reply.headers_mut();
+    for (name, value) in &response.headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) else {
+            continue;
+        };
+        if !is_framing(&name) {
+            headers.append(name, value);
+        }
     }
+    set_invocation_header(&mut reply, id);
     reply
 }
 
@@ -74,9 +74,19 @@ fn is_framing(name: &HeaderName) -> bool {
     )
 }
 
-fn failed(id: InvocationId, status: StatusCode, message: String) -> Reply {
+/// An error about invocation `id`: `{"error": "…", "invocation_id": "…"}`
+/// and [`INVOCATION_HEADER`], so the caller can look it up.
+pub fn invocation_error(id: InvocationId, status: StatusCode, message: String) -> Reply {
     let body = serde_json::json!({ "error": message, "invocation_id": id.to_string() });
-    crate::json(status, &body)
+    let mut reply = crate::json(status, &body);
+    set_invocation_header(&mut reply, id);
+    reply
+}
+
+fn set_invocation_header(reply: &mut Reply, id: InvocationId) {
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        reply.headers_mut().insert(INVOCATION_HEADER, value);
+    }
 }
 
 #[cfg(test)]

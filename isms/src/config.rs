@@ -540,6 +540,7 @@ impl Config {
         Ok(CommServerConfig {
             http_addr: parse_addr("commserver.http_addr", &section.http_addr)?,
             max_body_bytes,
+            http: isms_http::Limits::default(),
             queue_allowance,
             mqtt: MqttConfig {
                 store: data_dir.join("commserver").join("mqtt.db"),
