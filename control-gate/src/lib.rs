@@ -12,13 +12,11 @@ mod sse;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming as Body;
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use isms_http::{HttpError as ApiError, read_body};
 use isms_ipc::commserver;
 use isms_ipc::connection::Scope;
 use isms_ipc::dbriver::{self, DocOp};
@@ -47,6 +45,8 @@ pub struct ControlGateConfig {
     pub addr: SocketAddr,
     /// The largest upload (a Doee archive) accepted.
     pub max_upload_bytes: usize,
+    /// Timeouts and the connection cap of the API's port.
+    pub http: isms_http::Limits,
     /// The web dashboard's files and what it shows of the platform.
     pub dashboard: dashboard::Dashboard,
     /// A bearer token that shows `/metrics` whole, for Prometheus.
@@ -91,27 +91,14 @@ impl Prepared {
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let Prepared { config, listener } = self;
-        let gate = Arc::new(Gate { config, conn });
+        let limits = config.http;
+        let http = isms_http::serve(listener, limits, Arc::new(Gate { config, conn }));
         tokio::pin!(shutdown);
+        tokio::pin!(http);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let gate = gate.clone();
-                        tokio::spawn(async move {
-                            let service = service_fn(move |request| {
-                                let gate = gate.clone();
-                                async move { Ok::<_, std::convert::Infallible>(gate.handle(request).await) }
-                            });
-                            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                        });
-                    }
-                    Err(err) => {
-                        tracing::warn!(cause = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
+                () = &mut http => anyhow::bail!("the API's server stopped"),
                 inbound = incoming.next() => match inbound {
                     Some(Inbound::Request(delivery)) => {
                         delivery.responder.reply(Err(Failure::invalid("the Control Gate takes no requests")));
@@ -135,39 +122,26 @@ fn full(bytes: Bytes) -> BoxBody<Bytes, std::convert::Infallible> {
     BodyExt::boxed(Full::new(bytes))
 }
 
-/// An API error: a status and a message for the JSON body.
-struct ApiError(StatusCode, String);
-
-impl From<Failure> for ApiError {
-    fn from(failure: Failure) -> Self {
-        let status = StatusCode::from_u16(failure.kind.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        ApiError(status, failure.message)
-    }
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request(message)
 }
 
-fn bad_request(message: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, message.into())
+/// A reply of [`isms_http`], with the body type of this server's replies.
+fn boxed(reply: isms_http::Reply) -> Reply {
+    reply.map(BodyExt::boxed)
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
-    let body = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());
-    raw_json(status, body)
+    boxed(isms_http::json(status, value))
 }
 
 /// A response whose JSON is already text.
 fn raw_json(status: StatusCode, body: String) -> Reply {
-    let mut response = Response::new(full(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    boxed(isms_http::raw_json(status, body))
 }
 
 fn error_reply(err: ApiError) -> Reply {
-    json(err.0, &serde_json::json!({ "error": err.1 }))
+    boxed(err.reply())
 }
 
 /// Compares secrets in time that does not depend on where they differ.
@@ -183,34 +157,6 @@ fn bearer(request: &Request<Body>) -> String {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_string())
         .unwrap_or_default()
-}
-
-async fn read_body(request: Request<Body>, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than {limit} bytes"),
-        )
-    };
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(request.into_body(), limit).collect().await {
-        Ok(body) => Ok(body.to_bytes()),
-        Err(err)
-            if err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
-        }
-        Err(err) => Err(bad_request(format!("cannot read the body: {err}"))),
-    }
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -348,14 +294,18 @@ fn query_number(query: &str, key: &str) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
-impl Gate {
+impl isms_http::Handler for Gate {
+    type Body = BoxBody<Bytes, std::convert::Infallible>;
+
     async fn handle(&self, request: Request<Body>) -> Reply {
         match self.route(request).await {
             Ok(reply) => reply,
             Err(err) => error_reply(err),
         }
     }
+}
 
+impl Gate {
     async fn route(&self, request: Request<Body>) -> Result<Reply, ApiError> {
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or("").to_string();
@@ -1051,50 +1001,15 @@ impl Gate {
             )
         })?;
         let id = InvocationId::generate();
-        let outcome = self
-            .conn
-            .call(
-                &scope,
-                Invoke {
-                    id,
-                    doee,
-                    version,
-                    trigger: Trigger::Cli,
-                    input,
-                },
-            )
-            .await
-            .map_err(|failure| match failure.kind {
-                FailureKind::Busy | FailureKind::Timeout | FailureKind::Unavailable => {
-                    ApiError::from(failure)
-                }
-                _ => ApiError(StatusCode::INTERNAL_SERVER_ERROR, failure.message),
-            })?;
-        let invocation = HeaderValue::from_str(&id.to_string()).ok();
-        let mut reply = match outcome.result {
-            Ok(response) => {
-                let mut reply = Response::new(full(response.body));
-                *reply.status_mut() = response
-                    .status
-                    .and_then(|s| StatusCode::from_u16(s).ok())
-                    .unwrap_or(StatusCode::OK);
-                reply
-            }
-            Err(failure) => {
-                let status = StatusCode::from_u16(failure.http_status())
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                json(
-                    status,
-                    &serde_json::json!({ "error": failure.message(), "invocation_id": id.to_string() }),
-                )
-            }
+        let invoke = Invoke {
+            id,
+            doee,
+            version,
+            trigger: Trigger::Cli,
+            input,
         };
-        if let Some(invocation) = invocation {
-            reply
-                .headers_mut()
-                .insert("x-isms-invocation-id", invocation);
-        }
-        Ok(reply)
+        let outcome = self.conn.call(&scope, invoke).await;
+        Ok(boxed(isms_http::invocation_reply(id, outcome)))
     }
 }
 

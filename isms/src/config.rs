@@ -700,6 +700,7 @@ impl Config {
         Ok(ControlGateConfig {
             addr: parse_addr("control_gate.addr", &self.control_gate.addr)?,
             max_upload_bytes: (self.control_gate.max_upload_mb as usize) << 20,
+            http: isms_http::Limits::default(),
             dashboard: isms_control_gate::dashboard::Dashboard {
                 dir: Some(&self.control_gate.dashboard_dir)
                     .filter(|dir| !dir.is_empty())
