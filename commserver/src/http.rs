@@ -16,7 +16,7 @@ use isms_ipc::connection::Scope;
 use isms_ipc::doer::{Invoke, Trigger};
 use isms_ipc::names::now_ms;
 use isms_ipc::resadmin::{InvocationRecord, InvocationStatus, Record};
-use isms_ipc::{Connection, Deadline, FailureKind, InvocationId, ProjectName};
+use isms_ipc::{Connection, FailureKind, InvocationId, ProjectName};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,27 +92,16 @@ impl isms_http::Handler for Server {
             Err(err) => return err.reply(),
         };
         let id = InvocationId::generate();
-        let timeout =
-            Duration::from_millis(u64::from(found.timeout_ms)) + self.config.queue_allowance;
-        let scope = Scope {
-            project: Some(found.project.clone()),
-            priority: found.priority,
-            deadline: Deadline::after(timeout),
+        let trigger = Trigger::Http {
+            method: method.to_string(),
+            path: route.to_string(),
+            query,
         };
-        let invoke = Invoke {
-            id,
-            doee: found.doee.clone(),
-            version: found.version,
-            trigger: Trigger::Http {
-                method: method.to_string(),
-                path: route.to_string(),
-                query,
-            },
-            input,
-        };
+        let target = &found.target;
+        let (scope, invoke) = target.invoke(id, trigger, input, self.config.queue_allowance);
         if respond_async {
             return self
-                .invoke_async(scope, found.project.clone(), invoke)
+                .invoke_async(scope, target.project.clone(), invoke)
                 .await;
         }
         let outcome = self.conn.call(&scope, invoke).await;
