@@ -17,8 +17,14 @@ struct Hello;
 impl Handler for Hello {
     type Body = Full<Bytes>;
 
-    async fn handle(&self, _request: Request<Incoming>) -> Response<Full<Bytes>> {
-        Response::new(Full::new(Bytes::from_static(b"hello")))
+    /// `/big` answers more than a socket buffers; anything else "hello".
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let body = if request.uri().path() == "/big" {
+            Bytes::from(vec![b'x'; 64 << 20])
+        } else {
+            Bytes::from_static(b"hello")
+        };
+        Response::new(Full::new(body))
     }
 }
 
@@ -96,4 +102,27 @@ async fn at_the_cap_a_new_connection_waits_for_one_to_close() {
     drop(first);
     let answer = response(&mut second, Duration::from_secs(5)).await;
     assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_connection_that_stops_reading_is_closed_when_idle() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        max_connections: 1,
+        ..Limits::default()
+    };
+    let addr = start(limits).await;
+    // Asks for more than the socket buffers hold, and never reads it.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET /big HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+
+    // The only slot frees once the stalled connection is closed as idle.
+    let mut next = TcpStream::connect(addr).await.unwrap();
+    next.write_all(REQUEST).await.unwrap();
+    let answer = response(&mut next, Duration::from_secs(5)).await;
+    assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+    drop(stalled);
 }
