@@ -1,34 +1,27 @@
-//! The HTTP side: one hyper connection task per client.
+//! The HTTP trigger port: a request to `/<project>/<route>` becomes an
+//! invocation; serving, body limits and the response are [`isms_http`]'s,
+//! shared with the Control Gate's API.
 
 use crate::CommServerConfig;
 use crate::routes::{Lookup, Routes};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming as Body;
-use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use isms_http::{
+    HttpError, INVOCATION_HEADER, Reply, invocation_error, invocation_reply, read_body,
+};
 use isms_ipc::connection::Scope;
 use isms_ipc::doer::{Invoke, Trigger};
 use isms_ipc::names::now_ms;
 use isms_ipc::resadmin::{InvocationRecord, InvocationStatus, Record};
-use isms_ipc::{Connection, Deadline, Failure, FailureKind, InvocationId, ProjectName};
+use isms_ipc::{Connection, FailureKind, InvocationId, ProjectName};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
-/// The header carrying an invocation's id on every answer.
-pub const INVOCATION_HEADER: &str = "x-isms-invocation-id";
-
-/// Shared by every connection.
-#[derive(Clone)]
+/// Answers the trigger port's requests.
 pub struct Server {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
     config: CommServerConfig,
     conn: Connection,
     routes: Arc<Routes>,
@@ -38,70 +31,25 @@ impl Server {
     /// A server over the route table.
     pub fn new(config: CommServerConfig, conn: Connection, routes: Arc<Routes>) -> Server {
         Server {
-            inner: Arc::new(Inner {
-                config,
-                conn,
-                routes,
-            }),
+            config,
+            conn,
+            routes,
         }
     }
-
-    /// Serves one TCP connection in its own task.
-    pub fn serve(&self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let server = self.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let server = server.clone();
-                async move { Ok::<_, std::convert::Infallible>(server.inner.handle(request).await) }
-            });
-            if let Err(err) = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(cause = %err, "HTTP connection ended with an error");
-            }
-        });
-    }
 }
 
-type Reply = Response<Full<Bytes>>;
-
-fn error(status: StatusCode, message: &str, invocation: Option<InvocationId>) -> Reply {
-    let mut body = serde_json::json!({ "error": message });
-    if let Some(id) = invocation {
-        body["invocation_id"] = serde_json::Value::String(id.to_string());
-    }
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Some(value) = invocation.and_then(|id| HeaderValue::from_str(&id.to_string()).ok()) {
-        response.headers_mut().insert(INVOCATION_HEADER, value);
-    }
-    response
+fn error(status: StatusCode, message: &str) -> Reply {
+    HttpError(status, message.to_string()).reply()
 }
 
-fn failure_reply(failure: &Failure, invocation: InvocationId) -> Reply {
-    let status = StatusCode::from_u16(failure.kind.http_status())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let message = match failure.kind {
-        FailureKind::Unavailable => format!("the platform is not ready: {failure}"),
-        FailureKind::Busy => format!("too many invocations: {failure}"),
-        _ => failure.message.clone(),
-    };
-    error(status, &message, Some(invocation))
-}
+impl isms_http::Handler for Server {
+    type Body = Full<Bytes>;
 
-impl Inner {
     async fn handle(&self, request: Request<Body>) -> Reply {
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or("").to_string();
         let Some((project, route)) = split_path(&path) else {
-            return error(StatusCode::NOT_FOUND, "use /<project>/<route>", None);
+            return error(StatusCode::NOT_FOUND, "use /<project>/<route>");
         };
         let mut lookup = self.routes.find(project, route);
         if matches!(lookup, Lookup::Missing)
@@ -118,14 +66,12 @@ impl Inner {
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the platform is starting: routes are not loaded yet",
-                    None,
                 );
             }
             Lookup::Missing => {
                 return error(
                     StatusCode::NOT_FOUND,
                     &format!("no route {route} in project {project}"),
-                    None,
                 );
             }
         };
@@ -135,111 +81,31 @@ impl Inner {
             let mut response = error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &format!("{route} accepts {}", found.methods.join(", ")),
-                None,
             );
             if let Ok(allow) = HeaderValue::from_str(&found.methods.join(", ")) {
                 response.headers_mut().insert(header::ALLOW, allow);
             }
             return response;
         }
-        let limit = self.config.max_body_bytes;
-        let too_large = || {
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the request body is larger than {limit} bytes"),
-                None,
-            )
-        };
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return too_large();
-        }
-        let input = match Limited::new(request.into_body(), limit).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(err)
-                if err
-                    .downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                return too_large();
-            }
-            Err(err) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("cannot read the request body: {err}"),
-                    None,
-                );
-            }
+        let input = match read_body(request, self.config.max_body_bytes).await {
+            Ok(input) => input,
+            Err(err) => return err.reply(),
         };
         let id = InvocationId::generate();
-        let timeout =
-            Duration::from_millis(u64::from(found.timeout_ms)) + self.config.queue_allowance;
-        let scope = Scope {
-            project: Some(found.project.clone()),
-            priority: found.priority,
-            deadline: Deadline::after(timeout),
+        let trigger = Trigger::Http {
+            method: method.to_string(),
+            path: route.to_string(),
+            query,
         };
-        let invoke = Invoke {
-            id,
-            doee: found.doee.clone(),
-            version: found.version,
-            trigger: Trigger::Http {
-                method: method.to_string(),
-                path: route.to_string(),
-                query,
-            },
-            input,
-        };
+        let target = &found.target;
+        let (scope, invoke) = target.invoke(id, trigger, input, self.config.queue_allowance);
         if respond_async {
             return self
-                .invoke_async(scope, found.project.clone(), invoke)
+                .invoke_async(scope, target.project.clone(), invoke)
                 .await;
         }
-        let outcome = match self.conn.call(&scope, invoke).await {
-            Ok(outcome) => outcome,
-            Err(failure) => return failure_reply(&failure, id),
-        };
-        let response = match outcome.result {
-            Ok(response) => response,
-            Err(failure) => {
-                let status = StatusCode::from_u16(failure.http_status())
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                return error(status, &failure.message(), Some(id));
-            }
-        };
-        let status = response
-            .status
-            .and_then(|s| StatusCode::from_u16(s).ok())
-            .unwrap_or(StatusCode::OK);
-        let mut reply = Response::new(Full::new(response.body));
-        *reply.status_mut() = status;
-        let headers = reply.headers_mut();
-        for (name, value) in &response.headers {
-            let (Ok(name), Ok(value)) = (
-                HeaderName::try_from(name.as_str()),
-                HeaderValue::try_from(value.as_str()),
-            ) else {
-                continue;
-            };
-            // The framing of the response is ours, not the Doee's.
-            if matches!(
-                name,
-                header::CONTENT_LENGTH
-                    | header::TRANSFER_ENCODING
-                    | header::CONNECTION
-                    | header::UPGRADE
-            ) {
-                continue;
-            }
-            headers.append(name, value);
-        }
-        if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-            headers.insert(INVOCATION_HEADER, value);
-        }
+        let outcome = self.conn.call(&scope, invoke).await;
+        let mut reply = invocation_reply(id, outcome);
         if method == Method::HEAD {
             *reply.body_mut() = Full::new(Bytes::new());
         }
@@ -247,7 +113,7 @@ impl Inner {
     }
 }
 
-impl Inner {
+impl Server {
     /// `Prefer: respond-async`: records the invocation as pending, answers
     /// 202 with its id, and lets it run; its result is read from the
     /// Control Gate at `/api/v1/invocations/<id>`.
@@ -282,10 +148,10 @@ impl Inner {
             )
             .await
         {
-            return error(
+            return invocation_error(
+                id,
                 StatusCode::SERVICE_UNAVAILABLE,
-                &format!("cannot accept an asynchronous invocation: {failure}"),
-                Some(id),
+                format!("cannot accept an asynchronous invocation: {failure}"),
             );
         }
         let conn = self.conn.clone();

@@ -30,6 +30,8 @@ pub struct CommServerConfig {
     pub http_addr: SocketAddr,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
+    /// Timeouts and the connection cap of the trigger port.
+    pub http: isms_http::Limits,
     /// Time an invocation may wait in queues, on top of the Doee's timeout.
     pub queue_allowance: Duration,
     /// MQTT: the front door, the triggers and their store.
@@ -164,12 +166,15 @@ impl Prepared {
             jobs,
             door,
         ));
+        let limits = config.http;
         let server = http::Server::new(config, conn.clone(), routes.clone());
+        let http = isms_http::serve(listener, limits, Arc::new(server));
         let reloads = routes.clone().keep_loaded(conn.clone());
         let dispatch = triggers.clone().dispatch();
         tokio::pin!(shutdown);
         tokio::pin!(reloads);
         tokio::pin!(dispatch);
+        tokio::pin!(http);
         let mut door_runs = door_runs;
         loop {
             tokio::select! {
@@ -177,13 +182,7 @@ impl Prepared {
                 () = &mut reloads => anyhow::bail!("the route loader stopped"),
                 () = &mut door_runs => anyhow::bail!("MQTT stopped"),
                 () = &mut dispatch => anyhow::bail!("the MQTT dispatcher stopped"),
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => server.serve(stream),
-                    Err(err) => {
-                        tracing::warn!(cause = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
+                () = &mut http => anyhow::bail!("the HTTP server stopped"),
                 inbound = incoming.next() => match inbound {
                     Some(Inbound::Event(Event::DeploymentsChanged { project })) => {
                         tracing::debug!(%project, "routes changed");

@@ -26,7 +26,7 @@ impl Table {
         for route in loaded.http {
             table
                 .http
-                .entry(route.project.clone())
+                .entry(route.target.project.clone())
                 .or_default()
                 .insert(route.route.clone(), Arc::new(route));
         }
@@ -42,12 +42,12 @@ impl Table {
             // Checked at deploy too; checked again here because grants change.
             let inside = table
                 .topics
-                .get(&route.project)
+                .get(&route.target.project)
                 .is_some_and(|ns| topic::allowed(ns, &route.filter));
             if inside {
                 table.mqtt.push(Arc::new(route));
             } else {
-                tracing::warn!(project = %route.project, filter = %route.filter, "MQTT trigger outside its project's topic namespaces ignored");
+                tracing::warn!(project = %route.target.project, filter = %route.filter, "MQTT trigger outside its project's topic namespaces ignored");
             }
         }
         table
@@ -130,7 +130,7 @@ impl Routes {
         table
             .mqtt
             .iter()
-            .find(|route| &route.project == project && &route.doee == doee)
+            .find(|route| &route.target.project == project && &route.target.doee == doee)
             .cloned()
     }
 

@@ -1,6 +1,9 @@
 //! The REST API's JSON shapes. Kept apart from the wire types on purpose:
 //! the API is a public contract and must not change when the internal
 //! protocol does.
+//!
+//! One file on purpose, though long: it is one thing, the public contract,
+//! read as a whole beside `openapi.json`; each view is a few plain lines.
 
 use isms_ipc::commserver::DeadLetter;
 use isms_ipc::doer::Trigger;

@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use isms_ipc::names::now_ms;
 use isms_ipc::resadmin::{
     self as protocol, BuildState, Caller, Deployed, DoeeInfo, HttpRoute, MqttRoute, Need, NewToken,
-    Quotas, Request, Role, RouteTable, Session, UserInfo, VersionSpec,
+    Quotas, Request, Role, RouteTable, Session, Target, UserInfo, VersionSpec,
 };
 use isms_ipc::topic::{self, Namespace};
 use isms_ipc::{
@@ -972,26 +972,25 @@ impl State {
                 tracing::error!(project = %active.project, doee = %active.doee, "unreadable stored manifest");
                 continue;
             };
+            let target = Target {
+                project: active.project.clone(),
+                doee: active.doee.clone(),
+                version: active.version,
+                priority: manifest.priority,
+                timeout_ms: manifest.resources.timeout_ms,
+            };
             for trigger in manifest.http {
                 table.http.push(HttpRoute {
-                    project: active.project.clone(),
                     route: trigger.route,
                     methods: trigger.methods,
-                    doee: active.doee.clone(),
-                    version: active.version,
-                    priority: manifest.priority,
-                    timeout_ms: manifest.resources.timeout_ms,
+                    target: target.clone(),
                 });
             }
             for trigger in manifest.mqtt {
                 table.mqtt.push(MqttRoute {
-                    project: active.project.clone(),
                     filter: trigger.topic,
                     reply_topic: trigger.reply_topic,
-                    doee: active.doee.clone(),
-                    version: active.version,
-                    priority: manifest.priority,
-                    timeout_ms: manifest.resources.timeout_ms,
+                    target: target.clone(),
                 });
             }
         }

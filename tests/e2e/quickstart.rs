@@ -134,6 +134,50 @@ fn invoking_follows_the_http_contract() {
     assert!(statuses.contains(&504), "{statuses:?}");
 }
 
+/// The trigger port and the API's `invoke` are two doors to the same Doee:
+/// both answer with its status and headers, and fail with the same status.
+#[test]
+fn a_doee_answers_alike_through_a_trigger_and_the_api() {
+    let p = platform();
+    p.login_admin();
+    p.run(&["project", "create", "doors"]);
+    p.deploy_misbehave("doors", "respond", "respond", "");
+    p.deploy_misbehave("doors", "spins", "spin", "[resources]\ntimeout_ms = 500\n");
+    let token = p.admin_token();
+    let both = |doee: &str| {
+        let triggered = p.trigger(&format!("/doors/{doee}"), b"");
+        let path = format!("/api/v1/projects/doors/doees/{doee}/invoke");
+        let invoked = p.call_api("POST", &path, Some(&token), b"");
+        for answer in [&triggered, &invoked] {
+            let id = answer.header("x-isms-invocation-id");
+            assert_eq!(id.map(str::len), Some(32), "{doee}: {}", answer.text());
+        }
+        (triggered, invoked)
+    };
+
+    let (triggered, invoked) = both("respond");
+    for answer in [&triggered, &invoked] {
+        assert_eq!(answer.status, 201, "{}", answer.text());
+        assert_eq!(answer.header("x-answer"), Some("42"));
+        let length = answer.body.len().to_string();
+        assert_eq!(answer.header("content-length"), Some(length.as_str()));
+    }
+
+    let (triggered, invoked) = both("spins");
+    for answer in [&triggered, &invoked] {
+        assert_eq!(answer.status, 504, "{}", answer.text());
+        let json = answer.json();
+        assert!(
+            json["error"].as_str().unwrap().contains("timeout"),
+            "{json}"
+        );
+        assert_eq!(
+            json["invocation_id"].as_str(),
+            answer.header("x-isms-invocation-id")
+        );
+    }
+}
+
 /// `kernel.listen = "tcp://…"`: services reach the kernel over TCP.
 #[test]
 fn the_kernel_can_listen_on_tcp() {

@@ -23,12 +23,11 @@ use crate::routes::Routes;
 use crate::store::{Job, NewJob, Store};
 use bytes::Bytes;
 use isms_ipc::commserver::MqttStats;
-use isms_ipc::connection::Scope;
-use isms_ipc::doer::{DoeeFailure, Invoke, Trigger};
+use isms_ipc::doer::{DoeeFailure, Trigger};
 use isms_ipc::names::now_ms;
 use isms_ipc::resadmin::MqttRoute;
 use isms_ipc::topic;
-use isms_ipc::{Connection, Deadline, Failure, FailureKind, InvocationId, ProjectName};
+use isms_ipc::{Connection, Failure, FailureKind, InvocationId, ProjectName};
 use queue::{JobQueue, Next};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,13 +99,13 @@ pub fn jobs_for(routes: &Routes, topic: &str, payload: &Bytes) -> Vec<NewJob> {
     for route in routes.mqtt_matching(topic) {
         if jobs
             .iter()
-            .any(|j| j.project == route.project && j.doee == route.doee)
+            .any(|j| j.project == route.target.project && j.doee == route.target.doee)
         {
             continue;
         }
         jobs.push(NewJob {
-            project: route.project.clone(),
-            doee: route.doee.clone(),
+            project: route.target.project.clone(),
+            doee: route.target.doee.clone(),
             topic: topic.to_string(),
             reply_topic: route.reply_topic.clone(),
             payload: payload.clone(),
@@ -313,22 +312,15 @@ impl Triggers {
     }
 
     async fn invoke(&self, route: &MqttRoute, job: &Job) -> Result<Bytes, Attempt> {
-        let timeout =
-            Duration::from_millis(u64::from(route.timeout_ms)) + self.config.queue_allowance;
-        let scope = Scope {
-            project: Some(job.project.clone()),
-            priority: route.priority,
-            deadline: Deadline::after(timeout),
+        let trigger = Trigger::Mqtt {
+            topic: job.topic.clone(),
         };
-        let invoke = Invoke {
-            id: InvocationId::generate(),
-            doee: route.doee.clone(),
-            version: route.version,
-            trigger: Trigger::Mqtt {
-                topic: job.topic.clone(),
-            },
-            input: job.payload.clone(),
-        };
+        let (scope, invoke) = route.target.invoke(
+            InvocationId::generate(),
+            trigger,
+            job.payload.clone(),
+            self.config.queue_allowance,
+        );
         match self.conn.call(&scope, invoke).await {
             Ok(outcome) => match outcome.result {
                 Ok(response) => Ok(response.body),

@@ -349,6 +349,7 @@ impl Config {
         Ok(CommServerConfig {
             http_addr: parse_addr("commserver.http_addr", &section.http_addr)?,
             max_body_bytes,
+            http: isms_http::Limits::default(),
             queue_allowance,
             mqtt: MqttConfig {
                 store: data_dir.join("commserver").join("mqtt.db"),
@@ -506,6 +507,7 @@ impl Config {
         Ok(ControlGateConfig {
             addr: parse_addr("control_gate.addr", &self.control_gate.addr)?,
             max_upload_bytes: (self.control_gate.max_upload_mb as usize) << 20,
+            http: isms_http::Limits::default(),
             dashboard: isms_control_gate::dashboard::Dashboard {
                 dir: Some(&self.control_gate.dashboard_dir)
                     .filter(|dir| !dir.is_empty())

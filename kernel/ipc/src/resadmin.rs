@@ -7,9 +7,11 @@
 //! other origin.
 
 use crate::Payload;
-use crate::doer::{LogLevel, LogLine, Trigger};
-use crate::names::{DeviceName, DoeeName, InvocationId, Priority, ProjectName, Username};
+use crate::connection::Scope;
+use crate::doer::{Invoke, LogLevel, LogLine, Trigger};
+use crate::names::{Deadline, DeviceName, DoeeName, InvocationId, Priority, ProjectName, Username};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 crate::protocol! {
     service Resadmin;
@@ -661,15 +663,11 @@ pub struct DoeeStats {
     pub latency_sum_us: u64,
 }
 
-/// An HTTP route to the active version of a Doee.
+/// What a trigger runs: the active version of a Doee, and how.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HttpRoute {
-    /// The project, the first path segment.
+pub struct Target {
+    /// The project.
     pub project: ProjectName,
-    /// The route within the project, starting with `/`.
-    pub route: String,
-    /// Allowed methods, upper case.
-    pub methods: Vec<String>,
     /// The Doee.
     pub doee: DoeeName,
     /// Its active version.
@@ -678,6 +676,45 @@ pub struct HttpRoute {
     pub priority: Priority,
     /// Its per-invocation timeout.
     pub timeout_ms: u32,
+}
+
+impl Target {
+    /// The call that runs the target once for `trigger`: the `Invoke`, and
+    /// its scope, whose deadline is the Doee's timeout plus
+    /// `queue_allowance` (the time it may wait in queues).
+    pub fn invoke(
+        &self,
+        id: InvocationId,
+        trigger: Trigger,
+        input: Payload,
+        queue_allowance: Duration,
+    ) -> (Scope, Invoke) {
+        let timeout = Duration::from_millis(u64::from(self.timeout_ms)) + queue_allowance;
+        let scope = Scope {
+            project: Some(self.project.clone()),
+            priority: self.priority,
+            deadline: Deadline::after(timeout),
+        };
+        let invoke = Invoke {
+            id,
+            doee: self.doee.clone(),
+            version: self.version,
+            trigger,
+            input,
+        };
+        (scope, invoke)
+    }
+}
+
+/// An HTTP route to the active version of a Doee.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HttpRoute {
+    /// The route within the project, starting with `/`.
+    pub route: String,
+    /// Allowed methods, upper case.
+    pub methods: Vec<String>,
+    /// What it runs; its project is the first path segment.
+    pub target: Target,
 }
 
 /// Every active trigger, and where each project may publish and subscribe.
@@ -694,20 +731,12 @@ pub struct RouteTable {
 /// An MQTT trigger of the active version of a Doee.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MqttRoute {
-    /// The project.
-    pub project: ProjectName,
     /// The topic filter.
     pub filter: String,
     /// Where the output is published, if anywhere.
     pub reply_topic: Option<String>,
-    /// The Doee.
-    pub doee: DoeeName,
-    /// Its active version.
-    pub version: u32,
-    /// Its scheduling class.
-    pub priority: Priority,
-    /// Its per-invocation timeout.
-    pub timeout_ms: u32,
+    /// What it runs.
+    pub target: Target,
 }
 
 /// A project's topic namespaces.

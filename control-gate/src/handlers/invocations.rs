@@ -1,0 +1,85 @@
+//! Invocations: run a Doee once (`isms invoke`), list a project's, read one.
+
+use crate::Gate;
+use crate::api;
+use crate::reply::{Reply, boxed, json};
+use crate::request::{Call, doee};
+use crate::router::API_TIMEOUT;
+use hyper::StatusCode;
+use isms_http::{HttpError, invocation_reply};
+use isms_ipc::connection::Scope;
+use isms_ipc::doer::{Invoke, Trigger};
+use isms_ipc::resadmin::{Authorize, GetDoee, GetInvocation, ListInvocations, Need, Role};
+use isms_ipc::{FailureKind, InvocationId};
+
+impl Gate {
+    /// Runs the active version of a Doee with the body as input, and answers
+    /// as an HTTP trigger of it would ([`invocation_reply`]).
+    pub async fn invoke(&self, call: Call<'_>) -> Result<Reply, HttpError> {
+        let (doee, scope) = (doee(call.param("doee"))?, call.scope.clone());
+        let input = call.body(self.config.max_upload_bytes).await?;
+        let get = GetDoee { doee: doee.clone() };
+        let version = self.conn.call(&scope, get).await?.active_version;
+        let version = version.ok_or_else(|| {
+            HttpError(
+                StatusCode::CONFLICT,
+                format!("`{doee}` has no version that built successfully yet"),
+            )
+        })?;
+        let id = InvocationId::generate();
+        let invoke = Invoke {
+            id,
+            doee,
+            version,
+            trigger: Trigger::Cli,
+            input,
+        };
+        let outcome = self.conn.call(&scope, invoke).await;
+        Ok(boxed(invocation_reply(id, outcome)))
+    }
+
+    pub async fn list_invocations(&self, call: Call<'_>) -> Result<Reply, HttpError> {
+        let limit = call.query_number("limit")?.unwrap_or(50).min(1000) as u32;
+        let records = self
+            .conn
+            .call(&call.scope, ListInvocations { limit })
+            .await?;
+        let views: Vec<_> = records
+            .into_iter()
+            .map(|r| api::InvocationView::new(r, false))
+            .collect();
+        Ok(json(StatusCode::OK, &views))
+    }
+
+    /// One invocation, for a caller who may view its project. Anyone else
+    /// learns nothing, not even that it exists.
+    pub async fn invocation(&self, call: Call<'_>) -> Result<Reply, HttpError> {
+        let (token, id) = (call.token.clone(), call.param("id"));
+        let missing = || HttpError(StatusCode::NOT_FOUND, format!("no invocation {id}"));
+        let platform = Scope::platform(API_TIMEOUT);
+        let record = match id.parse::<InvocationId>() {
+            Ok(id) => match self.conn.call(&platform, GetInvocation { id }).await {
+                Ok(record) => Some(record),
+                Err(failure) if failure.kind == FailureKind::NotFound => None,
+                Err(failure) => return Err(failure.into()),
+            },
+            Err(_) => None,
+        };
+        let Some(record) = record else {
+            // Still 401 before 404 for a caller without a valid token.
+            let need = Need::User;
+            self.conn.call(&platform, Authorize { token, need }).await?;
+            return Err(missing());
+        };
+        let scope = Scope::project(record.project.clone(), API_TIMEOUT);
+        let need = Need::Project(Role::Viewer);
+        match self.conn.call(&scope, Authorize { token, need }).await {
+            Ok(_) => Ok(json(
+                StatusCode::OK,
+                &api::InvocationView::new(record, true),
+            )),
+            Err(failure) if failure.kind == FailureKind::NotFound => Err(missing()),
+            Err(failure) => Err(failure.into()),
+        }
+    }
+}
