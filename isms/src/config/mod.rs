@@ -58,8 +58,14 @@ pub fn env_name(section: &str, key: &str) -> String {
 /// moved inside it; a test checks that every numeric option has one.
 const RANGES: &[(&str, &str, u64, u64)] = &[
     ("control_gate", "max_upload_mb", 1, 4096),
+    ("control_gate", "header_timeout_ms", 100, 600_000),
+    ("control_gate", "idle_timeout_s", 1, 86_400),
+    ("control_gate", "max_connections", 1, 1_000_000),
     ("commserver", "max_body_kb", 1, 262_144),
     ("commserver", "queue_allowance_ms", 0, 600_000),
+    ("commserver", "http_header_timeout_ms", 100, 600_000),
+    ("commserver", "http_idle_timeout_s", 1, 86_400),
+    ("commserver", "http_max_connections", 1, 1_000_000),
     ("commserver", "mqtt_max_queued", 1, 1_000_000),
     ("commserver", "mqtt_max_inflight", 1, 65_535),
     ("commserver", "mqtt_max_attempts", 1, 100),
@@ -349,7 +355,11 @@ impl Config {
         Ok(CommServerConfig {
             http_addr: parse_addr("commserver.http_addr", &section.http_addr)?,
             max_body_bytes,
-            http: isms_http::Limits::default(),
+            http: http_limits(
+                section.http_header_timeout_ms,
+                section.http_idle_timeout_s,
+                section.http_max_connections,
+            ),
             queue_allowance,
             mqtt: MqttConfig {
                 store: data_dir.join("commserver").join("mqtt.db"),
@@ -507,7 +517,11 @@ impl Config {
         Ok(ControlGateConfig {
             addr: parse_addr("control_gate.addr", &self.control_gate.addr)?,
             max_upload_bytes: (self.control_gate.max_upload_mb as usize) << 20,
-            http: isms_http::Limits::default(),
+            http: http_limits(
+                self.control_gate.header_timeout_ms,
+                self.control_gate.idle_timeout_s,
+                self.control_gate.max_connections,
+            ),
             dashboard: isms_control_gate::dashboard::Dashboard {
                 dir: Some(&self.control_gate.dashboard_dir)
                     .filter(|dir| !dir.is_empty())
@@ -531,6 +545,18 @@ impl Config {
         self.commserver(data_dir)?;
         self.control_gate()?;
         Ok(())
+    }
+}
+
+fn http_limits(
+    header_timeout_ms: u32,
+    idle_timeout_s: u32,
+    max_connections: u32,
+) -> isms_http::Limits {
+    isms_http::Limits {
+        header_read_timeout: Duration::from_millis(u64::from(header_timeout_ms)),
+        idle_timeout: Duration::from_secs(u64::from(idle_timeout_s)),
+        max_connections: max_connections as usize,
     }
 }
 

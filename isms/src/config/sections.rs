@@ -18,6 +18,12 @@ pub struct ControlGateSection {
     /// Prometheus); empty means none. Without a token `/metrics` names no
     /// project; with a user's token, that user's projects.
     pub metrics_token: String,
+    /// Longest wait for a request's head (also between kept-alive requests), ms.
+    pub header_timeout_ms: u32,
+    /// Longest silence of a connection while none of its requests is handled, seconds.
+    pub idle_timeout_s: u32,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: u32,
 }
 
 impl Default for ControlGateSection {
@@ -27,6 +33,9 @@ impl Default for ControlGateSection {
             max_upload_mb: 16,
             dashboard_dir: String::new(),
             metrics_token: String::new(),
+            header_timeout_ms: 10_000,
+            idle_timeout_s: 60,
+            max_connections: 1024,
         }
     }
 }
@@ -41,6 +50,14 @@ pub struct CommServerSection {
     pub max_body_kb: u32,
     /// Time an invocation may wait in queues beyond the Doee's timeout, ms.
     pub queue_allowance_ms: u32,
+    /// HTTP triggers: longest wait for a request's head (also between
+    /// kept-alive requests), ms.
+    pub http_header_timeout_ms: u32,
+    /// HTTP triggers: longest silence of a connection while none of its
+    /// requests is handled, seconds.
+    pub http_idle_timeout_s: u32,
+    /// HTTP triggers: connections served at once; more wait to be accepted.
+    pub http_max_connections: u32,
     /// Where the embedded MQTT broker listens (when `mqtt_url` is empty).
     pub mqtt_addr: String,
     /// The embedded broker's MQTT over TLS: where (empty: none).
@@ -82,6 +99,9 @@ impl Default for CommServerSection {
             http_addr: "127.0.0.1:7781".into(),
             max_body_kb: 1024,
             queue_allowance_ms: 1000,
+            http_header_timeout_ms: 10_000,
+            http_idle_timeout_s: 60,
+            http_max_connections: 1024,
             mqtt_addr: "127.0.0.1:1884".into(),
             mqtts_addr: String::new(),
             mqtt_cert_file: String::new(),
