@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod mqtt;
+pub mod openapi;
 mod procs;
 mod servers;
 
