@@ -3,6 +3,7 @@
 //! refused calls change nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 
+use isms_test_support::openapi::Document;
 use isms_test_support::{Options, Platform};
 
 /// The callers, in the order of each row's expectations.
@@ -289,6 +290,10 @@ fn every_endpoint_checks_role_and_membership() {
         ),
     ];
     let before = snapshot(&p, &admin);
+    // Every answer, refusals included, must also be one the API description
+    // declares (the full walk of its schemas is `openapi.rs`).
+    let served = p.call_api("GET", "/api/v1/openapi.json", None, b"").text();
+    let described = Document::new(&served).unwrap_or_else(|e| panic!("{e}"));
     let mut wrong = Vec::new();
     for row in &rows {
         for (i, token) in tokens.iter().enumerate() {
@@ -299,6 +304,9 @@ fn every_endpoint_checks_role_and_membership() {
             let expected = row.expect[i];
             let matches =
                 r.status == expected || (expected == 200 && (200..300).contains(&r.status));
+            if let Err(e) = described.check_response(row.method, &row.path, &r) {
+                wrong.push(format!("as {}: {e}", CALLERS[i]));
+            }
             if !matches {
                 wrong.push(format!(
                     "{} {} as {}: {} (expected {expected}) {}",
