@@ -8,12 +8,13 @@
 //! why it refuses properties a schema does not list, is said there.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use isms_test_support::mqtt::{Connect, RawClient};
 use isms_test_support::openapi::Document;
-use isms_test_support::{Options, Platform, eventually, fixtures};
+use isms_test_support::{Options, Platform, eventually, fixtures, http};
 use serde_json::{Value, json};
 
 /// The platform with the document it serves.
@@ -67,18 +68,24 @@ impl Api<'_> {
     }
 }
 
-/// The `misbehave` fixture doing `mode`, as the `.tar.gz` a deploy takes.
-fn misbehave(name: &str, mode: &str) -> Vec<u8> {
+/// The `misbehave` fixture doing `mode`, as the `.tar.gz` a deploy takes;
+/// `source` replaces its code when given.
+fn misbehave(name: &str, mode: &str, timeout_ms: u32, source: Option<&str>) -> Vec<u8> {
     let dir = fixtures().join("misbehave");
     let manifest = format!(
         "name = \"{name}\"\nlanguage = \"rust\"\n\n[params]\nmode = \"{mode}\"\n\n\
-         [resources]\ntimeout_ms = 5000\n\n\
+         [resources]\ntimeout_ms = {timeout_ms}\n\n\
          [[triggers.http]]\nroute = \"/{name}\"\nmethods = [\"POST\"]\n"
     );
-    let mut files = vec![("doee.toml", manifest.into_bytes())];
-    for file in ["Cargo.toml", "src/lib.rs"] {
-        files.push((file, std::fs::read(dir.join(file)).unwrap()));
-    }
+    let code = match source {
+        Some(source) => source.as_bytes().to_vec(),
+        None => std::fs::read(dir.join("src/lib.rs")).unwrap(),
+    };
+    let files = vec![
+        ("doee.toml", manifest.into_bytes()),
+        ("Cargo.toml", std::fs::read(dir.join("Cargo.toml")).unwrap()),
+        ("src/lib.rs", code),
+    ];
     let mut tar = tar::Builder::new(Vec::new());
     for (path, data) in files {
         let mut header = tar::Header::new_gnu();
@@ -92,9 +99,55 @@ fn misbehave(name: &str, mode: &str) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
+/// `GET path` as a Server-Sent Events stream: the answer's head (without
+/// its endless body) and the data of its first `log` event.
+fn first_log_event(p: &Platform, path: &str, token: &str) -> (http::Response, Value) {
+    let host = p.api.strip_prefix("http://").unwrap();
+    let mut stream = TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut lines = BufReader::new(stream).lines().map(Result::unwrap);
+    let status_line = lines.next().unwrap();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .by_ref()
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            Some((name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        })
+        .collect();
+    // Each event arrives as one chunk, so its lines are whole.
+    let mut after_log = false;
+    let data = lines
+        .find_map(|line| {
+            let data = line.strip_prefix("data: ").filter(|_| after_log);
+            after_log = line == "event: log";
+            data.map(str::to_string)
+        })
+        .unwrap();
+    let head = http::Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    (head, serde_json::from_str(&data).unwrap())
+}
+
 #[test]
 fn every_schema_matches_real_answers() {
-    let p = Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR")).start();
+    // A frozen Doer is marked down soon, for the answers of a degraded
+    // platform at the end.
+    let p = Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR"))
+        .env("ISMS_KERNEL_HEARTBEAT_TIMEOUT_MS", "2000")
+        .start();
     let served = p.call_api("GET", "/api/v1/openapi.json", None, b"");
     assert_eq!(
         served.text(),
@@ -206,7 +259,8 @@ fn every_schema_matches_real_answers() {
     // a rollback.
     let doees = "/api/v1/projects/shapes/doees";
     let deploy = |name: &str, mode: &str, version: u64| {
-        let deployed = api.answer("POST", doees, dev, &misbehave(name, mode), 202);
+        let archive = misbehave(name, mode, 1000, None);
+        let deployed = api.answer("POST", doees, dev, &archive, 202);
         assert_eq!(deployed["version"], version, "{deployed}");
         let path = format!("{doees}/{name}");
         eventually(Duration::from_secs(300), "the build", || {
@@ -219,7 +273,19 @@ fn every_schema_matches_real_answers() {
     deploy("echo", "echo", 1);
     deploy("echo", "respond", 2);
     deploy("boom", "panic", 1);
-    api.answer("POST", doees, view, &misbehave("nope", "echo"), 403);
+    deploy("slow", "spin", 1);
+    let broken = misbehave("broken", "echo", 1000, Some("this is not Rust"));
+    api.answer("POST", doees, dev, &broken, 202);
+    let broken = eventually(Duration::from_secs(300), "the broken build", || {
+        let doee = api.call("GET", &format!("{doees}/broken"), view, "", 200);
+        (doee["versions"][0]["build"]["status"] == "failed").then_some(doee)
+    });
+    assert!(
+        broken["versions"][0]["build"]["log"].is_string(),
+        "{broken}"
+    );
+    let archive = misbehave("nope", "echo", 1000, None);
+    api.answer("POST", doees, view, &archive, 403);
     api.answer("POST", doees, dev, b"not a gzip archive", 400);
     api.call("GET", doees, view, "", 200);
     api.call("GET", &format!("{doees}/ghost"), view, "", 404);
@@ -239,6 +305,9 @@ fn every_schema_matches_real_answers() {
     api.answer("POST", &invoke, view, b"hello", 403);
     let failed = api.answer("POST", &format!("{doees}/boom/invoke"), dev, b"x", 500);
     assert!(failed["invocation_id"].is_string(), "{failed}");
+    let late = api.answer("POST", &format!("{doees}/slow/invoke"), dev, b"x", 504);
+    assert!(late["invocation_id"].is_string(), "{late}");
+    api.answer("POST", &format!("{doees}/broken/invoke"), dev, b"x", 409);
     let records = eventually(Duration::from_secs(10), "the records", || {
         let records = api.call("GET", "/api/v1/projects/shapes/invocations", view, "", 200);
         (records.as_array().unwrap().len() >= 3).then_some(records)
@@ -277,6 +346,14 @@ fn every_schema_matches_real_answers() {
         );
     }
     api.call("GET", "/api/v1/projects/shapes/logs?limit=x", view, "", 400);
+    let (head, event) = first_log_event(&p, "/api/v1/projects/shapes/logs?follow=1", view.unwrap());
+    assert_eq!(head.status, 200);
+    api.doc
+        .check_response("GET", "/api/v1/projects/shapes/logs", &head)
+        .unwrap();
+    api.doc
+        .check_value("LogLine", &event)
+        .unwrap_or_else(|e| panic!("a followed log's event: {e}"));
     api.call(
         "GET",
         "/api/v1/projects/shapes/invocations?limit=x",
@@ -419,6 +496,27 @@ fn every_schema_matches_real_answers() {
     api.call("DELETE", "/api/v1/projects/plant", dev, "", 204);
     api.call("POST", "/api/v1/auth/logout", dev, "", 204);
     api.call("POST", "/api/v1/auth/logout", dev, "", 401);
+
+    // A frozen Doer: health degraded, the service down, an invocation
+    // refused before it ran (so its error names no invocation).
+    let doer = p.pid_of("doer") as i32;
+    // SAFETY: pausing and resuming a process of our own platform.
+    unsafe { libc::kill(doer, libc::SIGSTOP) };
+    let health = eventually(
+        Duration::from_secs(20),
+        "the Doer to be marked down",
+        || {
+            let response = p.call_api("GET", "/healthz", None, b"");
+            (response.status == 503).then(|| api.answer("GET", "/healthz", None, b"", 503))
+        },
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(doer, libc::SIGCONT) };
+    assert!(health["down"].to_string().contains("doer"), "{health}");
+    eventually(Duration::from_secs(20), "the Doer to be up again", || {
+        let response = p.call_api("GET", "/healthz", None, b"");
+        (response.status == 200).then_some(())
+    });
 
     let unused = api.doc.unused_schemas();
     assert!(

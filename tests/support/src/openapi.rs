@@ -210,6 +210,17 @@ impl Document {
         self.validate_all(&declared_media["schema"], &value, &what)
     }
 
+    /// Checks a value against the component schema `name`: for what the
+    /// document describes only in words, such as the events of a followed
+    /// log.
+    pub fn check_value(&self, name: &str, value: &Value) -> Result<(), String> {
+        if self.doc["components"]["schemas"].get(name).is_none() {
+            return Err(format!("openapi.json has no schema {name}"));
+        }
+        let reference = serde_json::json!({ "$ref": format!("{SCHEMA_REF}{name}") });
+        self.validate_all(&reference, value, &format!("a {name}"))
+    }
+
     /// The template and operation object matching a concrete path (the
     /// query ignored); literal segments win over `{parameters}`.
     fn operation(&self, method: &str, path: &str) -> Result<(String, &Value), String> {
