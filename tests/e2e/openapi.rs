@@ -40,9 +40,20 @@ impl Api<'_> {
         self.answer(method, path, token, body.as_bytes(), status)
     }
 
-    /// As [`Api::call`] for a body the document does not describe (an
-    /// archive, a Doee's input, a malformed body): only the answer is
-    /// checked.
+    /// Sends a body the document's schema refuses and expects the API to
+    /// refuse it too (400): the two agree on what is malformed.
+    fn refused(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> Value {
+        assert!(
+            self.doc
+                .check_request(method, path, body.as_bytes())
+                .is_err(),
+            "openapi.json accepts {body} for {method} {path}, which the API refuses"
+        );
+        self.answer(method, path, token, body.as_bytes(), 400)
+    }
+
+    /// As [`Api::call`] for a body that is not JSON (an archive, a Doee's
+    /// input): only the answer is checked.
     fn answer(
         &self,
         method: &str,
@@ -180,11 +191,24 @@ fn every_schema_matches_real_answers() {
     login("admin", password.trim());
     let wrong = json!({ "username": "admin", "password": "not-the-password" }).to_string();
     api.call("POST", "/api/v1/auth/login", None, &wrong, 401);
-    api.answer("POST", "/api/v1/auth/login", None, b"{", 400);
+    api.refused("POST", "/api/v1/auth/login", None, "{");
+    api.refused(
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        r#"{"username":"admin"}"#,
+    );
     for (user, role) in [("dev", "developer"), ("view", "viewer"), ("temp", "viewer")] {
         let body =
             json!({ "username": user, "password": format!("password-of-{user}"), "role": role });
         api.call("POST", "/api/v1/users", admin, &body.to_string(), 201);
+    }
+    for refused in [
+        json!({ "username": "short", "password": "1234567", "role": "viewer" }),
+        json!({ "username": "root", "password": "password-of-root", "role": "root" }),
+        json!({ "username": "more", "password": "password-of-more", "role": "viewer", "x": 1 }),
+    ] {
+        api.refused("POST", "/api/v1/users", admin, &refused.to_string());
     }
     let again = json!({ "username": "temp", "password": "password-again", "role": "viewer" });
     api.call("POST", "/api/v1/users", admin, &again.to_string(), 409);
@@ -218,27 +242,17 @@ fn every_schema_matches_real_answers() {
     let revoke = format!("/api/v1/tokens/{}", created["id"].as_str().unwrap());
     api.call("DELETE", &revoke, dev, "", 204);
     api.call("DELETE", &revoke, dev, "", 404);
-    api.answer(
-        "POST",
-        "/api/v1/tokens",
-        dev,
-        br#"{"name":"x","days":0}"#,
-        400,
-    );
+    api.refused("POST", "/api/v1/tokens", dev, r#"{"name":"x","days":0}"#);
 
     // Projects, members, quotas.
     api.call("POST", "/api/v1/projects", dev, r#"{"name":"shapes"}"#, 201);
     api.call("POST", "/api/v1/projects", dev, r#"{"name":"shapes"}"#, 409);
     api.call("POST", "/api/v1/projects", view, r#"{"name":"mine"}"#, 403);
-    api.answer(
-        "POST",
-        "/api/v1/projects",
-        dev,
-        br#"{"name":"Not A Name"}"#,
-        400,
-    );
+    api.refused("POST", "/api/v1/projects", dev, r#"{"name":"Not A Name"}"#);
     let member = r#"{"username":"view","role":"viewer"}"#;
     api.call("POST", "/api/v1/projects/shapes/members", dev, member, 200);
+    let owner = r#"{"username":"view","role":"owner"}"#;
+    api.refused("POST", "/api/v1/projects/shapes/members", dev, owner);
     api.call("GET", "/api/v1/projects/shapes/members", view, "", 200);
     api.call(
         "DELETE",
@@ -254,6 +268,15 @@ fn every_schema_matches_real_answers() {
         r#"{"max_doees":10,"max_workers":16,"max_upload_bytes":16777216,"cpu_weight":200}"#;
     api.call("PUT", "/api/v1/projects/shapes/quotas", admin, quotas, 200);
     api.call("PUT", "/api/v1/projects/shapes/quotas", dev, quotas, 403);
+    for cpu_weight in [0, 10_001] {
+        let quotas = json!({ "max_doees": 1, "max_workers": 1, "max_upload_bytes": 1, "cpu_weight": cpu_weight });
+        api.refused(
+            "PUT",
+            "/api/v1/projects/shapes/quotas",
+            admin,
+            &quotas.to_string(),
+        );
+    }
 
     // Doees: deploy through the API, watch the build, a second version,
     // a rollback.
@@ -378,6 +401,7 @@ fn every_schema_matches_real_answers() {
     let rows = api.call("POST", sql, dev, r#"{"query":"SELECT a, b FROM t"}"#, 200);
     assert_eq!(rows["rows"], json!([{ "a": 1, "b": "one" }]), "{rows}");
     api.call("POST", sql, dev, r#"{"query":"SELEKT"}"#, 400);
+    api.refused("POST", sql, dev, r#"{"query":1}"#);
     api.call("GET", "/api/v1/projects/shapes/collections", view, "", 200);
     api.call(
         "GET",
@@ -419,7 +443,7 @@ fn every_schema_matches_real_answers() {
         "{granted}"
     );
     api.call("PUT", topics, dev, r#"{"namespaces":[]}"#, 403);
-    api.answer("PUT", topics, admin, br#"{"namespaces":[],"more":1}"#, 400);
+    api.refused("PUT", topics, admin, r#"{"namespaces":[],"more":1}"#);
     api.call("GET", "/api/v1/projects/plant", view, "", 404);
     let detail = api.call("GET", "/api/v1/projects/plant", dev, "", 200);
     assert!(
@@ -429,7 +453,7 @@ fn every_schema_matches_real_answers() {
     let devices = "/api/v1/projects/plant/devices";
     let device = api.call("POST", devices, dev, r#"{"name":"sensor"}"#, 201);
     api.call("POST", devices, dev, r#"{"name":"sensor"}"#, 409);
-    api.answer("POST", devices, dev, br#"{"name":"Not A Name"}"#, 400);
+    api.refused("POST", devices, dev, r#"{"name":"Not A Name"}"#);
     api.call("GET", devices, dev, "", 200);
     let connect = Connect {
         login: Some((
@@ -471,13 +495,7 @@ fn every_schema_matches_real_answers() {
         r#"{"ids":[]}"#,
         200,
     );
-    api.answer(
-        "POST",
-        &format!("{letters}/purge"),
-        dev,
-        br#"{"ids":"all"}"#,
-        400,
-    );
+    api.refused("POST", &format!("{letters}/purge"), dev, r#"{"ids":"all"}"#);
     api.call("DELETE", &format!("{devices}/sensor"), dev, "", 204);
     api.call("DELETE", &format!("{devices}/sensor"), dev, "", 404);
     client.disconnect();
