@@ -17,7 +17,12 @@
 //! be added to an answer and never documented. Where an object's members
 //! really are open (a user's SQL rows and documents, a free-form map), the
 //! document says `additionalProperties: true`; an object schema that lists
-//! no properties and says nothing is refused as ambiguous.
+//! no properties and says nothing is refused as ambiguous. The rule is not
+//! too strict for request bodies either: the Control Gate refuses unknown
+//! fields in every JSON body it reads (`deny_unknown_fields`). Where one
+//! schema serves a request and an answer (`Member`, `Quotas`), `required`
+//! names what the request must hold, so a field the answer always carries
+//! (`Quotas.cpu_weight`) stays optional there: the cost of sharing.
 //!
 //! Each `$ref` followed while checking a real message is counted, so a
 //! test can ask which component schemas no real message ever reached
@@ -51,6 +56,17 @@ const SCHEMA_KEYWORDS: &[&str] = &[
     "description",
     "default",
     "example",
+];
+
+/// The keys an operation may hold.
+const OPERATION_KEYWORDS: &[&str] = &[
+    "summary",
+    "description",
+    "tags",
+    "security",
+    "parameters",
+    "requestBody",
+    "responses",
 ];
 
 /// A parsed, checked OpenAPI description.
@@ -118,9 +134,7 @@ impl Document {
         if let Some(paths) = self.doc["paths"].as_object() {
             for (template, item) in paths {
                 for method in item.as_object().into_iter().flat_map(|m| m.keys()) {
-                    if method != "parameters" {
-                        out.push((template.clone(), method.clone()));
-                    }
+                    out.push((template.clone(), method.clone()));
                 }
             }
         }
@@ -402,9 +416,15 @@ impl Document {
         for (name, response) in components["responses"].as_object().into_iter().flatten() {
             self.check_response_object(response, &format!("components.responses.{name}"), errors);
         }
+        // Path-level parameters, `patch`, callbacks and the like would go
+        // unchecked: refuse them until the checker understands them.
+        for (template, item) in self.doc["paths"].as_object().into_iter().flatten() {
+            allowed_keys(item, &["get", "put", "post", "delete"], template, errors);
+        }
         for (template, method) in self.operations() {
             let operation = &self.doc["paths"][&template][&method];
             let at = format!("{method} {template}");
+            allowed_keys(operation, OPERATION_KEYWORDS, &at, errors);
             for (status, response) in operation["responses"].as_object().into_iter().flatten() {
                 self.check_response_object(response, &format!("{at} {status}"), errors);
             }
@@ -701,6 +721,29 @@ mod tests {
         doc.check_response("GET", "/things/1", &answer).unwrap();
         assert_eq!(doc.unused_schemas(), ["Unused"]);
         assert_eq!(doc.uncalled_operations(), ["GET /things/all"]);
+    }
+
+    #[test]
+    fn refuses_operations_and_paths_it_does_not_understand() {
+        let doc = serde_json::json!({
+            "paths": { "/x": {
+                "parameters": [],
+                "get": { "deprecated": true, "responses": {
+                    "200": { "description": "", "headers": {} },
+                    "201": { "$ref": "#/components/responses/Nope" }
+                } }
+            } },
+            "components": { "schemas": {} }
+        });
+        let error = Document::new(&doc.to_string()).err().unwrap();
+        for words in [
+            "/x: `parameters`",
+            "get /x: `deprecated`",
+            "get /x 200: `headers`",
+            "no response #/components/responses/Nope",
+        ] {
+            assert!(error.contains(words), "{words}: {error}");
+        }
     }
 
     /// Without a platform: the real document keeps to the subset.
