@@ -21,7 +21,6 @@ use bytes::Bytes;
 use isms_ipc::commserver::DeadLetter;
 use isms_ipc::names::now_ms;
 use isms_ipc::{DoeeName, ProjectName};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Connection as _, Row, SqliteConnection, SqlitePool};
 use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
@@ -181,19 +180,17 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // Every commit reaches the disk before anything is acknowledged.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(5));
+        // Every commit reaches the disk before anything is acknowledged.
+        let options = isms_sqlite::connect_options(
+            path,
+            isms_sqlite::Durability::EveryCommit,
+            std::time::Duration::from_secs(5),
+        );
         let mut writer = SqliteConnection::connect_with(&options)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the MQTT store {}: {e}", path.display()))?;
         sqlx::raw_sql(SCHEMA).execute(&mut writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(1)
+        let reader = isms_sqlite::pool_options(1, None)
             .connect_with(options.read_only(true))
             .await?;
         let rows = sqlx::query(

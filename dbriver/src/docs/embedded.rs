@@ -16,9 +16,7 @@ use super::{DocLimits, duplicate, internal, store_full};
 use futures_util::TryStreamExt;
 use isms_ipc::dbriver::CollectionInfo;
 use isms_ipc::{Failure, ProjectName};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, SqliteConnection};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -132,16 +130,13 @@ impl Embedded {
         if !create && !file.exists() {
             return Ok(None);
         }
-        let options = SqliteConnectOptions::new()
-            .filename(&file)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(0)
-            .idle_timeout(Duration::from_secs(60))
+        let options = isms_sqlite::connect_options(
+            &file,
+            isms_sqlite::Durability::Process,
+            Duration::from_secs(5),
+        );
+        // Idle projects' files are closed after a minute.
+        let pool = isms_sqlite::pool_options(4, Some(Duration::from_secs(60)))
             .connect_with(options)
             .await
             .map_err(failed("open the project's store"))?;

@@ -12,10 +12,7 @@ use isms_ipc::dbriver::SqlRows;
 use isms_ipc::{Failure, FailureKind, ProjectName};
 use libsqlite3_sys as ffi;
 use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{AssertSqlSafe, Executor, Row, TypeInfo, ValueRef};
 use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -62,19 +59,14 @@ impl Databases {
         if let Some(pool) = pools.get(project) {
             return Ok(pool.clone());
         }
-        let options = SqliteConnectOptions::new()
-            .filename(self.file(project))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(self.limits.statement_timeout);
+        let options = isms_sqlite::connect_options(
+            &self.file(project),
+            isms_sqlite::Durability::Process,
+            self.limits.statement_timeout,
+        );
         let max_pages = (self.limits.max_db_bytes / PAGE_SIZE).max(1);
         let timeout = self.limits.statement_timeout;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(self.limits.max_connections)
-            .min_connections(0)
-            .idle_timeout(IDLE)
+        let pool = isms_sqlite::pool_options(self.limits.max_connections, Some(IDLE))
             .acquire_timeout(self.limits.statement_timeout)
             .after_connect(move |conn, _| Box::pin(harden(conn, max_pages, timeout)))
             .after_release(|conn, _| Box::pin(end_transaction(conn)))
