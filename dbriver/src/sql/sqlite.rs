@@ -226,24 +226,51 @@ async fn harden(
     conn.execute("PRAGMA trusted_schema = OFF").await?;
     let mut handle = conn.lock_handle().await?;
     let db = handle.as_raw_handle().as_ptr();
+    // A connection whose hardening did not take must not serve: each step
+    // is checked, and a failure stops the connection from opening.
+    let failed = |what: &str, code: c_int| {
+        sqlx::Error::Configuration(
+            format!("cannot harden the SQLite connection: {what} failed (SQLite answered {code})")
+                .into(),
+        )
+    };
+    let checked = |what: &str, code: c_int| match code {
+        ffi::SQLITE_OK => Ok(()),
+        code => Err(failed(what, code)),
+    };
     // SAFETY: `db` is this connection's open handle, which the lock keeps
     // from being used elsewhere meanwhile; the authorizer is a plain
     // function that keeps no state.
     unsafe {
+        // `sqlite3_limit` answers the previous limit, not a status: read
+        // the new one back (-1 asks without changing it).
         ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_ATTACHED, 0);
-        ffi::sqlite3_db_config(
-            db,
-            ffi::SQLITE_DBCONFIG_DEFENSIVE,
-            1,
-            std::ptr::null_mut::<c_int>(),
-        );
-        ffi::sqlite3_db_config(
-            db,
-            ffi::SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION,
-            0,
-            std::ptr::null_mut::<c_int>(),
-        );
-        ffi::sqlite3_set_authorizer(db, Some(authorize), std::ptr::null_mut());
+        let attached = ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_ATTACHED, -1);
+        if attached != 0 {
+            return Err(failed("limiting attached databases to none", attached));
+        }
+        checked(
+            "defensive mode",
+            ffi::sqlite3_db_config(
+                db,
+                ffi::SQLITE_DBCONFIG_DEFENSIVE,
+                1,
+                std::ptr::null_mut::<c_int>(),
+            ),
+        )?;
+        checked(
+            "disabling load_extension",
+            ffi::sqlite3_db_config(
+                db,
+                ffi::SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION,
+                0,
+                std::ptr::null_mut::<c_int>(),
+            ),
+        )?;
+        checked(
+            "the authorizer",
+            ffi::sqlite3_set_authorizer(db, Some(authorize), std::ptr::null_mut()),
+        )?;
     }
     stop_statements_after(&mut handle, timeout);
     Ok(())
