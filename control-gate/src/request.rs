@@ -110,14 +110,8 @@ pub fn doee(name: &str) -> Result<DoeeName, HttpError> {
 
 /// A role named in a body.
 pub fn role(name: &str) -> Result<Role, HttpError> {
-    match name {
-        "admin" => Ok(Role::Admin),
-        "developer" => Ok(Role::Developer),
-        "viewer" => Ok(Role::Viewer),
-        other => Err(HttpError::bad_request(format!(
-            "`role` must be \"admin\", \"developer\" or \"viewer\" (got \"{other}\")"
-        ))),
-    }
+    name.parse::<Role>()
+        .map_err(|unknown| HttpError::bad_request(unknown.to_string()))
 }
 
 /// A username named in a body.

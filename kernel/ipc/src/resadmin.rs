@@ -407,6 +407,26 @@ impl Role {
     }
 }
 
+/// A role's name that is none of `admin`, `developer` or `viewer`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`role` must be \"admin\", \"developer\" or \"viewer\" (got \"{0}\")")]
+pub struct UnknownRole(pub String);
+
+/// The one reading of a role's name, wherever one comes from (an API body,
+/// the state database): an unknown name is an error, never a viewer.
+impl std::str::FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(name: &str) -> Result<Role, UnknownRole> {
+        match name {
+            "admin" => Ok(Role::Admin),
+            "developer" => Ok(Role::Developer),
+            "viewer" => Ok(Role::Viewer),
+            other => Err(UnknownRole(other.to_string())),
+        }
+    }
+}
+
 /// A project.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProjectInfo {
@@ -781,6 +801,21 @@ impl Default for Resources {
             memory_mb: 64,
             concurrency: 4,
             min_warm: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_read_back_their_names_and_nothing_else() {
+        for role in [Role::Admin, Role::Developer, Role::Viewer] {
+            assert_eq!(role.as_str().parse(), Ok(role));
+        }
+        for name in ["", "Admin", "owner", "viewer "] {
+            assert_eq!(name.parse::<Role>(), Err(UnknownRole(name.to_string())));
         }
     }
 }
