@@ -136,6 +136,7 @@ impl Log {
         let lines = self.take_unsent();
         if !lines.is_empty() {
             let _ = store
+                .records
                 .build_log(project, doee, version, LogLevel::Info, &lines)
                 .await;
         }

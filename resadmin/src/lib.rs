@@ -147,7 +147,7 @@ pub async fn prepare(config: ResadminConfig) -> anyhow::Result<Prepared> {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )?;
     }
-    let store = Store::open(&config.dir().join("state.db"))
+    let store = Store::open(&config.dir())
         .await
         .context("cannot open the state database")?;
     let interrupted = store.fail_interrupted_builds().await?;
@@ -471,23 +471,27 @@ impl State {
             Request::Record(r) => {
                 self.stats.add(&r.invocations);
                 store
+                    .records
                     .record(&r.invocations)
                     .await
                     .map_err(db_failure)
                     .map(R::Record)
             }
             Request::ListInvocations(r) => store
+                .records
                 .invocations(&project()?, r.limit.min(MAX_LIST))
                 .await
                 .map_err(db_failure)
                 .map(R::ListInvocations),
             Request::GetInvocation(r) => store
+                .records
                 .invocation(r.id)
                 .await
                 .map_err(db_failure)?
                 .ok_or_else(|| Failure::not_found(format!("no invocation {}", r.id)))
                 .map(R::GetInvocation),
             Request::Logs(r) => store
+                .records
                 .logs(&project()?, r.after, r.limit.min(MAX_LIST))
                 .await
                 .map_err(db_failure)
