@@ -111,12 +111,12 @@ impl Records {
     }
 
     /// Moves the records an older Resadmin kept in the state database
-    /// (`state`, open on its own connection) into this file, then drops
-    /// them there: one transaction over both files, through `ATTACH`.
-    /// Copying ignores rows already here, so that a move cut short by a
-    /// crash (WAL keeps a transaction atomic per file, not across files)
-    /// is simply done again at the next start. Log lines keep their ids,
-    /// the cursors clients follow.
+    /// (`state`, open on its own connection, which attaches this file) into
+    /// this file, then drops them there. Two transactions, each within one
+    /// file (WAL keeps a transaction atomic per file, not across files):
+    /// the copy commits here first, ignoring rows already here, so a crash
+    /// before the drop only means the next start copies nothing new and
+    /// drops. Log lines keep their ids, the cursors clients follow.
     pub(super) async fn move_from(
         &self,
         state: &mut SqliteConnection,
@@ -143,23 +143,28 @@ impl Records {
             .bind(path)
             .execute(&mut *state)
             .await?;
-        let mut tx = state.begin().await?;
+        let tables = [("invocations", INVOCATION_COLUMNS), ("logs", LOG_COLUMNS)];
         let mut moved = 0;
-        for (table, columns) in [("invocations", INVOCATION_COLUMNS), ("logs", LOG_COLUMNS)] {
+        let mut copy = state.begin().await?;
+        for (table, columns) in tables {
             // Table and column names are constants.
-            let copy = format!(
+            let query = format!(
                 "INSERT OR IGNORE INTO records.{table} ({columns}) SELECT {columns} FROM main.{table}"
             );
-            moved += sqlx::query(sqlx::AssertSqlSafe(copy))
-                .execute(&mut *tx)
+            moved += sqlx::query(sqlx::AssertSqlSafe(query))
+                .execute(&mut *copy)
                 .await?
                 .rows_affected();
-            let drop = format!("DROP TABLE main.{table}");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
-                .execute(&mut *tx)
+        }
+        copy.commit().await?;
+        let mut drop = state.begin().await?;
+        for (table, _) in tables {
+            let query = format!("DROP TABLE main.{table}");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(query))
+                .execute(&mut *drop)
                 .await?;
         }
-        tx.commit().await?;
+        drop.commit().await?;
         sqlx::query("DETACH DATABASE records")
             .execute(&mut *state)
             .await?;
