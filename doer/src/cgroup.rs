@@ -23,6 +23,10 @@
 //! Names: `isms-<hash of the Doer's directory>/p-<project>/w-<worker>`.
 //! The prefixes keep names apart from the trees' control files (a project
 //! may be called `tasks`).
+//!
+//! Why one file of this size: one hierarchy's rules (v1 and v2, root and
+//! delegated) decided in one place; a fifth of it is tests against made-up
+//! trees.
 
 use std::ffi::CString;
 use std::fs;

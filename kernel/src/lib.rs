@@ -12,6 +12,11 @@
 //! [`Kernel`] is synchronous, writes what it sends into an outbox and is
 //! told the time ([`Now`]) rather than reading a clock, so the routing rules
 //! and the timeouts are tested without sockets or sleeps.
+//!
+//! Why one file of this size: the Kernel state machine's event handlers
+//! (message, reply, tick) share its tables and are read together; the tables
+//! themselves live in the modules above, and the run loop at the bottom is
+//! the only async code.
 
 pub mod processes;
 pub mod scheduler;

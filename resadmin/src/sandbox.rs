@@ -23,6 +23,9 @@
 //! Without bubblewrap (`resadmin.build_isolation = "auto"` on a host that
 //! lacks it, or `"none"`), builds run unsandboxed with the same limits, and
 //! every build log says so loudly.
+//!
+//! Why one file of this size: one sandbox, its bubblewrap arguments and its
+//! process-tree kill; a fifth of it is tests.
 
 use std::ffi::OsString;
 use std::io;

@@ -2,6 +2,9 @@
 //! apart and object keys in their order, as BSON does, so both backends
 //! answer the same bytes. `serde_json::Value` would sort keys (no
 //! `preserve_order` in this workspace) and merge duplicates silently.
+//!
+//! Why one file of this size: one value type with its parser and printer,
+//! which must agree byte for byte; a quarter of it is their tests.
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};

@@ -8,6 +8,9 @@
 //! secret in the data directory, so nothing per project is stored. The
 //! role's connection limit caps its connections; settings a statement
 //! changes are put back when the connection returns to the pool.
+//!
+//! Why one file of this size: the backend, its roles and the conversion of
+//! rows to JSON belong to one connection's life; the tail is tests.
 
 use super::{Error, Param, SqlLimits, busy, full, internal, read_rows, timed_out};
 use anyhow::Context as _;

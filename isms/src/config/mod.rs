@@ -4,6 +4,10 @@
 //! Every option lives in the one [`Config`] tree; the environment variable of
 //! each is derived from the defaults, so the list in `isms up --help`, the
 //! variables and the file can never drift apart.
+//!
+//! Why one file of this size: loading, ranges, and the translation of the
+//! one Config into each service's own config, all keyed by the same option
+//! names; the options themselves are in sections.rs, and the tail is tests.
 
 use anyhow::{Context as _, bail};
 use isms_commserver::broker::router::Limits as BrokerLimits;

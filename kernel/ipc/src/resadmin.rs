@@ -5,6 +5,10 @@
 //! makes for itself (routes, versions, binaries) carry no token: each
 //! declares the services that need it, and the kernel delivers it from no
 //! other origin.
+//!
+//! Why one file of this size: it is Resadmin's whole contract, one protocol!
+//! block of short request declarations and the types they carry, read as one
+//! list of what may be asked.
 
 use crate::Payload;
 use crate::connection::Scope;

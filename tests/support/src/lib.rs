@@ -3,6 +3,10 @@
 //! and a plain HTTP client. Everything is stopped and removed on drop.
 //!
 //! Tests never use the default ports or `./isms-data`.
+//!
+//! Why one file of this size: the platform a test starts and the calls it
+//! makes on it (CLI, API, triggers, deploys), one type; side servers, /proc
+//! and the clients have modules of their own.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test support may panic.
 
 pub mod http;

@@ -27,6 +27,10 @@
 //! Each `$ref` followed while checking a real message is counted, so a
 //! test can ask which component schemas no real message ever reached
 //! ([`Document::unused_schemas`]).
+//!
+//! Why one file of this size: one checker, the document's loading and the
+//! validation of answers against it share the same keyword rules; a quarter
+//! of it is its own tests.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
