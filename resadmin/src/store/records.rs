@@ -103,7 +103,9 @@ impl Records {
             isms_sqlite::Durability::Process,
             Duration::from_secs(5),
         );
-        let pool = isms_sqlite::pool_options(4, None)
+        // Two connections: the records' one batch writer and a reader for
+        // the API; each connection holds its own page cache.
+        let pool = isms_sqlite::pool_options(2, None)
             .connect_with(options)
             .await?;
         migrate(&pool, MIGRATIONS).await?;
