@@ -15,6 +15,7 @@ pub use accounts::{DeleteUser, TokenCheck, UserRow};
 pub use doees::{ActiveRow, VersionRow};
 pub use projects::NewProject;
 pub use records::Records;
+use records::records_tables;
 
 use isms_ipc::names::now_ms;
 use isms_ipc::resadmin::Role;
@@ -71,39 +72,15 @@ CREATE TABLE versions (
     FOREIGN KEY (project, doee) REFERENCES doees(project, name) ON DELETE CASCADE
 );
 "#,
-    r#"
+    concat!(
+        r#"
 ALTER TABLE tokens ADD COLUMN name TEXT NOT NULL DEFAULT 'login';
 CREATE INDEX tokens_by_user ON tokens(user);
 ALTER TABLE projects ADD COLUMN quotas TEXT;
 ALTER TABLE versions ADD COLUMN deployed_by TEXT NOT NULL DEFAULT '';
-CREATE TABLE invocations (
-    id               TEXT PRIMARY KEY,
-    project          TEXT NOT NULL,
-    doee             TEXT NOT NULL,
-    version          INTEGER NOT NULL,
-    trigger          TEXT NOT NULL,
-    status           TEXT NOT NULL,
-    started_ms       INTEGER NOT NULL,
-    duration_us      INTEGER NOT NULL,
-    cold_start       INTEGER NOT NULL,
-    http_status      INTEGER NOT NULL,
-    error            TEXT,
-    output           BLOB NOT NULL,
-    output_truncated INTEGER NOT NULL
-);
-CREATE INDEX invocations_by_project ON invocations(project, started_ms);
-CREATE TABLE logs (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    project    TEXT NOT NULL,
-    at_ms      INTEGER NOT NULL,
-    level      TEXT NOT NULL,
-    doee       TEXT NOT NULL,
-    version    INTEGER NOT NULL,
-    invocation TEXT,
-    message    TEXT NOT NULL
-);
-CREATE INDEX logs_by_project ON logs(project, id);
 "#,
+        records_tables!()
+    ),
     // Topic namespaces an admin granted beyond `<project>/#`, a JSON array.
     "ALTER TABLE projects ADD COLUMN topics TEXT;",
     // Who created a project, for the quota of projects per user.

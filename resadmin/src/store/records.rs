@@ -18,10 +18,12 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Schema changes of `records.db`, in order; `PRAGMA user_version` counts
-/// those applied. The tables are those the state database had (its second
-/// migration), so that old rows move over as they are.
-const MIGRATIONS: &[&str] = &[r#"
+/// The records' tables, as the state database's second migration made
+/// them and `records.db`'s first makes them: one text for both, so old rows
+/// move over column for column.
+macro_rules! records_tables {
+    () => {
+        r#"
 CREATE TABLE invocations (
     id               TEXT PRIMARY KEY,
     project          TEXT NOT NULL,
@@ -49,7 +51,15 @@ CREATE TABLE logs (
     message    TEXT NOT NULL
 );
 CREATE INDEX logs_by_project ON logs(project, id);
-"#];
+"#
+    };
+}
+pub(super) use records_tables;
+
+/// Schema changes of `records.db`, in order; `PRAGMA user_version` counts
+/// those applied. The tables are those the state database had (its second
+/// migration), so that old rows move over as they are.
+const MIGRATIONS: &[&str] = &[records_tables!()];
 
 /// The columns of an invocation, in the order [`invocation_from_row`] reads.
 const INVOCATION_COLUMNS: &str = "id, project, doee, version, trigger, status, started_ms, \
