@@ -1,15 +1,28 @@
-//! Reading a request body, up to a limit.
+//! Reading a request body, up to a limit, at a pace.
 
 use crate::HttpError;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Body;
 use hyper::header;
 use hyper::{Request, StatusCode};
+use std::time::Duration;
+
+/// How long a request's body may go without a byte arriving. The serve loop
+/// puts its idle timeout in each request's extensions: while a handler runs
+/// the connection is not idle, so without this a client that stops halfway
+/// through its body would hold its connection (and a slot of the cap) for
+/// good.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyTimeout(pub Duration);
+
+/// Where no serve loop said otherwise.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The whole body of `request`, or 413 when it is (or says it is) larger
 /// than `limit` bytes. A declared `Content-Length` over the limit is refused
-/// before a byte is read; a body without one is cut off at the limit.
+/// before a byte is read; a body without one is cut off at the limit. A body
+/// that stops arriving for the request's [`BodyTimeout`] gets 408.
 pub async fn read_body<B>(request: Request<B>, limit: usize) -> Result<Bytes, HttpError>
 where
     B: Body,
@@ -29,12 +42,42 @@ where
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(request.into_body(), limit).collect().await {
-        Ok(body) => Ok(body.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(err) => Err(HttpError::bad_request(format!(
-            "cannot read the body: {err}"
-        ))),
+    let pace = request
+        .extensions()
+        .get::<BodyTimeout>()
+        .map_or(DEFAULT_BODY_TIMEOUT, |t| t.0);
+    let body = Limited::new(request.into_body(), limit);
+    tokio::pin!(body);
+    let mut collected = BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(pace, body.frame()).await {
+            Err(_) => {
+                return Err(HttpError(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body stopped arriving: nothing came for {} s",
+                        pace.as_secs_f64()
+                    ),
+                ));
+            }
+            Ok(None) => return Ok(collected.freeze()),
+            Ok(Some(frame)) => frame,
+        };
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    collected.put(data);
+                }
+            }
+            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+                return Err(too_large());
+            }
+            Err(err) => {
+                return Err(HttpError::bad_request(format!(
+                    "cannot read the body: {err}"
+                )));
+            }
+        }
     }
 }
 

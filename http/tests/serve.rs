@@ -126,3 +126,66 @@ async fn a_connection_that_stops_reading_is_closed_when_idle() {
     assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
     drop(stalled);
 }
+
+/// Reads its body, then answers how long it was.
+struct Reader;
+
+impl Handler for Reader {
+    type Body = Full<Bytes>;
+
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        match isms_http::read_body(request, 1 << 20).await {
+            Ok(body) => Response::new(Full::new(Bytes::from(format!("read {}", body.len())))),
+            Err(err) => err.reply(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_body_that_stops_arriving_is_answered_408_and_frees_its_slot() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        max_connections: 1,
+        ..Limits::default()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, limits, Arc::new(Reader)));
+
+    // Ten bytes of a hundred, then nothing: the only slot is taken.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the stalled connection is still open after 5 s"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("the body stopped arriving"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+
+    // The slot is free again: a whole body is read.
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(
+            b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("read 5"),
+        "{answer}"
+    );
+}
