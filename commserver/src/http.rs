@@ -55,7 +55,7 @@ impl isms_http::Handler for Server {
         if matches!(lookup, Lookup::Missing)
             && self
                 .routes
-                .refresh_if_older_than(Duration::from_secs(1), Duration::from_secs(2))
+                .refresh_after_miss(Duration::from_secs(1), Duration::from_secs(2))
                 .await
         {
             lookup = self.routes.find(project, route);

@@ -5,6 +5,7 @@ use isms_ipc::resadmin::{HttpRoute, MqttRoute, RouteTable, Routes as RoutesReque
 use isms_ipc::topic::{self, Namespace};
 use isms_ipc::{Connection, DoeeName, ProjectName};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
@@ -59,6 +60,11 @@ pub struct Routes {
     table: RwLock<Option<Arc<Table>>>,
     loaded_at: Mutex<Option<Instant>>,
     reload: Notify,
+    /// Reloads asked for so far, and how many of them the table in use
+    /// has seen: a miss while `served < wanted` waits for the load that
+    /// is on its way rather than answering 404 from a table it replaces.
+    wanted: AtomicU64,
+    served: AtomicU64,
     generation: watch::Sender<u64>,
 }
 
@@ -68,6 +74,8 @@ impl Default for Routes {
             table: RwLock::new(None),
             loaded_at: Mutex::new(None),
             reload: Notify::new(),
+            wanted: AtomicU64::new(0),
+            served: AtomicU64::new(0),
             generation: watch::channel(0).0,
         }
     }
@@ -150,30 +158,39 @@ impl Routes {
         self.generation.subscribe()
     }
 
-    /// Asks for the table to be loaded again.
-    pub fn request_reload(&self) {
+    /// Asks for the table to be loaded again; returns the reload's number.
+    pub fn request_reload(&self) -> u64 {
+        let wanted = self.wanted.fetch_add(1, Ordering::SeqCst) + 1;
         self.reload.notify_one();
+        wanted
     }
 
-    /// After a miss: if the table is older than `max_age`, reloads it and
-    /// waits (up to `wait`) for the new one. A deploy's event may still be
-    /// on its way when its first request arrives. Rate-limited by `max_age`,
-    /// so a stream of misses cannot hammer Resadmin.
-    pub async fn refresh_if_older_than(&self, max_age: Duration, wait: Duration) -> bool {
+    /// After a miss: waits (up to `wait`) for a reload already asked for
+    /// (a deploy's event came just before its first request), or, if the
+    /// table is older than `max_age`, asks for one and waits for it (the
+    /// event may still be on its way). Rate-limited by `max_age`, so a
+    /// stream of misses cannot hammer Resadmin. Whether a newer table came.
+    pub async fn refresh_after_miss(&self, max_age: Duration, wait: Duration) -> bool {
+        let mut generation = self.generation.subscribe();
         let stale = self
             .loaded_at
             .lock()
             .map(|at| at.is_none_or(|at| at.elapsed() > max_age))
             .unwrap_or(false);
-        if !stale {
-            return false;
-        }
-        let mut generation = self.generation.subscribe();
-        generation.mark_unchanged();
-        self.request_reload();
-        tokio::time::timeout(wait, generation.changed())
-            .await
-            .is_ok()
+        let wanted = if stale {
+            self.request_reload()
+        } else {
+            self.wanted.load(Ordering::SeqCst)
+        };
+        let loaded = async {
+            while self.served.load(Ordering::SeqCst) < wanted {
+                if generation.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let pending = self.served.load(Ordering::SeqCst) < wanted;
+        pending && tokio::time::timeout(wait, loaded).await.is_ok()
     }
 
     /// Loads the table now and whenever a reload is requested; retries
@@ -181,6 +198,8 @@ impl Routes {
     pub async fn keep_loaded(self: Arc<Self>, conn: Connection) {
         let mut retry = Duration::from_millis(100);
         loop {
+            // Reloads asked for before this call are answered by it.
+            let loading_for = self.wanted.load(Ordering::SeqCst);
             match conn
                 .call(&Scope::platform(Duration::from_secs(5)), RoutesRequest {})
                 .await
@@ -197,6 +216,7 @@ impl Routes {
                     if let Ok(mut at) = self.loaded_at.lock() {
                         *at = Some(Instant::now());
                     }
+                    self.served.fetch_max(loading_for, Ordering::SeqCst);
                     self.generation.send_modify(|g| *g += 1);
                     tracing::info!(http, mqtt, "routes loaded");
                     retry = Duration::from_millis(100);
