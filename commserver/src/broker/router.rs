@@ -12,7 +12,7 @@
 //!
 //! Why one file of this size: it is the broker's one state machine;
 //! sessions, deliveries, retained messages and wills are changed together by
-//! each packet, and its tests of delivery order need all of them.
+//! each packet (its behaviour is tested beside Mosquitto in tests/e2e/broker.rs).
 
 use super::codec::{
     ConnectCode, Filter, Goodbye, In, Message, Out, PubCode, QoS, SubCode, Version,
@@ -736,64 +736,49 @@ impl Router {
     /// Hands a message to a session: sent now if its window has room, else
     /// queued (QoS 1, bounded) or dropped (QoS 0 while away).
     fn deliver(&mut self, key: &str, message: Message, row: Option<u64>) {
-        let max_queued = self.limits.max_queued;
+        // A stored copy no one will get is done with.
+        let forget = |store: &Store, row: Option<u64>| {
+            if let Some(row) = row {
+                store.delivered(vec![row]);
+            }
+        };
         let Some(session) = self.sessions.get_mut(key) else {
-            if let Some(row) = row {
-                self.store.delivered(vec![row]);
-            }
-            return;
+            return forget(&self.store, row);
         };
-        let Some(conn) = session.conn else {
-            if message.qos == QoS::AtMostOnce {
-                return;
-            }
-            if session.queue.len() >= max_queued {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                if let Some(row) = row {
-                    self.store.delivered(vec![row]);
-                }
-                return;
-            }
-            session.queue.push_back(Delivery {
-                message,
-                row,
-                dup: false,
-            });
-            return;
-        };
-        let max_packet = self.conns.get(&conn).map_or(usize::MAX, |c| c.max_packet);
-        if message.payload.len() + message.topic.len() + 16 > max_packet {
-            // 5.0: a client says what it takes; what is larger is not sent.
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            if let Some(row) = row {
-                self.store.delivered(vec![row]);
-            }
-            return;
-        }
-        if message.qos == QoS::AtMostOnce {
-            self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-            return self.send(
-                conn,
-                Out::Publish {
+        // 5.0: a client says what it takes; what is larger is not sent.
+        let max_packet = session
+            .conn
+            .and_then(|conn| self.conns.get(&conn))
+            .map_or(usize::MAX, |c| c.max_packet);
+        let too_large = message.payload.len() + message.topic.len() + 16 > max_packet;
+        let full = session.queue.len() >= self.limits.max_queued;
+        match (session.conn, message.qos) {
+            (None, QoS::AtMostOnce) => return,
+            _ if too_large => {}
+            (Some(conn), QoS::AtMostOnce) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                let packet = Out::Publish {
                     pkid: 0,
                     dup: false,
                     message,
-                },
-            );
-        }
-        if session.queue.len() >= max_queued {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            if let Some(row) = row {
-                self.store.delivered(vec![row]);
+                };
+                return self.send(conn, packet);
             }
-            return;
+            _ if full => {}
+            (conn, _) => {
+                session.queue.push_back(Delivery {
+                    message,
+                    row,
+                    dup: false,
+                });
+                if conn.is_some() {
+                    self.pump(key);
+                }
+                return;
+            }
         }
-        session.queue.push_back(Delivery {
-            message,
-            row,
-            dup: false,
-        });
-        self.pump(key);
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        forget(&self.store, row);
     }
 
     /// Sends queued QoS 1 deliveries while the client's window has room.
