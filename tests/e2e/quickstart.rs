@@ -162,6 +162,11 @@ fn a_doee_answers_alike_through_a_trigger_and_the_api() {
         let length = answer.body.len().to_string();
         assert_eq!(answer.header("content-length"), Some(length.as_str()));
     }
+    // The API shares the dashboard's origin: no cookie of the Doee's, and
+    // its answer never runs as a page there.
+    assert_eq!(triggered.header("set-cookie"), Some("doee=1"));
+    assert_eq!(invoked.header("set-cookie"), None);
+    assert_eq!(invoked.header("content-security-policy"), Some("sandbox"));
 
     let (triggered, invoked) = both("spins");
     for answer in [&triggered, &invoked] {

@@ -6,6 +6,7 @@ use crate::reply::{Reply, boxed, json};
 use crate::request::{Call, doee};
 use crate::router::API_TIMEOUT;
 use hyper::StatusCode;
+use hyper::header::{self, HeaderMap, HeaderValue};
 use isms_http::{HttpError, invocation_reply};
 use isms_ipc::connection::Scope;
 use isms_ipc::doer::{Invoke, Trigger};
@@ -35,7 +36,9 @@ impl Gate {
             input,
         };
         let outcome = self.conn.call(&scope, invoke).await;
-        Ok(boxed(invocation_reply(id, outcome)))
+        let mut reply = invocation_reply(id, outcome);
+        confine_to_the_api(reply.headers_mut());
+        Ok(boxed(reply))
     }
 
     pub async fn list_invocations(&self, call: Call<'_>) -> Result<Reply, HttpError> {
@@ -82,4 +85,27 @@ impl Gate {
             Err(failure) => Err(failure.into()),
         }
     }
+}
+
+/// The API shares its origin with the dashboard, where a trigger port does
+/// not: a Doee's answer through it may not set cookies or CORS for that
+/// origin, and is never run as a page of it.
+fn confine_to_the_api(headers: &mut HeaderMap) {
+    headers.remove(header::SET_COOKIE);
+    let cors: Vec<_> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in cors {
+        headers.remove(name);
+    }
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 }

@@ -45,6 +45,7 @@ impl Doee for Misbehave {
             "respond" => {
                 ctx.set_status(201);
                 ctx.set_header("x-answer", "42");
+                ctx.set_header("set-cookie", "doee=1");
                 ctx.set_header("content-length", "999");
                 ctx.log(doee_sdk::Level::Info, "responded");
                 Ok(format!("{} via {}", ctx.meta("method").unwrap_or("?"), ctx.meta("trigger").unwrap_or("?")).into_bytes())
