@@ -10,7 +10,7 @@ use hyper::body::Incoming as Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use isms_http::{
-    HttpError, INVOCATION_HEADER, Reply, invocation_error, invocation_reply, read_body,
+    HttpError, Reply, invocation_error, invocation_reply, read_body, set_invocation_header,
 };
 use isms_ipc::connection::Scope;
 use isms_ipc::doer::{Invoke, Trigger};
@@ -87,7 +87,13 @@ impl isms_http::Handler for Server {
             }
             return response;
         }
-        let input = match read_body(request, self.config.max_body_bytes).await {
+        let input = match read_body(
+            request,
+            self.config.max_body_bytes,
+            self.config.http.idle_timeout,
+        )
+        .await
+        {
             Ok(input) => input,
             Err(err) => return err.reply(),
         };
@@ -190,9 +196,7 @@ impl Server {
             "preference-applied",
             HeaderValue::from_static("respond-async"),
         );
-        if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-            headers.insert(INVOCATION_HEADER, value);
-        }
+        set_invocation_header(&mut response, id);
         response
     }
 }

@@ -29,6 +29,8 @@ pub struct Call<'a> {
     pub scope: Scope,
     /// Who called, for endpoints that need a token.
     pub caller: Option<Caller>,
+    /// How long the body may stop arriving (the server's idle timeout).
+    pub body_pace: std::time::Duration,
 }
 
 impl Call<'_> {
@@ -47,7 +49,7 @@ impl Call<'_> {
 
     /// The body, up to `limit` bytes.
     pub async fn body(self, limit: usize) -> Result<Bytes, HttpError> {
-        read_body(self.request, limit).await
+        read_body(self.request, limit, self.body_pace).await
     }
 
     /// The body as JSON.

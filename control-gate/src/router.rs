@@ -61,6 +61,7 @@ impl Gate {
             token,
             scope,
             caller,
+            body_pace: self.config.http.idle_timeout,
         };
         self.dispatch(call).await
     }

@@ -1,31 +1,27 @@
 //! Reading a request body, up to a limit, at a pace.
 
 use crate::HttpError;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Body;
 use hyper::header;
 use hyper::{Request, StatusCode};
 use std::time::Duration;
 
-/// How long a request's body may go without a byte arriving. The serve loop
-/// puts its idle timeout in each request's extensions: while a handler runs
-/// the connection is not idle, so without this a client that stops halfway
-/// through its body would hold its connection (and a slot of the cap) for
-/// good.
-#[derive(Clone, Copy, Debug)]
-pub struct BodyTimeout(pub Duration);
-
-/// Where no serve loop said otherwise.
-const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// The whole body of `request`, or 413 when it is (or says it is) larger
 /// than `limit` bytes. A declared `Content-Length` over the limit is refused
 /// before a byte is read; a body without one is cut off at the limit. A body
-/// that stops arriving for the request's [`BodyTimeout`] gets 408.
-pub async fn read_body<B>(request: Request<B>, limit: usize) -> Result<Bytes, HttpError>
+/// that stops arriving for `pace` gets 408: while a handler reads it the
+/// connection is busy, not idle, so without this a client stalling halfway
+/// through its body would hold its connection (and a slot of the cap) for
+/// good. Pass the server's [`crate::Limits::idle_timeout`].
+pub async fn read_body<B>(
+    request: Request<B>,
+    limit: usize,
+    pace: Duration,
+) -> Result<Bytes, HttpError>
 where
-    B: Body,
+    B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let too_large = || {
@@ -42,13 +38,11 @@ where
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let pace = request
-        .extensions()
-        .get::<BodyTimeout>()
-        .map_or(DEFAULT_BODY_TIMEOUT, |t| t.0);
     let body = Limited::new(request.into_body(), limit);
     tokio::pin!(body);
-    let mut collected = BytesMut::new();
+    // Frames as they come, joined once at the end (none copied for a body
+    // of one frame, the usual small request).
+    let mut frames: Vec<Bytes> = Vec::new();
     loop {
         let frame = match tokio::time::timeout(pace, body.frame()).await {
             Err(_) => {
@@ -60,13 +54,13 @@ where
                     ),
                 ));
             }
-            Ok(None) => return Ok(collected.freeze()),
+            Ok(None) => break,
             Ok(Some(frame)) => frame,
         };
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
-                    collected.put(data);
+                    frames.push(data);
                 }
             }
             Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
@@ -79,6 +73,17 @@ where
             }
         }
     }
+    Ok(match frames.len() {
+        0 => Bytes::new(),
+        1 => frames.pop().unwrap_or_default(),
+        _ => {
+            let mut joined = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+            for frame in frames {
+                joined.extend_from_slice(&frame);
+            }
+            joined.freeze()
+        }
+    })
 }
 
 #[cfg(test)]
@@ -89,6 +94,9 @@ mod tests {
     use bytes::Bytes;
     use http_body_util::Full;
     use hyper::{Request, StatusCode};
+    use std::time::Duration;
+
+    const PACE: Duration = Duration::from_secs(5);
 
     fn request(body: &'static [u8], declared: Option<usize>) -> Request<Full<Bytes>> {
         let mut builder = Request::builder();
@@ -100,12 +108,12 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn bodies_past_the_limit_are_refused() {
-        let read = read_body(request(b"12345", None), 5).await;
+        let read = read_body(request(b"12345", None), 5, PACE).await;
         assert_eq!(read.unwrap(), Bytes::from_static(b"12345"));
-        let read = read_body(request(b"123456", None), 5).await;
+        let read = read_body(request(b"123456", None), 5, PACE).await;
         assert_eq!(read.unwrap_err().0, StatusCode::PAYLOAD_TOO_LARGE);
         // The declared length alone is enough.
-        let read = read_body(request(b"", Some(6)), 5).await;
+        let read = read_body(request(b"", Some(6)), 5, PACE).await;
         let err = read.unwrap_err();
         assert_eq!(err.0, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(err.1, "the body is larger than 5 bytes");

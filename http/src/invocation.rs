@@ -83,7 +83,8 @@ pub fn invocation_error(id: InvocationId, status: StatusCode, message: String) -
     reply
 }
 
-fn set_invocation_header(reply: &mut Reply, id: InvocationId) {
+/// Marks an answer with the invocation it is about ([`INVOCATION_HEADER`]).
+pub fn set_invocation_header(reply: &mut Reply, id: InvocationId) {
     if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
         reply.headers_mut().insert(INVOCATION_HEADER, value);
     }

@@ -14,7 +14,9 @@ mod invocation;
 mod reply;
 mod serve;
 
-pub use body::{BodyTimeout, read_body};
-pub use invocation::{INVOCATION_HEADER, invocation_error, invocation_reply};
+pub use body::read_body;
+pub use invocation::{
+    INVOCATION_HEADER, invocation_error, invocation_reply, set_invocation_header,
+};
 pub use reply::{HttpError, Reply, json, raw_json};
 pub use serve::{Handler, Limits, serve};

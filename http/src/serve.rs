@@ -1,6 +1,5 @@
 //! The accept loop, and what guards each connection.
 
-use crate::BodyTimeout;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -32,7 +31,7 @@ pub struct Limits {
     /// How long a connection may move no byte either way while no request
     /// of it is being handled: a client that stopped reading its response,
     /// say. A handler waiting on a Doee is not idle; one reading a request
-    /// body answers 408 when the body stops for as long ([`BodyTimeout`]).
+    /// body answers 408 when the body stops for as long (see [`crate::read_body`]).
     pub idle_timeout: Duration,
     /// Connections served at once. At the cap the server stops accepting:
     /// new connections wait in the listen backlog until one closes, rather
@@ -99,12 +98,9 @@ async fn connection<H: Handler>(
         activity: activity.clone(),
     });
     let handling = activity.clone();
-    let service = service_fn(move |mut request: Request<Incoming>| {
+    let service = service_fn(move |request: Request<Incoming>| {
         let handler = handler.clone();
         let busy = handling.busy();
-        request
-            .extensions_mut()
-            .insert(BodyTimeout(limits.idle_timeout));
         async move {
             let response = handler.handle(request).await;
             drop(busy);

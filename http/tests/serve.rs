@@ -134,7 +134,7 @@ impl Handler for Reader {
     type Body = Full<Bytes>;
 
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
-        match isms_http::read_body(request, 1 << 20).await {
+        match isms_http::read_body(request, 1 << 20, Duration::from_millis(300)).await {
             Ok(body) => Response::new(Full::new(Bytes::from(format!("read {}", body.len())))),
             Err(err) => err.reply(),
         }
@@ -144,7 +144,6 @@ impl Handler for Reader {
 #[tokio::test(flavor = "current_thread")]
 async fn a_body_that_stops_arriving_is_answered_408_and_frees_its_slot() {
     let limits = Limits {
-        idle_timeout: Duration::from_millis(300),
         max_connections: 1,
         ..Limits::default()
     };
