@@ -36,7 +36,7 @@ crate::protocol! {
     } -> String, from [Doer, ControlGate];
 
     /// The project's collections, with their document counts.
-    Collections {} -> Vec<CollectionInfo>, from [Doer, ControlGate];
+    Collections {} -> Vec<CollectionInfo>, from [ControlGate];
 
     /// Removes the project's SQL and document databases, before the project
     /// itself is deleted.

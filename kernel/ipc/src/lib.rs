@@ -84,11 +84,6 @@ impl Request {
     pub fn name(&self) -> &'static str {
         self.kind().name()
     }
-
-    /// Whether `origin` may send this request (see [`RequestKind::may_be_sent_by`]).
-    pub fn may_be_sent_by(&self, origin: ServiceKind) -> bool {
-        self.kind().may_be_sent_by(origin)
-    }
 }
 
 /// Which request, for any service, without its fields: what a request's
@@ -263,11 +258,6 @@ macro_rules! protocol {
             /// The request's name, for logs.
             pub fn name(&self) -> &'static str {
                 self.kind().name()
-            }
-
-            /// The services that may send this request.
-            pub fn senders(&self) -> &'static [$crate::ServiceKind] {
-                self.kind().senders()
             }
         }
 

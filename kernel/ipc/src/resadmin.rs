@@ -195,7 +195,7 @@ crate::protocol! {
 
     /// Every active trigger and every project's topic namespaces (for the
     /// CommServer).
-    Routes {} -> RouteTable, from [CommServer, ControlGate];
+    Routes {} -> RouteTable, from [CommServer];
 
     /// How to run a version of a Doee of the envelope's project (for the Doer).
     GetVersion {
