@@ -63,7 +63,8 @@ pub fn env_name(section: &str, key: &str) -> String {
 const RANGES: &[(&str, &str, u64, u64)] = &[
     ("control_gate", "max_upload_mb", 1, 4096),
     ("control_gate", "header_timeout_ms", 100, 600_000),
-    ("control_gate", "idle_timeout_s", 1, 86_400),
+    // Above the 15 s between a followed log's keep-alive comments.
+    ("control_gate", "idle_timeout_s", 30, 86_400),
     ("control_gate", "max_connections", 1, 1_000_000),
     ("commserver", "max_body_kb", 1, 262_144),
     ("commserver", "queue_allowance_ms", 0, 600_000),

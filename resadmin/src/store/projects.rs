@@ -175,13 +175,16 @@ impl Store {
     /// Deletes a project with everything in it; `false` if it did not exist.
     /// Its records go first, from their file: should the project's row
     /// then fail to go, it stays with fewer records, never the reverse
-    /// (records of a deleted project shown to the next of its name).
+    /// (records of a deleted project shown to the next of its name). They
+    /// are swept once more after the row: a batch of records in flight
+    /// (from the Doer, the CommServer, a build) may land in between.
     pub async fn delete_project(&self, name: &ProjectName) -> StoreResult<bool> {
         self.records.delete_project(name).await?;
         let done = sqlx::query("DELETE FROM projects WHERE name = ?")
             .bind(name.as_str())
             .execute(&self.pool)
             .await?;
+        self.records.delete_project(name).await?;
         Ok(done.rows_affected() > 0)
     }
 

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 /// The records' tables, as the state database's second migration made
 /// them and `records.db`'s first makes them: one text for both, so old rows
-/// move over column for column.
+/// move over column for column. Never edit it: both migrations have run on
+/// existing databases; a change to the records' schema is a new entry in
+/// [`MIGRATIONS`].
 macro_rules! records_tables {
     () => {
         r#"
@@ -169,6 +171,11 @@ impl Records {
                 .rows_affected();
         }
         copy.commit().await?;
+        // records.db syncs at checkpoints only (`synchronous = NORMAL`):
+        // the copy is on disk before the originals go.
+        sqlx::query("PRAGMA records.wal_checkpoint(FULL)")
+            .execute(&mut *state)
+            .await?;
         let mut drop = state.begin().await?;
         for (table, _) in tables {
             let query = format!("DROP TABLE main.{table}");
