@@ -317,6 +317,7 @@ impl Kernel {
         let Some(process) = self.processes.finish(id) else {
             return;
         };
+        let target = process.target();
         if let Some(instance) = self.services.instance_mut(&peer) {
             instance.in_flight = instance.in_flight.saturating_sub(1);
             instance.handled += 1;
@@ -326,17 +327,17 @@ impl Kernel {
             State::Orphaned { since, charge, .. } => (since, charge, false),
             State::Queued { .. } => return,
         };
-        if let Some(queue) = self.queues.get_mut(&process.target) {
+        if let Some(queue) = self.queues.get_mut(&target) {
             let took = now.saturating_duration_since(since);
             queue.complete(charge, took.as_micros() as u64);
         }
         if answer_origin {
             let mut header = raw.header;
             header.envelope.id = process.origin_id;
-            header.envelope.origin = process.target;
+            header.envelope.origin = target;
             self.push_raw(process.origin, &header, raw.body);
         }
-        self.dispatch(process.target, now);
+        self.dispatch(target, now);
     }
 
     /// Sends queued requests for `target` while an instance has room, and
@@ -359,11 +360,9 @@ impl Kernel {
             let Some(process) = self.processes.get_mut(next.item) else {
                 continue;
             };
+            let request = process.request;
             let State::Queued {
-                mut envelope,
-                request,
-                body,
-                ..
+                mut envelope, body, ..
             } = std::mem::replace(
                 &mut process.state,
                 State::Running {
@@ -424,24 +423,24 @@ impl Kernel {
                 let Some(process) = self.processes.finish(id) else {
                     return;
                 };
-                if let Some(queue) = self.queues.get_mut(&process.target) {
+                if let Some(queue) = self.queues.get_mut(&process.target()) {
                     queue.remove(key);
                 }
-                let failure = if self.services.has_up(process.target) {
+                let failure = if self.services.has_up(process.target()) {
                     Failure::new(
                         FailureKind::Timeout,
-                        format!("the {} did not get to it in time", process.target),
+                        format!("the {} did not get to it in time", process.target()),
                     )
                 } else {
                     Failure::new(
                         FailureKind::Unavailable,
-                        format!("no {} is running", process.target),
+                        format!("no {} is running", process.target()),
                     )
                 };
                 self.answer(
                     &process.origin,
                     process.origin_id,
-                    process.target,
+                    process.target(),
                     Err(failure),
                 );
             }
@@ -457,7 +456,7 @@ impl Kernel {
                     charge,
                 };
                 let (origin, origin_id, target) =
-                    (process.origin.clone(), process.origin_id, process.target);
+                    (process.origin.clone(), process.origin_id, process.target());
                 self.processes
                     .reschedule(id, now.epoch_ms + ORPHAN_GRACE_MS);
                 self.answer(
@@ -472,7 +471,7 @@ impl Kernel {
             }
             State::Orphaned { peer, .. } => {
                 let peer = peer.clone();
-                let target = process.target;
+                let target = process.target();
                 if let Some(Process {
                     state: State::Orphaned { charge, .. },
                     ..
@@ -508,20 +507,21 @@ impl Kernel {
             let Some(process) = self.processes.finish(id) else {
                 continue;
             };
+            let target = process.target();
             // An orphan's origin was answered already.
             let (charge, answer) = match process.state {
                 State::Running { charge, .. } => (charge, true),
                 State::Orphaned { charge, .. } => (charge, false),
                 State::Queued { .. } => continue,
             };
-            if let Some(queue) = self.queues.get_mut(&process.target) {
+            if let Some(queue) = self.queues.get_mut(&target) {
                 queue.abandon(charge);
             }
             if answer {
                 self.answer(
                     &process.origin,
                     process.origin_id,
-                    process.target,
+                    target,
                     Err(Failure::new(FailureKind::Unavailable, why)),
                 );
             }

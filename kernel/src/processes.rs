@@ -23,7 +23,6 @@ pub enum State {
     Queued {
         key: Key,
         envelope: Envelope,
-        request: RequestKind,
         body: Bytes,
     },
     /// Dispatched to an instance that has not answered yet.
@@ -48,12 +47,19 @@ pub struct Process {
     pub origin: Bytes,
     /// The origin's own id for it, echoed in the answer.
     pub origin_id: MessageId,
-    /// The service it is for.
-    pub target: ServiceKind,
+    /// Which request it is, and so the service it is for.
+    pub request: RequestKind,
     /// Where it stands.
     pub state: State,
     /// The deadline currently indexed for it (ms since the epoch).
     due_ms: u64,
+}
+
+impl Process {
+    /// The service it is for.
+    pub fn target(&self) -> ServiceKind {
+        self.request.target()
+    }
 }
 
 /// Every request in the system, indexed by id and by deadline.
@@ -81,11 +87,10 @@ impl ProcessTable {
         let process = Process {
             origin,
             origin_id: envelope.id,
-            target: request.target(),
+            request,
             state: State::Queued {
                 key,
                 envelope,
-                request,
                 body,
             },
             due_ms,
