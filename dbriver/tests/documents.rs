@@ -18,6 +18,7 @@
 use isms_dbriver::docs::{DocBackend, DocLimits, DocStore};
 use isms_ipc::dbriver::DocOp;
 use isms_ipc::{Failure, FailureKind, ProjectName};
+use isms_test_support::free_port;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -1909,14 +1910,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A MongoDB-wire test server on a free loopback port, stopped on drop.

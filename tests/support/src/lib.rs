@@ -33,13 +33,32 @@ pub fn fixtures() -> PathBuf {
         .join("doees")
 }
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback, never handed out twice in this process.
+///
+/// Chosen below the kernel's ephemeral range: a port from `bind(":0")` is
+/// free only until the next `bind(":0")` or outgoing connection takes it,
+/// and the platform binds it later, so two servers of parallel tests (or of
+/// one platform) once got the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // Above the platform's defaults (77xx) and the usual well-known servers.
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let mut handed_out = HANDED_OUT.lock().unwrap();
+    for _ in 0..10_000 {
+        let mut nonce = [0u8; 2];
+        getrandom::fill(&mut nonce).unwrap();
+        let port = low + u16::from_be_bytes(nonce) % (high - low);
+        if handed_out.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        handed_out.push(port);
+        return port;
+    }
+    panic!("no free loopback port between {low} and {high}");
 }
 
 /// A fresh directory under /tmp, short enough for Unix socket paths.
