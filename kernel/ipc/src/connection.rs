@@ -1,12 +1,16 @@
 //! The connection every service holds to the kernel.
 //!
-//! One ZeroMQ DEALER socket, three tasks: a writer that owns the send half, a
-//! reader that matches replies to pending calls and hands requests and events
-//! to the service, and a keeper that sends heartbeats and watches the socket.
-//! When the kernel goes away, every pending call fails with
-//! [`FailureKind::Unavailable`] and [`Incoming`] ends: the service should
-//! exit, and the supervisor restarts it against the new kernel.
+//! On the kernel's host a ZeroMQ DEALER socket on `ipc://`; from another
+//! host a TLS link that proves the join key ([`crate::link`]). Either way
+//! the transport only moves frames between two channels, and the rest is
+//! one code: a reader that matches replies to pending calls and hands
+//! requests and events to the service, and a keeper that sends heartbeats
+//! and notices the transport's end. When the kernel goes away, every
+//! pending call fails with [`FailureKind::Unavailable`] and [`Incoming`]
+//! ends: the service should exit, and its supervisor (`isms up`, or
+//! `isms join` on another host) starts it again against the kernel.
 
+use crate::link::Joining;
 use crate::message::{Body, Control, Envelope, Failure, FailureKind, Load, Message, Registration};
 use crate::names::{Deadline, MessageId, Priority, ProjectName, ServiceKind};
 use crate::{Call, Event, Reply, Request};
@@ -85,6 +89,20 @@ pub enum ConnectError {
     /// The kernel did not confirm the registration in time.
     #[error("the kernel at {0} did not answer the registration")]
     NoAnswer(String),
+    /// The kernel refused the registration.
+    #[error("the kernel at {endpoint} refused this service: {reason}")]
+    Refused {
+        /// Where.
+        endpoint: String,
+        /// What the kernel said.
+        reason: String,
+    },
+    /// The link to a kernel on another host could not be made.
+    #[error(transparent)]
+    Join(#[from] crate::link::JoinError),
+    /// A `tcp://` kernel was given without its join key.
+    #[error("the kernel at {0} is on another host: joining it needs its join key")]
+    NoKey(String),
     /// A message could not be encoded.
     #[error(transparent)]
     Protocol(#[from] crate::ProtocolError),
@@ -131,7 +149,7 @@ type PendingMap = HashMap<u64, oneshot::Sender<Result<Reply, Failure>>>;
 
 struct Shared {
     service: ServiceKind,
-    writer: mpsc::UnboundedSender<ZmqMessage>,
+    writer: mpsc::UnboundedSender<Vec<Bytes>>,
     pending: Mutex<PendingMap>,
     next_id: AtomicU64,
     load: Mutex<Load>,
@@ -224,51 +242,34 @@ impl Incoming {
 
 impl Connection {
     /// Connects, registers, and starts the connection's tasks. Waits up to
-    /// `wait` for the kernel to appear.
+    /// `wait` for the kernel to appear. A `tcp://` kernel needs `joining`.
     pub async fn connect(
         endpoint: &Endpoint,
+        joining: Option<&Joining>,
         registration: Registration,
         wait: Duration,
     ) -> Result<(Connection, Incoming), ConnectError> {
-        let service = registration.service;
-        let socket_error = |source| ConnectError::Socket {
-            endpoint: endpoint.to_string(),
-            source,
-        };
-        let mut nonce = [0u8; 4];
-        let _ = getrandom::fill(&mut nonce);
-        let identity = format!("{}-{}", registration.instance, u32::from_be_bytes(nonce));
-        let mut options = SocketOptions::default();
-        options.peer_identity(PeerIdentity::try_from(identity.into_bytes()).map_err(socket_error)?);
-        options.connect_timeout(wait);
-        let mut socket = DealerSocket::with_options(options);
-        let mut monitor = socket.monitor();
-        socket
-            .connect(&endpoint.to_string())
-            .await
-            .map_err(socket_error)?;
-
-        let register = control_message(service, Control::Register(registration.clone()))?;
-        socket.send(register).await.map_err(socket_error)?;
-        let registered = async {
-            loop {
-                let frames = socket.recv().await.map_err(socket_error)?.into_vec();
-                if let Ok(Message {
-                    body: Body::Control(Control::Registered),
-                    ..
-                }) = Message::decode(&frames)
-                {
-                    return Ok::<_, ConnectError>(());
-                }
+        let (writer, writer_rx) = mpsc::unbounded_channel::<Vec<Bytes>>();
+        let (from_kernel, mut from_kernel_rx) = mpsc::channel::<Vec<Bytes>>(1024);
+        let (lost, lost_rx) = oneshot::channel::<String>();
+        match endpoint {
+            Endpoint::Ipc(_) => {
+                let identity = format!("{}-{}", registration.instance, nonce());
+                zmq_transport(endpoint, identity, wait, writer_rx, from_kernel, lost).await?;
             }
-        };
-        tokio::time::timeout(wait.max(Duration::from_secs(5)), registered)
-            .await
-            .map_err(|_| ConnectError::NoAnswer(endpoint.to_string()))??;
+            Endpoint::Tcp(address) => {
+                let joining = joining.ok_or_else(|| ConnectError::NoKey(endpoint.to_string()))?;
+                let link = crate::link::connect(address, &joining.key, joining.limits).await?;
+                let (outbound, outbound_rx) = mpsc::channel(1024);
+                tokio::spawn(forward(writer_rx, outbound));
+                tokio::spawn(async move {
+                    let why = link.pump(from_kernel, outbound_rx).await;
+                    let _ = lost.send(why);
+                });
+            }
+        }
 
-        let (mut send_half, mut recv_half) = socket.split();
-        let (writer, mut writer_rx) = mpsc::unbounded_channel::<ZmqMessage>();
-        let (inbound, rx) = mpsc::unbounded_channel();
+        let service = registration.service;
         let conn = Connection {
             shared: Arc::new(Shared {
                 service,
@@ -279,46 +280,49 @@ impl Connection {
                 alive: AtomicBool::new(true),
             }),
         };
-
-        tokio::spawn(async move {
-            while let Some(message) = writer_rx.recv().await {
-                if let Err(err) = send_half.send(message).await {
-                    tracing::warn!(cause = %err, "cannot send to the kernel");
+        conn.send_control(Control::Register(registration.clone()));
+        let registered = async {
+            while let Some(frames) = from_kernel_rx.recv().await {
+                match Message::decode(&frames).map(|m| m.body) {
+                    Ok(Body::Control(Control::Registered)) => return Ok(()),
+                    Ok(Body::Control(Control::Refused(reason))) => {
+                        return Err(ConnectError::Refused {
+                            endpoint: endpoint.to_string(),
+                            reason,
+                        });
+                    }
+                    _ => {}
                 }
             }
-        });
+            Err(ConnectError::NoAnswer(endpoint.to_string()))
+        };
+        tokio::time::timeout(wait.max(Duration::from_secs(5)), registered)
+            .await
+            .map_err(|_| ConnectError::NoAnswer(endpoint.to_string()))??;
 
+        let (inbound, rx) = mpsc::unbounded_channel();
         let reader_conn = conn.clone();
         let reader = tokio::spawn(async move {
-            loop {
-                match recv_half.recv().await {
-                    Ok(message) => {
-                        reader_conn.dispatch(message.into_vec(), &inbound, &registration)
-                    }
-                    Err(err) => {
-                        tracing::error!(cause = %err, "lost the kernel connection");
-                        return;
-                    }
-                }
+            while let Some(frames) = from_kernel_rx.recv().await {
+                reader_conn.dispatch(frames, &inbound, &registration);
             }
         });
 
         let keeper_conn = conn.clone();
         tokio::spawn(async move {
             let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
+            tokio::pin!(lost_rx);
             loop {
                 tokio::select! {
                     _ = beat.tick() => {
                         let load = keeper_conn.shared.load.lock().map(|l| l.clone()).unwrap_or_default();
                         keeper_conn.send_control(Control::Heartbeat(load));
                     }
-                    event = monitor.next() => match event {
-                        Some(SocketEvent::Disconnected(_)) | None => {
-                            tracing::error!("the kernel went away");
-                            break;
-                        }
-                        Some(_) => {}
-                    },
+                    why = &mut lost_rx => {
+                        let why = why.unwrap_or_else(|_| "the transport stopped".into());
+                        tracing::error!(cause = %why, "the kernel went away");
+                        break;
+                    }
                 }
             }
             reader.abort();
@@ -491,39 +495,103 @@ impl Connection {
     }
 
     fn send_control(&self, control: Control) {
-        match control_message(self.shared.service, control) {
-            Ok(message) => {
-                let _ = self.shared.writer.send(message);
-            }
-            Err(err) => tracing::warn!(cause = %err, "cannot encode a control message"),
+        let message = Message {
+            envelope: Envelope {
+                id: MessageId(0),
+                origin: self.shared.service,
+                project: None,
+                priority: Priority::High,
+                deadline: Deadline(0),
+            },
+            body: Body::Control(control),
+        };
+        if let Err(err) = self.send_message(&message) {
+            tracing::warn!(cause = %err, "cannot send a control message");
         }
     }
 
     fn send_message(&self, message: &Message) -> Result<(), Failure> {
         let frames = message.encode().map_err(Failure::internal)?;
-        let message = ZmqMessage::try_from(frames.to_vec()).map_err(Failure::internal)?;
         self.shared
             .writer
-            .send(message)
+            .send(frames.to_vec())
             .map_err(|_| Failure::new(FailureKind::Unavailable, "not connected to the kernel"))
     }
 }
 
-fn control_message(
-    service: ServiceKind,
-    control: Control,
-) -> Result<ZmqMessage, crate::ProtocolError> {
-    let message = Message {
-        envelope: Envelope {
-            id: MessageId(0),
-            origin: service,
-            project: None,
-            priority: Priority::High,
-            deadline: Deadline(0),
-        },
-        body: Body::Control(control),
+fn nonce() -> u32 {
+    let mut nonce = [0u8; 4];
+    let _ = getrandom::fill(&mut nonce);
+    u32::from_be_bytes(nonce)
+}
+
+/// Moves frames from the service's unbounded writer to a bounded link.
+async fn forward(mut from: mpsc::UnboundedReceiver<Vec<Bytes>>, to: mpsc::Sender<Vec<Bytes>>) {
+    while let Some(frames) = from.recv().await {
+        if to.send(frames).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The local transport: a DEALER socket whose halves feed the channels;
+/// `lost` fires when the kernel disconnects.
+async fn zmq_transport(
+    endpoint: &Endpoint,
+    identity: String,
+    wait: Duration,
+    mut outbound: mpsc::UnboundedReceiver<Vec<Bytes>>,
+    inbound: mpsc::Sender<Vec<Bytes>>,
+    lost: oneshot::Sender<String>,
+) -> Result<(), ConnectError> {
+    let socket_error = |source| ConnectError::Socket {
+        endpoint: endpoint.to_string(),
+        source,
     };
-    let frames = message.encode()?;
-    // Two frames are never empty.
-    Ok(ZmqMessage::try_from(frames.to_vec()).unwrap_or_else(|_| ZmqMessage::from(Bytes::new())))
+    let mut options = SocketOptions::default();
+    options.peer_identity(PeerIdentity::try_from(identity.into_bytes()).map_err(socket_error)?);
+    options.connect_timeout(wait);
+    let mut socket = DealerSocket::with_options(options);
+    let mut monitor = socket.monitor();
+    socket
+        .connect(&endpoint.to_string())
+        .await
+        .map_err(socket_error)?;
+    let (mut send_half, mut recv_half) = socket.split();
+    tokio::spawn(async move {
+        while let Some(frames) = outbound.recv().await {
+            let Ok(message) = ZmqMessage::try_from(frames) else {
+                continue;
+            };
+            if let Err(err) = send_half.send(message).await {
+                tracing::warn!(cause = %err, "cannot send to the kernel");
+            }
+        }
+    });
+    let reader = tokio::spawn(async move {
+        loop {
+            match recv_half.recv().await {
+                Ok(message) => {
+                    if inbound.send(message.into_vec()).await.is_err() {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(cause = %err, "lost the kernel connection");
+                    return;
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            match monitor.next().await {
+                Some(SocketEvent::Disconnected(_)) | None => break,
+                Some(_) => {}
+            }
+        }
+        reader.abort();
+        let _ = lost.send("the kernel's socket disconnected".into());
+    });
+    Ok(())
 }

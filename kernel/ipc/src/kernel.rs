@@ -39,6 +39,12 @@ pub struct ServiceStatus {
     pub up_since_ms: u64,
     /// Milliseconds since its last heartbeat.
     pub heartbeat_age_ms: u64,
+    /// The host it runs on.
+    pub host: String,
+    /// Its labels.
+    pub labels: Vec<(String, String)>,
+    /// The address of its link, for an instance on another host.
+    pub remote: Option<String>,
 }
 
 /// Whether an instance is serving.

@@ -18,6 +18,7 @@ pub mod connection;
 pub mod dbriver;
 pub mod doer;
 pub mod kernel;
+pub mod link;
 pub mod message;
 pub mod names;
 pub mod resadmin;

@@ -18,7 +18,7 @@ use std::fmt;
 /// The version of this protocol; a peer speaking another is refused.
 ///
 /// 2: a request's header names the request, not only its service.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// What is written on every message's envelope.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -344,6 +344,8 @@ pub enum Control {
     Heartbeat(Load),
     /// The kernel does not know this connection: register again.
     Reregister,
+    /// The kernel will not have this registration, and says why.
+    Refused(String),
 }
 
 /// What a service tells the kernel when it connects.
@@ -358,6 +360,10 @@ pub struct Registration {
     pub pid: u32,
     /// How many requests it handles at once.
     pub capacity: u32,
+    /// The host it runs on.
+    pub host: String,
+    /// What the operator says about it (`site = "shed"`), for placement.
+    pub labels: Vec<(String, String)>,
 }
 
 /// What a heartbeat reports beyond being alive.

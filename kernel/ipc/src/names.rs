@@ -52,6 +52,14 @@ impl ServiceKind {
     pub fn serves_projects_only(self) -> bool {
         self == ServiceKind::DBriver
     }
+
+    /// Whether an instance may run on another host than the kernel's. The
+    /// Doer and the CommServer scale out; Resadmin, DBriver and the Control
+    /// Gate hold the platform's accounts and data and may ask for them, so
+    /// they stay beside the kernel (ARCHITECTURE.md, the trust model).
+    pub fn may_join_from_another_host(self) -> bool {
+        matches!(self, ServiceKind::Doer | ServiceKind::CommServer)
+    }
 }
 
 impl fmt::Display for ServiceKind {

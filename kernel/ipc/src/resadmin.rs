@@ -573,6 +573,10 @@ pub struct InvocationRecord {
     pub output_truncated: bool,
     /// The Doee's log lines.
     pub logs: Vec<LogLine>,
+    /// The Doer instance that ran it (empty if none did).
+    pub instance: String,
+    /// The host of that Doer.
+    pub host: String,
 }
 
 /// How an invocation ended.

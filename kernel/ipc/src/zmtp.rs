@@ -288,9 +288,15 @@ impl<S: Read + Write> BlockingLink<S> {
     }
 }
 
-/// A ZMTP link over a tokio stream (used by the Doer).
+/// A ZMTP link over a tokio stream (used by the Doer, and under TLS between
+/// hosts).
 pub struct AsyncLink<S> {
-    stream: S,
+    reader: LinkReader<S>,
+}
+
+/// The receiving side of a link.
+pub struct LinkReader<R> {
+    stream: R,
     buf: BytesMut,
     decoder: Decoder,
 }
@@ -302,18 +308,55 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> AsyncLink<S> {
         let mut g = [0u8; GREETING_LEN];
         stream.read_exact(&mut g).await?;
         check_greeting(&g)?;
-        let mut link = AsyncLink {
+        let mut reader = LinkReader {
             stream,
             buf: BytesMut::with_capacity(8192),
             decoder: Decoder::new(limits),
         };
-        match link.next_item().await? {
+        match reader.next_item().await? {
             Item::Command(body) => check_ready(&body)?,
             Item::Message(_) => return Err(violation("a message before READY")),
         }
-        Ok(link)
+        Ok(AsyncLink { reader })
     }
 
+    /// Receives the next message, skipping commands.
+    ///
+    /// Cancel-safe: bytes already read stay buffered for the next call.
+    pub async fn recv(&mut self) -> Result<Vec<Bytes>, LinkError> {
+        self.reader.recv().await
+    }
+
+    /// Sends a message.
+    pub async fn send(&mut self, frames: &[&[u8]]) -> Result<(), LinkError> {
+        self.reader
+            .stream
+            .write_all(&encode_message(frames))
+            .await?;
+        Ok(())
+    }
+
+    /// Separates the receiving side from the stream's write half, keeping
+    /// whatever was already read.
+    pub fn into_split(self) -> (LinkReader<tokio::io::ReadHalf<S>>, tokio::io::WriteHalf<S>) {
+        let LinkReader {
+            stream,
+            buf,
+            decoder,
+        } = self.reader;
+        let (read, write) = tokio::io::split(stream);
+        (
+            LinkReader {
+                stream: read,
+                buf,
+                decoder,
+            },
+            write,
+        )
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> LinkReader<R> {
     async fn next_item(&mut self) -> Result<Item, LinkError> {
         loop {
             if let Some(item) = self.decoder.decode(&mut self.buf)? {
@@ -337,12 +380,6 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> AsyncLink<S> {
                 return Ok(frames);
             }
         }
-    }
-
-    /// Sends a message.
-    pub async fn send(&mut self, frames: &[&[u8]]) -> Result<(), LinkError> {
-        self.stream.write_all(&encode_message(frames)).await?;
-        Ok(())
     }
 }
 
