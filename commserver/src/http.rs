@@ -140,6 +140,8 @@ impl Server {
             output: Bytes::new(),
             output_truncated: false,
             logs: Vec::new(),
+            instance: String::new(),
+            host: String::new(),
         };
         // Recorded before it runs, so the result is never older than the
         // pending record: the Doer's record replaces it.

@@ -21,9 +21,17 @@ function loadCell(s) {
   return h('span.load', meter, ` ${s.in_flight} / ${s.capacity}`, share >= 0.9 ? h('span.warn-text', ' full') : null);
 }
 
+function hostCell(s) {
+  const labels = Object.entries(s.labels || {}).map(([name, value]) => `${name}=${value}`).join(', ');
+  return h('td', s.host || '—',
+    s.remote ? h('span.muted.block', `joined from ${s.remote}`) : null,
+    labels ? h('span.muted.block', labels) : null);
+}
+
 function servicesTable(services) {
   const rows = services.map((s) => h('tr',
     h('th', { scope: 'row' }, s.instance, h('span.muted.block', s.service)),
+    hostCell(s),
     h('td', badge(s.status)),
     h('td', loadCell(s)),
     h('td.num', String(s.queue_depth)),
@@ -37,7 +45,7 @@ function servicesTable(services) {
   return h('div.table-wrap', { tabindex: '0', role: 'region', 'aria-label': 'Service instances' },
     h('table.services',
       h('caption.visually-hidden', 'Service instances, as the kernel\'s Services Controller sees them'),
-      h('thead', h('tr', ['Instance', 'Status', 'Load (in flight / capacity)', 'Kernel queue', 'Inner queue', 'Workers', 'Restarts', 'Handled', 'Up for', 'Heartbeat', 'PID']
+      h('thead', h('tr', ['Instance', 'Host and labels', 'Status', 'Load (in flight / capacity)', 'Kernel queue', 'Inner queue', 'Workers', 'Restarts', 'Handled', 'Up for', 'Heartbeat', 'PID']
         .map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', rows)));
 }
@@ -110,7 +118,7 @@ export async function systemView(main, view) {
   fill(main,
     h('h1', 'System'),
     h('div.title-row', h('h2', 'Services'), updated),
-    h('p.hint', 'Each service instance as the kernel sees it, read every 2 seconds. The supervisor of isms up restarts an instance that dies; Restarts counts those.'),
+    h('p.hint', 'Each service instance as the kernel sees it, read every 2 seconds. The supervisor of isms up (or isms join, on another host) restarts an instance that dies; Restarts counts those.'),
     problem,
     services,
     h('h2', 'Invocations, all projects'),

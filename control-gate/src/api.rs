@@ -464,6 +464,10 @@ pub struct InvocationView {
     /// The Doee's log lines (in the one-invocation view).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logs: Option<Vec<LogLineView>>,
+    /// The Doer instance that ran it (empty if none did).
+    pub instance: String,
+    /// The host of that Doer.
+    pub host: String,
 }
 
 /// A log line of an invocation.
@@ -514,6 +518,8 @@ impl InvocationView {
             output,
             output_base64,
             output_truncated: r.output_truncated,
+            instance: r.instance,
+            host: r.host,
             logs: with_logs.then(|| {
                 r.logs
                     .into_iter()
@@ -619,6 +625,13 @@ pub struct ServiceView {
     pub up_since_ms: u64,
     /// Milliseconds since its last heartbeat.
     pub heartbeat_age_ms: u64,
+    /// The host it runs on.
+    pub host: String,
+    /// Its labels for placement.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The address of its link, for an instance on another host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 impl From<ServiceStatus> for ServiceView {
@@ -637,6 +650,9 @@ impl From<ServiceStatus> for ServiceView {
             handled: s.handled,
             up_since_ms: s.up_since_ms,
             heartbeat_age_ms: s.heartbeat_age_ms,
+            host: s.host,
+            labels: s.labels.into_iter().collect(),
+            remote: s.remote,
         }
     }
 }

@@ -1039,6 +1039,8 @@ impl Admin {
             output: output.slice(..output.len().min(keep)),
             // The caller does not read the logs; the record keeps them.
             logs: std::mem::take(&mut outcome.logs),
+            instance: self.config.instance.clone(),
+            host: self.config.host.clone(),
         });
         task.responder
             .reply(Ok(Reply::Doer(doer::Reply::Invoke(outcome))));

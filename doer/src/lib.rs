@@ -30,6 +30,10 @@ use std::time::Duration;
 /// How the Doer runs.
 #[derive(Clone, Debug)]
 pub struct DoerConfig {
+    /// The instance's name at the kernel, which its invocation records carry.
+    pub instance: String,
+    /// The host it runs on, which its invocation records carry.
+    pub host: String,
     /// The Doer's own directory (`<data-dir>/doer`).
     pub dir: PathBuf,
     /// The isms executable, which runs the Executor in each Worker.
@@ -64,6 +68,8 @@ impl DoerConfig {
     /// Defaults for a data directory.
     pub fn new(data_dir: &std::path::Path, executable: PathBuf) -> DoerConfig {
         DoerConfig {
+            instance: "doer-1".into(),
+            host: isms_ipc::link::host_name(),
             dir: data_dir.join("doer"),
             executable,
             isolation: IsolationChoice::Auto,

@@ -5,5 +5,6 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod join;
 pub mod service;
 pub mod supervisor;

@@ -24,6 +24,45 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run a Doer or a CommServer on this host for a kernel on another one,
+    /// and keep it joined.
+    Join {
+        /// The kernel's address: tcp://<kernel-host>:<port> (its `kernel.listen`).
+        endpoint: String,
+        /// Which service to run here.
+        #[arg(long, value_parser = ["doer", "commserver"])]
+        service: String,
+        /// A file holding the join key (`isms join-key` on the kernel's host prints it).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// The join key itself.
+        #[arg(long, env = "ISMS_JOIN_KEY", hide_env_values = true)]
+        key: Option<String>,
+        /// Requests handled at once (a Doer's Workers) [default: the service's own]
+        #[arg(long)]
+        capacity: Option<u32>,
+        /// A label for placement, name=value (repeatable): `--label site=shed`.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// This instance's name after `<service>@` [default: the host name]
+        #[arg(long)]
+        name: Option<String>,
+        /// Where this host keeps its state.
+        #[arg(long, env = "ISMS_DATA_DIR", default_value = "./isms-data")]
+        data_dir: PathBuf,
+        /// A TOML file with options for the service (see `isms up --help`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the key other hosts join this kernel with (`isms join`).
+    JoinKey {
+        /// The kernel's data directory.
+        #[arg(long, env = "ISMS_DATA_DIR", default_value = "./isms-data")]
+        data_dir: PathBuf,
+        /// Replace the key: every host that joined with the old one is cut off.
+        #[arg(long)]
+        rotate: bool,
+    },
     /// Show every service instance, its health, load and restarts.
     Status {
         #[command(flatten)]
@@ -102,6 +141,15 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long)]
         config: Option<PathBuf>,
+        /// A kernel on another host (started by `isms join`).
+        #[arg(long, requires = "key_file")]
+        kernel: Option<String>,
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        #[arg(long)]
+        capacity: Option<u32>,
+        #[arg(long = "label")]
+        labels: Vec<String>,
     },
     /// Run the Doee Executor inside a Worker (started by the Doer).
     #[command(hide = true)]
@@ -145,9 +193,60 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             instance,
             data_dir,
             config,
+            kernel,
+            key_file,
+            capacity,
+            labels,
         } => {
             let instance = instance.unwrap_or_else(|| format!("{service}-1"));
-            isms::service::run(service, &instance, &absolute(&data_dir)?, config.as_deref())?;
+            let remote = match kernel {
+                Some(endpoint) => Some(remote_service(
+                    &endpoint,
+                    key_file.as_deref(),
+                    capacity,
+                    &labels,
+                    config.as_deref(),
+                )?),
+                None => None,
+            };
+            let ran = isms::service::run(
+                service,
+                &instance,
+                &absolute(&data_dir)?,
+                config.as_deref(),
+                remote,
+            );
+            if let Err(err) = &ran
+                && isms::service::is_refusal(err)
+            {
+                eprintln!("error: {err:#}");
+                return Ok(ExitCode::from(isms::service::REFUSED_EXIT_CODE));
+            }
+            ran?;
+        }
+        Command::Join {
+            endpoint,
+            service,
+            key_file,
+            key,
+            capacity,
+            labels,
+            name,
+            data_dir,
+            config,
+        } => isms::join::join(isms::join::Join {
+            endpoint,
+            service: service.parse().map_err(anyhow::Error::msg)?,
+            key_file,
+            key,
+            capacity,
+            labels,
+            name,
+            data_dir: absolute(&data_dir)?,
+            config_file: config.map(|c| absolute(&c)).transpose()?,
+        })?,
+        Command::JoinKey { data_dir, rotate } => {
+            isms::join::join_key(&absolute(&data_dir)?, rotate)?
         }
         Command::Up { data_dir, config } => isms::supervisor::up(isms::supervisor::Up {
             data_dir: absolute(&data_dir)?,
@@ -173,6 +272,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Invoke(args) => runtime()?.block_on(cli::invoke::run(args))?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How a service started by `isms join` reaches its kernel.
+fn remote_service(
+    endpoint: &str,
+    key_file: Option<&std::path::Path>,
+    capacity: Option<u32>,
+    labels: &[String],
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<isms::service::Remote> {
+    let key = isms::join::read_key(None, key_file)?;
+    let max_message = (Config::load(config)?.kernel.max_message_mb as usize) << 20;
+    Ok(isms::service::Remote {
+        endpoint: endpoint.parse().map_err(anyhow::Error::msg)?,
+        joining: isms_ipc::link::Joining {
+            key,
+            limits: isms_ipc::zmtp::Limits {
+                max_message,
+                ..Default::default()
+            },
+        },
+        capacity,
+        labels: labels
+            .iter()
+            .map(|l| isms::join::parse_label(l).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()?,
+    })
 }
 
 /// Makes a path absolute without requiring it to exist.

@@ -5,9 +5,47 @@
 
 use crate::config::Config;
 use anyhow::Context as _;
-use isms_ipc::{Connection, Registration, ServiceKind};
+use isms_ipc::connection::ConnectError;
+use isms_ipc::link::{JoinError, Joining};
+use isms_ipc::{Connection, Endpoint, Registration, ServiceKind};
 use std::path::Path;
 use std::time::Duration;
+
+/// How a service started by `isms join` reaches a kernel on another host.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    /// The kernel's `tcp://` endpoint.
+    pub endpoint: Endpoint,
+    /// The join key and the link's bounds.
+    pub joining: Joining,
+    /// Requests handled at once, if not the service's own default.
+    pub capacity: Option<u32>,
+    /// The operator's labels for placement.
+    pub labels: Vec<(String, String)>,
+}
+
+/// The exit code of a service the kernel will not have (wrong key, another
+/// kernel, a service that may not join from another host): trying again
+/// cannot help, so `isms join` stops instead of retrying.
+pub const REFUSED_EXIT_CODE: u8 = 3;
+
+/// Whether `err` is the kernel's refusal rather than its absence.
+pub fn is_refusal(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ConnectError>(),
+            Some(
+                ConnectError::Refused { .. }
+                    | ConnectError::NoKey(_)
+                    | ConnectError::Join(
+                        JoinError::WrongKernel(_)
+                            | JoinError::Refused { .. }
+                            | JoinError::Unproven(_)
+                    )
+            )
+        )
+    })
+}
 
 /// How long a starting service waits for the kernel.
 const KERNEL_WAIT: Duration = Duration::from_secs(30);
@@ -44,6 +82,7 @@ pub fn run(
     instance: &str,
     data_dir: &Path,
     config_file: Option<&Path>,
+    remote: Option<Remote>,
 ) -> anyhow::Result<()> {
     init_tracing();
     let config = Config::load(config_file)?;
@@ -51,7 +90,7 @@ pub fn run(
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    let result = runtime.block_on(serve(service, instance, data_dir, &config));
+    let result = runtime.block_on(serve(service, instance, data_dir, &config, remote));
     if let Err(err) = &result {
         tracing::error!("{service} stopped: {err:#}");
     }
@@ -63,16 +102,38 @@ async fn serve(
     instance: &str,
     data_dir: &Path,
     config: &Config,
+    remote: Option<Remote>,
 ) -> anyhow::Result<()> {
-    let endpoint = config.kernel_endpoint(data_dir)?;
+    let endpoint = match &remote {
+        Some(remote) => remote.endpoint.clone(),
+        None => config.kernel_endpoint(data_dir)?,
+    };
+    let capacity_override = remote.as_ref().and_then(|r| r.capacity);
     // Each service prepares everything it needs first, and joins the kernel
     // only once it can serve: being registered is what "up" means.
-    let join = |capacity| join(service, instance, capacity, &endpoint);
+    let join = |capacity: u32| {
+        let registration = Registration {
+            service,
+            instance: instance.to_string(),
+            pid: std::process::id(),
+            capacity: capacity_override.unwrap_or(capacity),
+            host: isms_ipc::link::host_name(),
+            labels: remote
+                .as_ref()
+                .map(|r| r.labels.clone())
+                .unwrap_or_default(),
+        };
+        join(registration, &endpoint, remote.as_ref().map(|r| &r.joining))
+    };
     let shutdown = shutdown_signal();
     match service {
         ServiceKind::Kernel => isms_kernel::run(config.kernel(data_dir)?, shutdown).await,
         ServiceKind::Doer => {
-            let doer = config.doer(data_dir)?;
+            let mut doer = config.doer(data_dir)?;
+            doer.instance = instance.to_string();
+            if let Some(capacity) = capacity_override {
+                doer.max_workers = capacity;
+            }
             let capacity = isms_doer::capacity(&doer);
             let prepared = isms_doer::prepare(doer).await?;
             let (conn, incoming) = join(capacity).await?;
@@ -103,20 +164,14 @@ async fn serve(
 
 /// Connects to the kernel and registers.
 async fn join(
-    service: ServiceKind,
-    instance: &str,
-    capacity: u32,
-    endpoint: &isms_ipc::Endpoint,
+    registration: Registration,
+    endpoint: &Endpoint,
+    joining: Option<&Joining>,
 ) -> anyhow::Result<(Connection, isms_ipc::Incoming)> {
-    let registration = Registration {
-        service,
-        instance: instance.to_string(),
-        pid: std::process::id(),
-        capacity,
-    };
-    let joined = Connection::connect(endpoint, registration, KERNEL_WAIT)
+    let (service, instance) = (registration.service, registration.instance.clone());
+    let joined = Connection::connect(endpoint, joining, registration, KERNEL_WAIT)
         .await
         .with_context(|| format!("the {service} cannot join the kernel"))?;
-    tracing::info!(%service, %instance, "registered with the kernel");
+    tracing::info!(%service, %instance, %endpoint, "registered with the kernel");
     Ok(joined)
 }

@@ -33,9 +33,9 @@ const SERVICES: [ServiceKind; 6] = [
 ];
 
 /// A service running longer than this before it crashes starts its backoff afresh.
-const STABLE_AFTER: Duration = Duration::from_secs(30);
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(30);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long services get to stop before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long the platform may take to become healthy.
@@ -64,6 +64,18 @@ enum Note {
 pub fn up(up: Up) -> anyhow::Result<()> {
     let config = Config::load(up.config_file.as_deref())?;
     config.validate(&up.data_dir)?;
+    let _lock = prepare_data_dir(&up.data_dir)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(supervise(&up, &config))
+}
+
+/// What a supervisor (`isms up`, `isms join`) does before it starts
+/// anything: a private umask, no inherited descriptors, the cgroups, the
+/// data directory, and its lock (held while the returned file lives).
+pub(crate) fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<File> {
     // Every file the platform writes is its own (0600, directories 0700)
     // unless made readable on purpose: what Workers and builds must read.
     // SAFETY: umask cannot fail.
@@ -77,11 +89,11 @@ pub fn up(up: Up) -> anyhow::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&up.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", up.data_dir.display()))?;
+        .create(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     // Private even when the Doer opens the data directory to its Workers.
-    for dir in ["run", "logs"] {
-        let path = up.data_dir.join(dir);
+    for dir in ["run", "logs", "kernel"] {
+        let path = data_dir.join(dir);
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -89,12 +101,7 @@ pub fn up(up: Up) -> anyhow::Result<()> {
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .with_context(|| format!("cannot restrict {}", path.display()))?;
     }
-    let _lock = lock(&up.data_dir)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    runtime.block_on(supervise(&up, &config))
+    lock(data_dir)
 }
 
 /// Marks every descriptor from `first` on close-on-exec.
@@ -174,7 +181,7 @@ fn start(kind: ServiceKind, up: &Up) -> anyhow::Result<tokio::process::Child> {
         .with_context(|| format!("cannot start the {kind}"))
 }
 
-fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
+pub(crate) fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
     match status {
         Ok(status) => match (status.code(), status.signal()) {
@@ -368,7 +375,7 @@ fn last_error(log: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
-fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     let secs = isms_ipc::names::now_ms() / 1000;
     format!(
         "[{:02}:{:02}:{:02}]",

@@ -19,6 +19,7 @@
 //! the only async code.
 
 pub mod processes;
+pub mod remote;
 pub mod scheduler;
 pub mod services;
 
@@ -43,8 +44,10 @@ use zeromq::{RouterSocket, Socket, SocketEvent, SocketRecv, SocketSend, ZmqMessa
 /// How the kernel runs.
 #[derive(Clone, Debug)]
 pub struct KernelConfig {
-    /// Where it listens.
+    /// Where it listens for the services of its own host (`ipc://`).
     pub listen: Endpoint,
+    /// Where it listens for services on other hosts, if anywhere.
+    pub remote: Option<remote::RemoteConfig>,
     /// Bounds of each ready queue.
     pub queue: QueueLimits,
     /// Silence after which an instance is considered down.
@@ -109,6 +112,10 @@ pub struct Kernel {
     /// When silent instances are next looked for. Absolute, so a steady
     /// stream of messages cannot keep postponing it.
     next_check: Instant,
+    /// Links from other hosts, by peer, with their addresses.
+    links: HashMap<Bytes, String>,
+    /// Links to close: their registration was refused.
+    closing: Vec<Bytes>,
 }
 
 impl Kernel {
@@ -123,7 +130,19 @@ impl Kernel {
             started_ms: now.epoch_ms,
             routed: 0,
             next_check: now.instant + HEARTBEAT_CHECK,
+            links: HashMap::new(),
+            closing: Vec::new(),
         }
+    }
+
+    /// A link from another host was admitted (it proved the join key).
+    pub fn on_link(&mut self, peer: Bytes, address: String) {
+        self.links.insert(peer, address);
+    }
+
+    /// Takes the links to close.
+    pub fn drain_closing(&mut self) -> std::vec::Drain<'_, Bytes> {
+        self.closing.drain(..)
     }
 
     /// Takes what is to be sent.
@@ -185,7 +204,19 @@ impl Kernel {
             Control::Register(registration) => {
                 let service = registration.service;
                 let instance = registration.instance.clone();
-                match self.services.register(peer.clone(), registration, now) {
+                let remote = self.links.get(&peer).cloned();
+                if let Some(address) = &remote
+                    && let Err(why) = remote::admissible(&registration)
+                {
+                    tracing::warn!(%address, %service, %instance, "refused a registration from another host: {why}");
+                    self.send_control(&peer, Control::Refused(why));
+                    self.closing.push(peer);
+                    return;
+                }
+                match self
+                    .services
+                    .register(peer.clone(), registration, remote, now)
+                {
                     Registered::New => tracing::info!(%service, %instance, "service registered"),
                     Registered::Again => {
                         tracing::info!(%service, %instance, "service registered again")
@@ -208,7 +239,7 @@ impl Kernel {
                     self.send_control(&peer, Control::Reregister);
                 }
             }
-            Control::Registered | Control::Reregister => {}
+            Control::Registered | Control::Reregister | Control::Refused(_) => {}
         }
     }
 
@@ -296,6 +327,9 @@ impl Kernel {
             handled: self.routed,
             up_since_ms: self.started_ms,
             heartbeat_age_ms: 0,
+            host: remote::host_name(),
+            labels: Vec::new(),
+            remote: None,
         }];
         statuses.extend(self.services.statuses(
             |service| self.queues.get(&service).map_or(0, |q| q.len()),
@@ -494,6 +528,7 @@ impl Kernel {
 
     /// A connection closed.
     pub fn on_disconnect(&mut self, peer: &Bytes) {
+        self.links.remove(peer);
         let name = self.describe(peer);
         if self.services.mark_down(peer) {
             tracing::warn!(instance = %name, "service instance disconnected");
@@ -584,7 +619,8 @@ impl Kernel {
     }
 }
 
-/// Binds the kernel's socket and serves until `shutdown` completes.
+/// Binds the kernel's socket (and its listener for other hosts, if
+/// configured) and serves until `shutdown` completes.
 pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     if let Endpoint::Ipc(path) = &config.listen {
         if let Some(dir) = path.parent() {
@@ -606,6 +642,10 @@ pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> an
             .with_context(|| format!("cannot restrict {}", path.display()))?;
     }
     tracing::info!(endpoint = %config.listen, "kernel listening");
+    let mut links = match &config.remote {
+        Some(remote) => Some(remote::Links::listen(remote).await?),
+        None => None,
+    };
     let (mut send_half, mut recv_half) = socket.split();
     let mut kernel = Kernel::new(config.queue, config.heartbeat_timeout, Now::read());
     // Sleep until something is due rather than ticking: an idle kernel
@@ -632,13 +672,28 @@ pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> an
                     kernel.on_disconnect(&Bytes::from(Vec::from(peer)));
                 }
             }
-                        _ = tokio::time::sleep_until(next_tick.into()) => {
+            event = remote::next(&mut links) => match event {
+                remote::Event::Joined { peer, address } => kernel.on_link(peer, address),
+                remote::Event::Message { peer, frames } => {
+                    kernel.on_message(peer, &frames, Now::read());
+                }
+                remote::Event::Left { peer } => kernel.on_disconnect(&peer),
+            },
+            _ = tokio::time::sleep_until(next_tick.into()) => {
                 kernel.on_tick(Now::read());
             }
         }
         next_tick = kernel.next_tick(Now::read());
         let outgoing: Vec<Outgoing> = kernel.drain_outbox().collect();
         for (peer, [header, body]) in outgoing {
+            if let Some(links) = &mut links
+                && links.has(&peer)
+            {
+                if !links.send(&peer, vec![header, body]) {
+                    kernel.on_disconnect(&peer);
+                }
+                continue;
+            }
             let message = match ZmqMessage::try_from(vec![peer.clone(), header, body]) {
                 Ok(message) => message,
                 Err(_) => continue,
@@ -650,6 +705,12 @@ pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> an
                     kernel.on_disconnect(&peer);
                 }
                 Err(_) => tracing::warn!("a peer stopped reading; dropped a message for it"),
+            }
+        }
+        let closing: Vec<Bytes> = kernel.drain_closing().collect();
+        if let Some(links) = &mut links {
+            for peer in closing {
+                links.close(&peer);
             }
         }
     }

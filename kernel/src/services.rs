@@ -29,6 +29,8 @@ pub struct Instance {
     pub last_heartbeat: Instant,
     /// What its last heartbeat reported.
     pub load: Load,
+    /// The address of its link, if it joined from another host.
+    pub remote: Option<String>,
 }
 
 /// What a registration did.
@@ -43,6 +45,18 @@ pub enum Registered {
         /// The previous incarnation's identity, if it was still up.
         previous: Option<Bytes>,
     },
+}
+
+/// An instance's load relative to its capacity (scaled to stay in
+/// integers), then the requests it answered: among instances equally
+/// loaded, the one that did least so far goes first, so that even calls
+/// one at a time are spread over every instance (and reach a host that
+/// just joined).
+fn relative_load(i: &Instance) -> (u64, u64) {
+    (
+        u64::from(i.in_flight) * 1_000_000 / u64::from(i.registration.capacity.max(1)),
+        i.handled,
+    )
 }
 
 /// The kernel's view of every service instance.
@@ -63,7 +77,13 @@ impl ServicesController {
     }
 
     /// Records a registration from `peer`.
-    pub fn register(&mut self, peer: Bytes, registration: Registration, now: Now) -> Registered {
+    pub fn register(
+        &mut self,
+        peer: Bytes,
+        registration: Registration,
+        remote: Option<String>,
+        now: Now,
+    ) -> Registered {
         let fresh = |restarts| Instance {
             peer: peer.clone(),
             registration: registration.clone(),
@@ -74,6 +94,7 @@ impl ServicesController {
             up_since_ms: now.epoch_ms,
             last_heartbeat: now.instant,
             load: Load::default(),
+            remote: remote.clone(),
         };
         let name = registration.instance.clone();
         let outcome = match self.by_name.get_mut(&name) {
@@ -164,10 +185,7 @@ impl ServicesController {
                     && i.state == InstanceState::Up
                     && i.in_flight < i.registration.capacity
             })
-            .min_by_key(|i| {
-                // Least loaded relative to capacity; scaled to stay in integers.
-                u64::from(i.in_flight) * 1_000_000 / u64::from(i.registration.capacity.max(1))
-            })
+            .min_by_key(|i| relative_load(i))
             .map(|i| i.peer.clone())
     }
 
@@ -177,9 +195,7 @@ impl ServicesController {
         self.by_name
             .values()
             .filter(|i| i.registration.service == service && i.state == InstanceState::Up)
-            .min_by_key(|i| {
-                u64::from(i.in_flight) * 1_000_000 / u64::from(i.registration.capacity.max(1))
-            })
+            .min_by_key(|i| relative_load(i))
             .map(|i| i.peer.clone())
     }
 
@@ -222,6 +238,9 @@ impl ServicesController {
                 up_since_ms: i.up_since_ms,
                 heartbeat_age_ms: now.saturating_duration_since(i.last_heartbeat).as_millis()
                     as u64,
+                host: i.registration.host.clone(),
+                labels: i.registration.labels.clone(),
+                remote: i.remote.clone(),
             })
             .collect();
         statuses.sort_by(|a, b| (a.service, &a.instance).cmp(&(b.service, &b.instance)));
@@ -239,6 +258,8 @@ mod tests {
             instance: name.into(),
             pid: 1,
             capacity,
+            host: "gw1".into(),
+            labels: Vec::new(),
         }
     }
 
@@ -248,15 +269,15 @@ mod tests {
         let now = Now::read();
         let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
         assert_eq!(
-            services.register(a.clone(), registration("doer-1", 4), now),
+            services.register(a.clone(), registration("doer-1", 4), None, now),
             Registered::New
         );
         assert_eq!(
-            services.register(a.clone(), registration("doer-1", 4), now),
+            services.register(a.clone(), registration("doer-1", 4), None, now),
             Registered::Again
         );
         assert_eq!(
-            services.register(b.clone(), registration("doer-1", 4), now),
+            services.register(b.clone(), registration("doer-1", 4), None, now),
             Registered::Restarted {
                 previous: Some(a.clone())
             }
@@ -268,7 +289,7 @@ mod tests {
         assert_eq!(services.instance(&b).unwrap().restarts, 1);
         assert!(services.mark_down(&b));
         assert_eq!(
-            services.register(a.clone(), registration("doer-1", 4), now),
+            services.register(a.clone(), registration("doer-1", 4), None, now),
             Registered::Restarted { previous: None }
         );
         assert_eq!(services.statuses(|_| 0, now.instant)[0].restarts, 2);
@@ -279,8 +300,8 @@ mod tests {
         let mut services = ServicesController::new(Duration::from_secs(2));
         let now = Now::read();
         let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
-        services.register(a.clone(), registration("doer-1", 2), now);
-        services.register(b.clone(), registration("doer-2", 4), now);
+        services.register(a.clone(), registration("doer-1", 2), None, now);
+        services.register(b.clone(), registration("doer-2", 4), None, now);
         services.instance_mut(&a).unwrap().in_flight = 1; // half full
         services.instance_mut(&b).unwrap().in_flight = 1; // a quarter full
         assert_eq!(services.pick(ServiceKind::Doer), Some(b.clone()));
@@ -292,11 +313,28 @@ mod tests {
     }
 
     #[test]
+    fn calls_one_at_a_time_take_turns() {
+        let mut services = ServicesController::new(Duration::from_secs(2));
+        let now = Now::read();
+        let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
+        services.register(a.clone(), registration("doer-1", 64), None, now);
+        services.register(b.clone(), registration("doer@shed", 4), None, now);
+        let mut picked = Vec::new();
+        for _ in 0..4 {
+            let peer = services.pick(ServiceKind::Doer).unwrap();
+            services.instance_mut(&peer).unwrap().handled += 1;
+            picked.push(peer);
+        }
+        assert_eq!(picked.iter().filter(|p| **p == a).count(), 2, "{picked:?}");
+        assert_eq!(picked.iter().filter(|p| **p == b).count(), 2, "{picked:?}");
+    }
+
+    #[test]
     fn silent_instances_go_down() {
         let mut services = ServicesController::new(Duration::from_millis(100));
         let start = Now::read();
         let a = Bytes::from_static(b"a");
-        services.register(a.clone(), registration("doer-1", 2), start);
+        services.register(a.clone(), registration("doer-1", 2), None, start);
         assert!(
             services
                 .expire(start.instant + Duration::from_millis(50))

@@ -64,6 +64,8 @@ fn register(
                 instance: name.into(),
                 pid: 1,
                 capacity,
+                host: "gw1".into(),
+                labels: Vec::new(),
             })),
         },
     );
@@ -466,6 +468,8 @@ fn the_kernel_lets_through_exactly_the_declared_senders() {
                 instance: name,
                 pid: 1,
                 capacity: 10_000,
+                host: "gw1".into(),
+                labels: Vec::new(),
             })),
         }
         .encode()

@@ -66,8 +66,14 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
     let r = api
         .get_json(&format!("/api/v1/invocations/{}", args.id))
         .await?;
+    let ran_on = match (r["instance"].as_str(), r["host"].as_str()) {
+        (Some(instance), Some(host)) if !instance.is_empty() => {
+            format!(", on {instance} at {host}")
+        }
+        _ => String::new(),
+    };
     eprintln!(
-        "{}@{} via {}: {} ({:.2} ms{})",
+        "{}@{} via {}: {} ({:.2} ms{}{ran_on})",
         r["doee"].as_str().unwrap_or("?"),
         r["version"].as_u64().unwrap_or(0),
         r["trigger"].as_str().unwrap_or("?"),

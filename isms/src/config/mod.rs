@@ -80,6 +80,8 @@ const RANGES: &[(&str, &str, u64, u64)] = &[
     ("kernel", "queue_limit", 1, 10_000_000),
     ("kernel", "project_queue_limit", 1, 10_000_000),
     ("kernel", "heartbeat_timeout_ms", 500, 600_000),
+    // The Doer's output is at most 1024 MB, and a message carries it.
+    ("kernel", "max_message_mb", 1, 1100),
     ("doer", "max_workers", 1, 4096),
     ("doer", "queue_per_doee", 1, 1_000_000),
     ("doer", "idle_timeout_s", 0, 604_800),
@@ -115,6 +117,11 @@ fn range_of(section: &str, key: &str) -> Option<(u64, u64)> {
         .iter()
         .find(|(s, k, _, _)| *s == section && *k == key)
         .map(|&(_, _, min, max)| (min, max))
+}
+
+/// Where the kernel keeps its certificate and join key.
+pub fn join_credentials_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("kernel")
 }
 
 /// Refuses any numeric option of `table` (the file and the environment,
@@ -227,15 +234,13 @@ impl Config {
         out
     }
 
-    /// The kernel's endpoint.
+    /// Where the services of the kernel's own host reach it: `kernel.listen`
+    /// if that is an `ipc://` path, else `ipc://<data-dir>/run/kernel.sock`
+    /// (a `tcp://` listen address is for other hosts only).
     pub fn kernel_endpoint(&self, data_dir: &Path) -> anyhow::Result<Endpoint> {
-        let endpoint = if self.kernel.listen.is_empty() {
-            Endpoint::Ipc(data_dir.join("run").join("kernel.sock"))
-        } else {
-            self.kernel
-                .listen
-                .parse()
-                .map_err(|e| anyhow::anyhow!("kernel.listen: {e}"))?
+        let endpoint = match self.kernel_listen()? {
+            Some(endpoint @ Endpoint::Ipc(_)) => endpoint,
+            _ => Endpoint::Ipc(data_dir.join("run").join("kernel.sock")),
         };
         if let Endpoint::Ipc(path) = &endpoint {
             check_socket_path(path, "the kernel's socket")?;
@@ -243,10 +248,32 @@ impl Config {
         Ok(endpoint)
     }
 
-    /// The kernel's configuration.
+    fn kernel_listen(&self) -> anyhow::Result<Option<Endpoint>> {
+        if self.kernel.listen.is_empty() {
+            return Ok(None);
+        }
+        let endpoint = self
+            .kernel
+            .listen
+            .parse()
+            .map_err(|e| anyhow::anyhow!("kernel.listen: {e}"))?;
+        Ok(Some(endpoint))
+    }
+
+    /// The kernel's configuration. A `tcp://` `kernel.listen` opens the
+    /// TLS listener for other hosts beside the local socket.
     pub fn kernel(&self, data_dir: &Path) -> anyhow::Result<KernelConfig> {
+        let remote = match self.kernel_listen()? {
+            Some(Endpoint::Tcp(address)) => Some(isms_kernel::remote::RemoteConfig {
+                address,
+                credentials: join_credentials_dir(data_dir),
+                max_message: (self.kernel.max_message_mb as usize) << 20,
+            }),
+            _ => None,
+        };
         Ok(KernelConfig {
             listen: self.kernel_endpoint(data_dir)?,
+            remote,
             queue: QueueLimits {
                 total: self.kernel.queue_limit as usize,
                 per_project: self.kernel.project_queue_limit as usize,

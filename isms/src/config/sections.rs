@@ -126,7 +126,8 @@ impl Default for CommServerSection {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KernelSection {
-    /// Where services reach the kernel; empty means `ipc://<data-dir>/run/kernel.sock`.
+    /// Where the kernel listens: empty means `ipc://<data-dir>/run/kernel.sock`;
+    /// `tcp://<addr>:<port>` adds a TLS listener for services on other hosts.
     pub listen: String,
     /// Requests waiting per target service.
     pub queue_limit: u32,
@@ -134,6 +135,8 @@ pub struct KernelSection {
     pub project_queue_limit: u32,
     /// Silence after which a service instance is down, ms.
     pub heartbeat_timeout_ms: u32,
+    /// The largest message a link from another host may carry, MiB.
+    pub max_message_mb: u32,
 }
 
 impl Default for KernelSection {
@@ -143,6 +146,7 @@ impl Default for KernelSection {
             queue_limit: 4096,
             project_queue_limit: 1024,
             heartbeat_timeout_ms: 3000,
+            max_message_mb: 80,
         }
     }
 }

@@ -61,11 +61,21 @@ pub(super) use records_tables;
 /// Schema changes of `records.db`, in order; `PRAGMA user_version` counts
 /// those applied. The tables are those the state database had (its second
 /// migration), so that old rows move over as they are.
-const MIGRATIONS: &[&str] = &[records_tables!()];
+const MIGRATIONS: &[&str] = &[
+    records_tables!(),
+    // Which Doer ran each invocation, and on which host (SPEC §10).
+    "ALTER TABLE invocations ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+     ALTER TABLE invocations ADD COLUMN host TEXT NOT NULL DEFAULT '';",
+];
 
-/// The columns of an invocation, in the order [`invocation_from_row`] reads.
+/// The columns of an invocation the state database had, which move over.
 const INVOCATION_COLUMNS: &str = "id, project, doee, version, trigger, status, started_ms, \
     duration_us, cold_start, http_status, error, output, output_truncated";
+
+/// The columns of an invocation, in the order [`invocation_from_row`] reads.
+const INVOCATION_SELECT: &str = "SELECT id, project, doee, version, trigger, status, started_ms, \
+    duration_us, cold_start, http_status, error, output, output_truncated, instance, host \
+    FROM invocations";
 
 /// The columns of a log line, its id (the cursor of `logs?after=`) first.
 const LOG_COLUMNS: &str = "id, project, at_ms, level, doee, version, invocation, message";
@@ -104,6 +114,8 @@ fn invocation_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<InvocationR
         output: bytes::Bytes::from(row.get::<Vec<u8>, _>(11)),
         output_truncated: row.get(12),
         logs: Vec::new(),
+        instance: row.get(13),
+        host: row.get(14),
     })
 }
 
@@ -200,7 +212,7 @@ impl Records {
         for chunk in records.chunks(ROWS_PER_STATEMENT) {
             let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO invocations (id, project, doee, version, trigger, status, started_ms, \
-                 duration_us, cold_start, http_status, error, output, output_truncated) ",
+                 duration_us, cold_start, http_status, error, output, output_truncated, instance, host) ",
             );
             insert.push_values(chunk, |mut row, record| {
                 row.push_bind(record.id.to_string())
@@ -215,12 +227,15 @@ impl Records {
                     .push_bind(record.http_status as i64)
                     .push_bind(record.error.as_deref())
                     .push_bind(record.output.as_ref())
-                    .push_bind(record.output_truncated);
+                    .push_bind(record.output_truncated)
+                    .push_bind(record.instance.as_str())
+                    .push_bind(record.host.as_str());
             });
             insert.push(
                 " ON CONFLICT (id) DO UPDATE SET status = excluded.status, duration_us = excluded.duration_us, \
                  cold_start = excluded.cold_start, http_status = excluded.http_status, error = excluded.error, \
-                 output = excluded.output, output_truncated = excluded.output_truncated \
+                 output = excluded.output, output_truncated = excluded.output_truncated, \
+                 instance = excluded.instance, host = excluded.host \
                  WHERE excluded.status != 'pending'",
             );
             // Not cached: a batch's row count varies, and a connection keeping
@@ -256,24 +271,22 @@ impl Records {
         project: &ProjectName,
         limit: u32,
     ) -> StoreResult<Vec<InvocationRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, project, doee, version, trigger, status, started_ms, duration_us, cold_start, \
-             http_status, error, output, output_truncated FROM invocations WHERE project = ? \
-             ORDER BY started_ms DESC, rowid DESC LIMIT ?",
-        )
-        .bind(project.as_str())
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let query = format!(
+            "{INVOCATION_SELECT} WHERE project = ? ORDER BY started_ms DESC, rowid DESC LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(project.as_str())
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(invocation_from_row).collect()
     }
 
     /// One invocation with its log lines.
     pub async fn invocation(&self, id: InvocationId) -> StoreResult<Option<InvocationRecord>> {
-        let row = sqlx::query(
-            "SELECT id, project, doee, version, trigger, status, started_ms, duration_us, cold_start, \
-             http_status, error, output, output_truncated FROM invocations WHERE id = ?",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{INVOCATION_SELECT} WHERE id = ?"
+        )))
         .bind(id.to_string())
         .fetch_optional(&self.pool)
         .await?;

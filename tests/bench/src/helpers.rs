@@ -62,9 +62,11 @@ pub fn kernel_echo(endpoint: &str) -> anyhow::Result<()> {
             instance: "bench-echo".into(),
             pid: std::process::id(),
             capacity: 1024,
+            host: "bench".into(),
+            labels: Vec::new(),
         };
         let (_conn, mut incoming) =
-            Connection::connect(&endpoint, registration, Duration::from_secs(10)).await?;
+            Connection::connect(&endpoint, None, registration, Duration::from_secs(10)).await?;
         while let Some(inbound) = incoming.next().await {
             if let Inbound::Request(delivery) = inbound {
                 let input = match delivery.request {

@@ -375,9 +375,12 @@ fn kernel(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
             instance: "bench-client".into(),
             pid: std::process::id(),
             capacity: 1,
+            host: "bench".into(),
+            labels: Vec::new(),
         };
         let (conn, _incoming) = Connection::connect(
             &endpoint.parse().map_err(anyhow::Error::msg)?,
+            None,
             registration,
             Duration::from_secs(10),
         )
