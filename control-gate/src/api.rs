@@ -122,6 +122,8 @@ pub struct DoeeView {
     pub active_version: Option<u32>,
     /// The triggers of the active version.
     pub triggers: TriggersView,
+    /// The labels its Doer must have (`[placement]`).
+    pub placement: std::collections::BTreeMap<String, String>,
     /// Every version, oldest first.
     pub versions: Vec<VersionView>,
 }
@@ -180,6 +182,7 @@ impl From<DoeeInfo> for DoeeView {
                     })
                     .collect(),
             },
+            placement: d.placement.into_iter().collect(),
             versions: d
                 .versions
                 .into_iter()

@@ -38,24 +38,12 @@ pub struct Join {
     pub config_file: Option<PathBuf>,
 }
 
-/// Parses `name=value`: short names and values of letters, digits, `-`,
-/// `_` and `.`, as they appear in manifests and `isms status`.
+/// Parses `name=value` (see [`isms_ipc::names::check_label`]).
 pub fn parse_label(text: &str) -> Result<(String, String), String> {
     let (name, value) = text
         .split_once('=')
         .ok_or_else(|| format!("label `{text}` is not name=value"))?;
-    let fine = |part: &str| {
-        !part.is_empty()
-            && part.len() <= 63
-            && part
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    };
-    if !fine(name) || !fine(value) {
-        return Err(format!(
-            "label `{text}`: name and value are 1 to 63 letters, digits, `-`, `_` or `.`"
-        ));
-    }
+    isms_ipc::names::check_label(name, value)?;
     Ok((name.to_string(), value.to_string()))
 }
 

@@ -275,6 +275,12 @@ impl Kernel {
                 Failure::invalid(format!("a request for the {target} must act for a project"));
             return self.answer(&peer, envelope.id, target, Err(refused));
         }
+        if !envelope.placement.is_empty()
+            && !self.services.has_up_matching(target, &envelope.placement)
+        {
+            let refused = unplaceable(target, &envelope.placement);
+            return self.answer(&peer, envelope.id, target, Err(refused));
+        }
         let queue = self
             .queues
             .entry(target)
@@ -394,6 +400,31 @@ impl Kernel {
             let Some(process) = self.processes.get_mut(next.item) else {
                 continue;
             };
+            // Work placed by labels goes to a matching instance, the least
+            // loaded one even if it is full (it queues inside), so that it
+            // never holds up the rest of the queue.
+            let peer = match &process.state {
+                State::Queued { envelope, .. }
+                    if !envelope.placement.is_empty()
+                        && !self.services.matches(&peer, &envelope.placement) =>
+                {
+                    match self
+                        .services
+                        .least_loaded_matching(target, &envelope.placement)
+                    {
+                        Some(placed) => placed,
+                        None => {
+                            let failure = unplaceable(target, &envelope.placement);
+                            self.fail_queued(next.item, next.charge, failure);
+                            continue;
+                        }
+                    }
+                }
+                _ => peer,
+            };
+            let Some(process) = self.processes.get_mut(next.item) else {
+                continue;
+            };
             let request = process.request;
             let State::Queued {
                 mut envelope, body, ..
@@ -418,6 +449,19 @@ impl Kernel {
             }
             self.push_raw(peer, &header, body);
         }
+    }
+
+    /// Answers a popped request that cannot be dispatched, and settles its
+    /// charge.
+    fn fail_queued(&mut self, id: ProcessId, charge: scheduler::Charge, failure: Failure) {
+        let Some(process) = self.processes.finish(id) else {
+            return;
+        };
+        let target = process.target();
+        if let Some(queue) = self.queues.get_mut(&target) {
+            queue.abandon(charge);
+        }
+        self.answer(&process.origin, process.origin_id, target, Err(failure));
     }
 
     /// When [`Kernel::on_tick`] must next run: the earliest deadline, or the
@@ -577,6 +621,7 @@ impl Kernel {
                 project: None,
                 priority: Priority::Normal,
                 deadline: isms_ipc::Deadline(0),
+                placement: Vec::new(),
             },
             body: Body::Reply(result),
         };
@@ -591,6 +636,7 @@ impl Kernel {
                 project: None,
                 priority: Priority::High,
                 deadline: isms_ipc::Deadline(0),
+                placement: Vec::new(),
             },
             body: Body::Control(control),
         };
@@ -617,6 +663,18 @@ impl Kernel {
             .map(|i| i.registration.instance.clone())
             .unwrap_or_else(|| String::from_utf8_lossy(peer).into_owned())
     }
+}
+
+/// The answer to work placed where no instance is up.
+fn unplaceable(target: ServiceKind, placement: &[(String, String)]) -> Failure {
+    let labels: Vec<String> = placement.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    Failure::new(
+        FailureKind::Unavailable,
+        format!(
+            "no {target} with the labels {} is up (the Doee's [placement])",
+            labels.join(", ")
+        ),
+    )
 }
 
 /// Binds the kernel's socket (and its listener for other hosts, if

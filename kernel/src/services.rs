@@ -4,6 +4,7 @@
 use crate::Now;
 use bytes::Bytes;
 use isms_ipc::kernel::{InstanceState, ServiceStatus};
+use isms_ipc::names::labels_match;
 use isms_ipc::{Load, Registration, ServiceKind};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -195,6 +196,35 @@ impl ServicesController {
         self.by_name
             .values()
             .filter(|i| i.registration.service == service && i.state == InstanceState::Up)
+            .min_by_key(|i| relative_load(i))
+            .map(|i| i.peer.clone())
+    }
+
+    /// Whether the instance behind `peer` has every label in `placement`.
+    pub fn matches(&self, peer: &Bytes, placement: &[(String, String)]) -> bool {
+        self.instance(peer)
+            .is_some_and(|i| labels_match(placement, &i.registration.labels))
+    }
+
+    /// Whether an up instance of `service` has every label in `placement`.
+    pub fn has_up_matching(&self, service: ServiceKind, placement: &[(String, String)]) -> bool {
+        self.least_loaded_matching(service, placement).is_some()
+    }
+
+    /// The up instance of `service` with every label in `placement` that is
+    /// least loaded relative to its capacity, whether or not it has room.
+    pub fn least_loaded_matching(
+        &self,
+        service: ServiceKind,
+        placement: &[(String, String)],
+    ) -> Option<Bytes> {
+        self.by_name
+            .values()
+            .filter(|i| {
+                i.registration.service == service
+                    && i.state == InstanceState::Up
+                    && labels_match(placement, &i.registration.labels)
+            })
             .min_by_key(|i| relative_load(i))
             .map(|i| i.peer.clone())
     }

@@ -85,6 +85,7 @@ fn envelope(id: u64, origin: ServiceKind, project: Option<&str>, timeout_ms: u64
         project: project.map(|p| ProjectName::new(p).unwrap()),
         priority: Priority::Normal,
         deadline: Deadline(now().epoch_ms + timeout_ms),
+        placement: Vec::new(),
     }
 }
 
@@ -542,4 +543,107 @@ fn the_kernel_lets_through_exactly_the_declared_senders() {
         delivered > 0 && refused > 0,
         "{delivered} delivered, {refused} refused"
     );
+}
+
+fn registration_message(service: ServiceKind, instance: &str, labels: &[(&str, &str)]) -> Message {
+    Message {
+        envelope: envelope(0, ServiceKind::Kernel, None, 60_000),
+        body: Body::Control(Control::Register(Registration {
+            service,
+            instance: instance.into(),
+            pid: 1,
+            capacity: 4,
+            host: "shed-gw".into(),
+            labels: labels
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        })),
+    }
+}
+
+/// Only a Doer or a CommServer, named `<service>@<name>`, registers over a
+/// link from another host; any other registration is refused, with the
+/// reason, and its link is closed.
+#[test]
+fn a_link_from_another_host_registers_only_a_doer_or_a_commserver() {
+    let mut k = kernel();
+    for (service, instance) in [
+        (ServiceKind::ControlGate, "control-gate@shed"),
+        (ServiceKind::Resadmin, "resadmin@shed"),
+        (ServiceKind::DBriver, "dbriver@shed"),
+        (ServiceKind::Doer, "doer-1"),
+    ] {
+        let link = Bytes::from(format!("\0link-{instance}"));
+        k.on_link(link.clone(), "10.0.0.2:5000".into());
+        let frames = registration_message(service, instance, &[])
+            .encode()
+            .unwrap();
+        k.on_message(link.clone(), &frames, now());
+        let out = sent(&mut k);
+        assert!(
+            matches!(&out[..], [(to, Body::Control(Control::Refused(_)), _)] if *to == link),
+            "{instance}: {out:?}"
+        );
+        assert_eq!(k.drain_closing().collect::<Vec<_>>(), vec![link]);
+    }
+    let link = Bytes::from_static(b"\0link-doer");
+    k.on_link(link.clone(), "10.0.0.2:5001".into());
+    let frames = registration_message(ServiceKind::Doer, "doer@shed", &[("site", "shed")])
+        .encode()
+        .unwrap();
+    k.on_message(link.clone(), &frames, now());
+    assert!(matches!(
+        &sent(&mut k)[..],
+        [(_, Body::Control(Control::Registered), _)]
+    ));
+    let status = k.statuses(now());
+    let doer = status.iter().find(|s| s.instance == "doer@shed").unwrap();
+    assert_eq!(doer.remote.as_deref(), Some("10.0.0.2:5001"));
+    assert_eq!(doer.host, "shed-gw");
+    assert!(
+        !status.iter().any(|s| s.instance.contains("control-gate")),
+        "{status:?}"
+    );
+}
+
+/// Work placed by labels goes only to an instance with those labels, even
+/// when another has more room, and answers at once when none is up.
+#[test]
+fn placed_work_goes_only_to_a_matching_instance() {
+    let mut k = kernel();
+    register(&mut k, COMM, ServiceKind::CommServer, "commserver-1", 8);
+    register(&mut k, DOER, ServiceKind::Doer, "doer-1", 100);
+    let placed = |k: &mut Kernel, id: u64, site: &str| {
+        let mut env = envelope(id, ServiceKind::CommServer, Some("demo"), 5_000);
+        env.placement = vec![("site".into(), site.into())];
+        send(
+            k,
+            COMM,
+            Message {
+                envelope: env,
+                body: Body::Request(invoke_request()),
+            },
+        );
+        sent(k)
+    };
+    let out = placed(&mut k, 1, "shed");
+    assert!(
+        matches!(&out[..], [(to, Body::Reply(Err(f)), _)] if *to == peer(COMM)
+            && f.kind == FailureKind::Unavailable && f.message.contains("site=shed")),
+        "{out:?}"
+    );
+    send(
+        &mut k,
+        b"shed",
+        registration_message(ServiceKind::Doer, "doer-2", &[("site", "shed")]),
+    );
+    sent(&mut k);
+    for id in 2..6 {
+        let out = placed(&mut k, id, "shed");
+        assert!(
+            matches!(&out[..], [(to, Body::Request(_), _)] if *to == peer(b"shed")),
+            "request {id}: {out:?}"
+        );
+    }
 }

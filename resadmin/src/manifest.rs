@@ -60,6 +60,10 @@ pub struct Manifest {
     pub http: Vec<HttpTrigger>,
     /// MQTT triggers.
     pub mqtt: Vec<MqttTrigger>,
+    /// Labels a Doer must have to run it (`[placement] labels`); empty
+    /// means any Doer. (Stored manifests from before have none.)
+    #[serde(default)]
+    pub placement: Vec<(String, String)>,
 }
 
 /// Bounds on resources, so one manifest cannot ask for the whole machine.
@@ -95,6 +99,15 @@ struct Raw {
     resources: RawResources,
     #[serde(default)]
     triggers: RawTriggers,
+    #[serde(default)]
+    placement: RawPlacement,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawPlacement {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -302,6 +315,12 @@ impl Manifest {
                 reply_topic: trigger.reply_topic,
             });
         }
+        let mut placement = Vec::new();
+        for (name, value) in raw.placement.labels {
+            isms_ipc::names::check_label(&name, &value)
+                .map_err(|why| ManifestError(format!("`placement.labels`: {why}")))?;
+            placement.push((name, value));
+        }
         Ok(Manifest {
             name,
             language,
@@ -311,6 +330,7 @@ impl Manifest {
             resources,
             http,
             mqtt,
+            placement,
         })
     }
 }

@@ -24,6 +24,7 @@ impl State {
                 version: active.version,
                 priority: manifest.priority,
                 timeout_ms: manifest.resources.timeout_ms,
+                placement: manifest.placement.clone(),
             };
             for trigger in manifest.http {
                 table.http.push(HttpRoute {

@@ -175,6 +175,8 @@ impl Model {
                     reply_topic: reply.clone(),
                 })
                 .collect(),
+            // Placement has tests of its own below.
+            placement: Vec::new(),
         }
     }
 }
@@ -715,4 +717,31 @@ fn duplicate_routes_and_methods() {
         .cloned()
         .collect();
     assert_eq!(set, BTreeSet::from(["GET".to_string(), "POST".to_string()]));
+}
+
+#[test]
+fn placement_labels_are_read_and_checked() {
+    let base = "name = \"near\"\nlanguage = \"rust\"\n";
+    let manifest = Manifest::parse(&format!(
+        "{base}[placement]\nlabels = {{ site = \"shed\", \"rack.id\" = \"r-2\" }}\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        manifest.placement,
+        vec![
+            ("rack.id".into(), "r-2".into()),
+            ("site".into(), "shed".into())
+        ]
+    );
+    assert!(Manifest::parse(base).unwrap().placement.is_empty());
+    for bad in [
+        "[placement]\nlabels = { site = \"\" }\n",
+        "[placement]\nlabels = { \"a b\" = \"x\" }\n",
+        "[placement]\nlabels = { site = \"sh/ed\" }\n",
+        "[placement]\nlabels = { site = 3 }\n",
+        "[placement]\nsite = \"shed\"\n",
+    ] {
+        let err = Manifest::parse(&format!("{base}{bad}")).unwrap_err();
+        assert!(err.0.contains("placement"), "{bad}: {}", err.0);
+    }
 }

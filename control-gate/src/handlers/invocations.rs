@@ -20,7 +20,8 @@ impl Gate {
         let (doee, scope) = (doee(call.param("doee"))?, call.scope.clone());
         let input = call.body(self.config.max_upload_bytes).await?;
         let get = GetDoee { doee: doee.clone() };
-        let version = self.conn.call(&scope, get).await?.active_version;
+        let info = self.conn.call(&scope, get).await?;
+        let version = info.active_version;
         let version = version.ok_or_else(|| {
             HttpError(
                 StatusCode::CONFLICT,
@@ -34,6 +35,10 @@ impl Gate {
             version,
             trigger: Trigger::Cli,
             input,
+        };
+        let scope = Scope {
+            placement: info.placement,
+            ..scope
         };
         let outcome = self.conn.call(&scope, invoke).await;
         let mut reply = invocation_reply(id, outcome);

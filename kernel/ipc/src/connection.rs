@@ -117,6 +117,8 @@ pub struct Scope {
     pub priority: Priority,
     /// The deadline.
     pub deadline: Deadline,
+    /// Labels the handling instance must have (see [`Envelope::placement`]).
+    pub placement: Vec<(String, String)>,
 }
 
 impl Scope {
@@ -126,6 +128,7 @@ impl Scope {
             project: None,
             priority: Priority::Normal,
             deadline: Deadline::after(timeout),
+            placement: Vec::new(),
         }
     }
 
@@ -135,6 +138,7 @@ impl Scope {
             project: Some(project),
             priority: Priority::Normal,
             deadline: Deadline::after(timeout),
+            placement: Vec::new(),
         }
     }
 
@@ -431,6 +435,7 @@ impl Connection {
                 project: scope.project.clone(),
                 priority: scope.priority,
                 deadline: scope.deadline,
+                placement: scope.placement.clone(),
             },
             body: Body::Request(request),
         };
@@ -463,6 +468,7 @@ impl Connection {
                 project: None,
                 priority: Priority::Normal,
                 deadline: Deadline::after(Duration::from_secs(10)),
+                placement: Vec::new(),
             },
             body: Body::Event(event),
         };
@@ -486,6 +492,7 @@ impl Connection {
                 project: None,
                 priority: Priority::Normal,
                 deadline: Deadline(0),
+                placement: Vec::new(),
             },
             body: Body::Reply(result),
         };
@@ -502,6 +509,7 @@ impl Connection {
                 project: None,
                 priority: Priority::High,
                 deadline: Deadline(0),
+                placement: Vec::new(),
             },
             body: Body::Control(control),
         };

@@ -35,6 +35,9 @@ pub struct Envelope {
     pub priority: Priority,
     /// When the answer stops being useful.
     pub deadline: Deadline,
+    /// Labels the instance that handles a request must have (a Doee's
+    /// `[placement]`); empty means any instance.
+    pub placement: Vec<(String, String)>,
 }
 
 /// What a message is, readable without decoding its body.

@@ -62,6 +62,31 @@ impl ServiceKind {
     }
 }
 
+/// Checks one label of an instance or of a Doee's `[placement]`: name and
+/// value are 1 to 63 letters, digits, `-`, `_` or `.`.
+pub fn check_label(name: &str, value: &str) -> Result<(), String> {
+    let fine = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 63
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    if fine(name) && fine(value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "label `{name}={value}`: name and value are 1 to 63 letters, digits, `-`, `_` or `.`"
+        ))
+    }
+}
+
+/// Whether an instance with `labels` may take work placed at `wanted`:
+/// it has every label wanted.
+pub fn labels_match(wanted: &[(String, String)], labels: &[(String, String)]) -> bool {
+    wanted.iter().all(|w| labels.contains(w))
+}
+
 impl fmt::Display for ServiceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

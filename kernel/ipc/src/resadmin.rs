@@ -494,6 +494,8 @@ pub struct DoeeInfo {
     pub active_version: Option<u32>,
     /// The triggers of the active version (of the latest, before one built).
     pub triggers: Triggers,
+    /// The labels its Doer must have, as that same version says.
+    pub placement: Vec<(String, String)>,
     /// Every version, oldest first.
     pub versions: Vec<VersionInfo>,
 }
@@ -704,6 +706,8 @@ pub struct Target {
     pub priority: Priority,
     /// Its per-invocation timeout.
     pub timeout_ms: u32,
+    /// Labels the Doer that runs it must have (`[placement]`).
+    pub placement: Vec<(String, String)>,
 }
 
 impl Target {
@@ -722,6 +726,7 @@ impl Target {
             project: Some(self.project.clone()),
             priority: self.priority,
             deadline: Deadline::after(timeout),
+            placement: self.placement.clone(),
         };
         let invoke = Invoke {
             id,

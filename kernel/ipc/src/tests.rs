@@ -17,6 +17,7 @@ fn envelope(project: Option<&str>) -> Envelope {
         project: project.map(|p| ProjectName::new(p).unwrap()),
         priority: Priority::High,
         deadline: Deadline(1_700_000_000_000),
+        placement: vec![("site".into(), "shed".into())],
     }
 }
 
@@ -265,6 +266,7 @@ proptest! {
                 project: Some(ProjectName::new(project).unwrap()),
                 priority,
                 deadline: Deadline(deadline),
+                placement: Vec::new(),
             },
             body: Body::Request(invoke(&input)),
         };

@@ -165,6 +165,7 @@ impl Store {
             .await?;
             let mut language = String::new();
             let mut triggers = Triggers::default();
+            let mut placement = Vec::new();
             let mut versions = Vec::with_capacity(rows.len());
             for row in rows {
                 let version = row.get::<i64, _>(0) as u32;
@@ -177,6 +178,7 @@ impl Store {
                         http: manifest.http,
                         mqtt: manifest.mqtt,
                     };
+                    placement = manifest.placement;
                 }
                 versions.push(VersionInfo {
                     version,
@@ -192,6 +194,7 @@ impl Store {
                 language,
                 active_version: active,
                 triggers,
+                placement,
                 versions,
             });
         }
