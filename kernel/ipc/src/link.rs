@@ -648,6 +648,90 @@ mod tests {
         );
     }
 
+    /// What crosses the wire is ciphertext: a recording relay between the
+    /// two ends sees neither the message nor the key's secret.
+    #[tokio::test]
+    async fn a_captured_stream_shows_nothing_of_what_it_carries() {
+        let kernel_identity = identity();
+        let key = JoinKey::generate(&kernel_identity);
+        let (address, server) = kernel(key.clone(), &kernel_identity).await;
+        let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay_address = relay.local_addr().unwrap().to_string();
+        let captured = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let recording = captured.clone();
+        tokio::spawn(async move {
+            let (inside, _) = relay.accept().await.unwrap();
+            let outside = TcpStream::connect(&address).await.unwrap();
+            let (in_read, in_write) = inside.into_split();
+            let (out_read, out_write) = outside.into_split();
+            let copy = |mut from: tokio::net::tcp::OwnedReadHalf,
+                        mut to: tokio::net::tcp::OwnedWriteHalf,
+                        log: Arc<std::sync::Mutex<Vec<u8>>>| async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = from.read(&mut buf).await {
+                    if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                    log.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            };
+            tokio::join!(
+                copy(in_read, out_write, recording.clone()),
+                copy(out_read, in_write, recording),
+            );
+        });
+        let client = connect(&relay_address, &key, Limits::default())
+            .await
+            .unwrap();
+        let server = server.await.unwrap().unwrap();
+        let (to_server, to_server_rx) = tokio::sync::mpsc::channel(8);
+        let (at_server, mut at_server_rx) = tokio::sync::mpsc::channel(8);
+        let (_keep, from_server) = tokio::sync::mpsc::channel(8);
+        let (at_client, _at_client_rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(client.pump(at_client, to_server_rx));
+        tokio::spawn(server.pump(at_server, from_server));
+        let marker = b"SELECT secret_reading FROM greenhouse WHERE token = 'tk-0123456789'";
+        to_server
+            .send(vec![Bytes::from_static(marker)])
+            .await
+            .unwrap();
+        assert_eq!(at_server_rx.recv().await.unwrap()[0].as_ref(), marker);
+        let captured = captured.lock().unwrap().clone();
+        assert!(
+            captured.len() > marker.len(),
+            "the relay saw {} bytes",
+            captured.len()
+        );
+        let contains = |needle: &[u8]| captured.windows(needle.len()).any(|w| w == needle);
+        assert!(!contains(b"secret_reading"), "the message crossed in clear");
+        assert!(!contains(&key.secret), "the key's secret crossed");
+        assert!(
+            !contains(hex(&key.secret).as_bytes()),
+            "the key's secret crossed"
+        );
+    }
+
+    /// Even a peer that holds the key cannot make the other end reserve
+    /// what a frame header declares: the link ends instead.
+    #[tokio::test]
+    async fn a_huge_frame_header_ends_the_link_without_allocating() {
+        let kernel_identity = identity();
+        let key = JoinKey::generate(&kernel_identity);
+        let (address, server) = kernel(key.clone(), &kernel_identity).await;
+        let mut client = connect(&address, &key, Limits::default()).await.unwrap();
+        let server = server.await.unwrap().unwrap();
+        let (inbound, mut arrived) = tokio::sync::mpsc::channel(8);
+        let (_keep, outbound) = tokio::sync::mpsc::channel(8);
+        let pump = tokio::spawn(server.pump(inbound, outbound));
+        let mut header = vec![0b010u8];
+        header.extend_from_slice(&(4u64 << 30).to_be_bytes());
+        client.writer.write_all(&header).await.unwrap();
+        let why = pump.await.unwrap();
+        assert!(why.contains("exceeds"), "{why}");
+        assert!(arrived.recv().await.is_none());
+    }
+
     #[tokio::test]
     async fn a_wrong_secret_is_refused_on_both_ends() {
         let kernel_identity = identity();

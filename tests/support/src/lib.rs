@@ -11,6 +11,7 @@
 
 pub mod http;
 pub mod mqtt;
+pub mod netns;
 pub mod openapi;
 mod procs;
 mod servers;

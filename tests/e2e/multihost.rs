@@ -1,0 +1,553 @@
+//! More than one machine (SPEC §10): Doers and CommServers on other hosts,
+//! simulated with network namespaces on a bridge the test makes, joined to
+//! the kernel over its TLS link with the join key.
+//!
+//! Each test skips, saying why, where it cannot make namespaces (not root);
+//! `tests/run` runs the tests as root.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
+
+use isms_test_support::netns::{Host, Joined, Network};
+use isms_test_support::{Options, Platform, copy_dir, eventually, fixtures, free_port, http};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_isms");
+
+/// A platform whose kernel listens on the test's bridge, and its join key.
+struct Fleet {
+    p: Platform,
+    network: Network,
+    endpoint: String,
+    key_file: PathBuf,
+}
+
+impl Fleet {
+    fn start(options: Options) -> Option<Fleet> {
+        let network = match Network::create() {
+            Ok(network) => network,
+            Err(why) => {
+                eprintln!("SKIPPED: {why}");
+                return None;
+            }
+        };
+        let endpoint = format!("tcp://{}:{}", network.kernel_ip, free_port());
+        let p = options
+            .env("ISMS_KERNEL_LISTEN", &endpoint)
+            .env("ISMS_KERNEL_HEARTBEAT_TIMEOUT_MS", "1500")
+            .start();
+        p.login_admin();
+        let output = std::process::Command::new(EXE)
+            .args(["join-key", "--data-dir", p.data_dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let key_file = p.root.join("join.key");
+        std::fs::write(&key_file, &output.stdout).unwrap();
+        Some(Fleet {
+            p,
+            network,
+            endpoint,
+            key_file,
+        })
+    }
+
+    fn join(&self, host: &Host, service: &str, extra: &[&str]) -> Joined {
+        host.join(
+            Path::new(EXE),
+            &self.endpoint,
+            service,
+            &self.key_file,
+            &self.p.root,
+            extra,
+        )
+    }
+
+    /// The Services Controller's entry for `instance`, once it is up.
+    fn wait_up(&self, instance: &str, joined: &Joined) -> serde_json::Value {
+        let entry = eventually(
+            Duration::from_secs(60),
+            &format!("{instance} to be up"),
+            || {
+                let entry = self.instance(instance)?;
+                (entry["status"] == "up").then_some(entry)
+            },
+        );
+        eprintln!("{instance} joined:\n{}", joined.output());
+        entry
+    }
+
+    fn instance(&self, instance: &str) -> Option<serde_json::Value> {
+        let token = self.p.admin_token();
+        let response = http::try_request(
+            "GET",
+            &format!("{}/api/v1/system/services", self.p.api),
+            &[("authorization", &format!("Bearer {token}"))],
+            b"",
+        )
+        .ok()?;
+        response
+            .json()
+            .as_array()?
+            .iter()
+            .find(|s| s["instance"] == instance)
+            .cloned()
+    }
+
+    /// The Doer instances that ran the project's recorded invocations.
+    fn ran_on(&self, project: &str) -> Vec<(String, String)> {
+        let token = self.p.admin_token();
+        let records = self.p.call_api(
+            "GET",
+            &format!("/api/v1/projects/{project}/invocations?limit=1000"),
+            Some(&token),
+            b"",
+        );
+        records
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["instance"].as_str().unwrap().to_string(),
+                    r["host"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn options() -> Options {
+    Options::new(EXE, env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// Deploys the `data` fixture under `name`, with `extra` appended to its
+/// manifest.
+fn deploy_data(p: &Platform, project: &str, name: &str, extra: &str) {
+    let dir = p.root.join(format!("doee-{name}"));
+    copy_dir(&fixtures().join("data"), &dir);
+    let manifest = std::fs::read_to_string(dir.join("doee.toml"))
+        .unwrap()
+        .replace("name = \"data\"", &format!("name = \"{name}\""))
+        .replace("route = \"/data\"", &format!("route = \"/{name}\""));
+    std::fs::write(dir.join("doee.toml"), format!("{manifest}\n{extra}")).unwrap();
+    p.deploy(&dir, project);
+}
+
+/// A Doer joined from another host serves invocations placed on it, its
+/// records name it and its host, its Doees' SQL reaches the project's
+/// database through the kernel, and work not placed anywhere is spread over
+/// it and the kernel's own Doer.
+#[test]
+fn a_doer_on_another_host_serves_and_reaches_the_database() {
+    let Some(mut fleet) = Fleet::start(options()) else {
+        return;
+    };
+    let shed = fleet.network.host("shed");
+    let joined = fleet.join(&shed, "doer", &["--capacity", "4", "--label", "site=shed"]);
+    let entry = fleet.wait_up("doer@shed", &joined);
+    assert_eq!(entry["host"], "shed", "{entry}");
+    assert_eq!(entry["labels"]["site"], "shed", "{entry}");
+    assert_eq!(entry["capacity"], 4, "{entry}");
+    assert!(
+        entry["remote"].as_str().unwrap().starts_with(&shed.address),
+        "{entry}"
+    );
+    let status = fleet.p.run(&["status"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("doer@shed") && l.contains("site=shed")),
+        "{status}"
+    );
+
+    let p = &fleet.p;
+    p.run(&["project", "create", "farm"]);
+    deploy_data(
+        p,
+        "farm",
+        "near",
+        "[placement]\nlabels = { site = \"shed\" }\n",
+    );
+    let sql = |statement: &str| p.trigger("/farm/near", format!("sql {statement}\n[]").as_bytes());
+    let r = sql("CREATE TABLE readings (value REAL)");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(sql("INSERT INTO readings VALUES (21.5)").status, 200);
+    let r = sql("SELECT value FROM readings");
+    assert!(r.text().contains("21.5"), "{}", r.text());
+    // What the remote Doer wrote is in the project's database, as the
+    // platform's own SQL endpoint reads it.
+    let token = p.admin_token();
+    let rows = p.call_api(
+        "POST",
+        "/api/v1/projects/farm/sql",
+        Some(&token),
+        br#"{"query": "SELECT value FROM readings"}"#,
+    );
+    assert_eq!(rows.json()["rows"], serde_json::json!([{ "value": 21.5 }]));
+    let ran_on = eventually(Duration::from_secs(10), "the records", || {
+        let ran_on = fleet.ran_on("farm");
+        (ran_on.len() == 3).then_some(ran_on)
+    });
+    assert!(
+        ran_on
+            .iter()
+            .all(|(instance, host)| instance == "doer@shed" && host == "shed"),
+        "{ran_on:?}"
+    );
+
+    // Not placed: calls one at a time take turns over both Doers.
+    p.deploy_misbehave("farm", "echo", "echo", "");
+    for _ in 0..10 {
+        assert_eq!(p.trigger("/farm/echo", b"hi").text(), "hi");
+    }
+    let ran_on = eventually(Duration::from_secs(10), "the records", || {
+        let ran_on = fleet.ran_on("farm");
+        (ran_on.len() == 13).then_some(ran_on)
+    });
+    let remote = ran_on.iter().filter(|(i, _)| i == "doer@shed").count();
+    let local = ran_on.iter().filter(|(i, _)| i == "doer-1").count();
+    assert!(remote >= 3 + 3 && local >= 3, "{ran_on:?}");
+
+    // Placed where no Doer is: 503 at once, saying so.
+    deploy_data(
+        p,
+        "farm",
+        "far",
+        "[placement]\nlabels = { site = \"moon\" }\n",
+    );
+    let r = p.trigger("/farm/far", b"sql SELECT 1\n[]");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("site=moon"), "{}", r.text());
+}
+
+/// Two Doers on two hosts share a load; one's cable is pulled: what it held
+/// is answered (503, not a hang), new work goes to the other, and once the
+/// cable is back it joins again by itself and serves.
+#[test]
+fn a_cut_link_fails_what_it_held_and_heals() {
+    let Some(mut fleet) = Fleet::start(options()) else {
+        return;
+    };
+    let (a, b) = (fleet.network.host("edge-a"), fleet.network.host("edge-b"));
+    let joined_a = fleet.join(&a, "doer", &["--label", "zone=edge", "--label", "site=a"]);
+    let joined_b = fleet.join(&b, "doer", &["--label", "zone=edge", "--label", "site=b"]);
+    fleet.wait_up("doer@edge-a", &joined_a);
+    fleet.wait_up("doer@edge-b", &joined_b);
+    let p = &fleet.p;
+    p.run(&["project", "create", "ops"]);
+    let edge = "[placement]\nlabels = { zone = \"edge\" }\n";
+    p.deploy_misbehave("ops", "echo", "echo", edge);
+    let on_a = "[resources]\ntimeout_ms = 60000\n[placement]\nlabels = { site = \"a\" }\n";
+    p.deploy_misbehave("ops", "slow", "by-input", on_a);
+    for _ in 0..10 {
+        assert_eq!(p.trigger("/ops/echo", b"hi").status, 200);
+    }
+    let ran_on = eventually(Duration::from_secs(10), "the records", || {
+        let ran_on = fleet.ran_on("ops");
+        (ran_on.len() == 10).then_some(ran_on)
+    });
+    for instance in ["doer@edge-a", "doer@edge-b"] {
+        assert!(
+            ran_on.iter().filter(|(i, _)| i == instance).count() >= 3,
+            "{ran_on:?}"
+        );
+    }
+
+    // One invocation held by edge-a when its cable is pulled.
+    let url = format!("{}/ops/slow", p.triggers);
+    let held = std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = http::request("POST", &url, &[], b"crash-after:40000");
+        (r, started.elapsed())
+    });
+    eventually(Duration::from_secs(20), "edge-a to hold it", || {
+        (fleet.instance("doer@edge-a")?["in_flight"] == 1).then_some(())
+    });
+    a.cut();
+    let cut = Instant::now();
+    let (r, took) = held.join().unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        took < Duration::from_secs(20),
+        "answered only after {took:?}"
+    );
+    eprintln!(
+        "what edge-a held was answered {:?} after the cut: {}",
+        cut.elapsed(),
+        r.text()
+    );
+    eventually(Duration::from_secs(10), "edge-a to be down", || {
+        (fleet.instance("doer@edge-a")?["status"] == "down").then_some(())
+    });
+    let count = |ran_on: &[(String, String)], instance: &str| {
+        ran_on.iter().filter(|(i, _)| i == instance).count()
+    };
+    let before = fleet.ran_on("ops");
+    for _ in 0..5 {
+        assert_eq!(p.trigger("/ops/echo", b"still").text(), "still");
+    }
+    let after = eventually(Duration::from_secs(10), "the records", || {
+        let after = fleet.ran_on("ops");
+        (count(&after, "doer@edge-b") == count(&before, "doer@edge-b") + 5).then_some(after)
+    });
+    assert_eq!(
+        count(&after, "doer@edge-a"),
+        count(&before, "doer@edge-a"),
+        "{after:?}"
+    );
+    let r = p.trigger("/ops/slow", b"hello");
+    assert_eq!(r.status, 503, "placed on a host that is down: {}", r.text());
+
+    // Long enough for both ends to give the silent link up (link::SILENCE):
+    // edge-a must make a new one, not resume the old.
+    std::thread::sleep(Duration::from_secs(7).saturating_sub(cut.elapsed()));
+    a.restore();
+    let restored = Instant::now();
+    eventually(Duration::from_secs(60), "edge-a to join again", || {
+        (fleet.instance("doer@edge-a")?["status"] == "up").then_some(())
+    });
+    eprintln!(
+        "edge-a up again {:?} after its cable was back",
+        restored.elapsed()
+    );
+    let r = p.trigger("/ops/slow", b"back");
+    assert_eq!((r.status, r.text().as_str()), (200, "back"));
+    assert!(
+        joined_a.output().contains("joining again"),
+        "{}",
+        joined_a.output()
+    );
+}
+
+/// The kernel restarted (kill -9, its supervisor starts it again): the
+/// Doer on another host joins again by itself.
+#[test]
+fn remote_instances_come_back_after_the_kernel_restarts() {
+    let Some(mut fleet) = Fleet::start(options()) else {
+        return;
+    };
+    let shed = fleet.network.host("shed");
+    let joined = fleet.join(&shed, "doer", &["--label", "site=shed"]);
+    fleet.wait_up("doer@shed", &joined);
+    let p = &fleet.p;
+    p.run(&["project", "create", "farm"]);
+    let here = "[placement]\nlabels = { site = \"shed\" }\n";
+    p.deploy_misbehave("farm", "echo", "echo", here);
+    assert_eq!(p.trigger("/farm/echo", b"one").text(), "one");
+
+    let kernel = p.pid_of("kernel");
+    // SAFETY: killing a process of our own platform.
+    unsafe { libc::kill(kernel as i32, libc::SIGKILL) };
+    eventually(
+        Duration::from_secs(60),
+        "the remote Doer to serve again",
+        || {
+            let r = http::try_request("POST", &format!("{}/farm/echo", p.triggers), &[], b"two")
+                .ok()?;
+            (r.status == 200 && r.text() == "two").then_some(())
+        },
+    );
+    let entry = fleet.instance("doer@shed").unwrap();
+    assert_eq!(entry["status"], "up", "{entry}");
+    assert!(
+        joined.output().contains("joining again"),
+        "{}",
+        joined.output()
+    );
+}
+
+/// What may not join is refused, each with a clear error on its end and a
+/// line in the kernel's log naming its address, and the kernel is unharmed:
+/// a wrong key, no key, a plaintext client, a 4 GiB frame header, and a
+/// Control Gate (with the right key) from another host.
+#[test]
+fn what_may_not_join_is_refused() {
+    let Some(mut fleet) = Fleet::start(options()) else {
+        return;
+    };
+    let intruder = fleet.network.host("intruder");
+    let key = std::fs::read_to_string(&fleet.key_file).unwrap();
+    // The same kernel, another secret.
+    let mut wrong = key.trim().to_string();
+    let flip = wrong.find(':').unwrap() + 1;
+    let flipped = if &wrong[flip..=flip] == "0" { "1" } else { "0" };
+    wrong.replace_range(flip..=flip, flipped);
+    let wrong_file = fleet.p.root.join("wrong.key");
+    std::fs::write(&wrong_file, &wrong).unwrap();
+
+    let run = |args: &[&str]| intruder.command(Path::new(EXE), args).output().unwrap();
+    let data = fleet.p.root.join("intruder-data");
+    let data = data.to_str().unwrap();
+    let out = run(&[
+        "join",
+        &fleet.endpoint,
+        "--service",
+        "doer",
+        "--key-file",
+        wrong_file.to_str().unwrap(),
+        "--data-dir",
+        data,
+    ]);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("refused to let this host join"), "{text}");
+    assert!(text.contains("not trying again"), "{text}");
+
+    let out = run(&[
+        "join",
+        &fleet.endpoint,
+        "--service",
+        "doer",
+        "--data-dir",
+        data,
+    ]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("needs the kernel's join key"), "{text}");
+
+    // The right key, but a service that stays beside the kernel.
+    let out = run(&[
+        "service",
+        "control-gate",
+        "--instance",
+        "control-gate@intruder",
+        "--data-dir",
+        data,
+        "--kernel",
+        &fleet.endpoint,
+        "--key-file",
+        fleet.key_file.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("may not join from another host"), "{text}");
+
+    // A plaintext ZMTP peer, and one that declares a 4 GiB frame.
+    let address = fleet.endpoint.strip_prefix("tcp://").unwrap().to_string();
+    let script = format!(
+        "import socket, struct\n\
+         for payload in [b'\\xff' + b'\\0' * 8 + b'\\x7f\\x03\\x00NULL' + b'\\0' * 48,\n\
+                         b'\\x02' + struct.pack('>Q', 4 << 30)]:\n\
+         \x20   s = socket.create_connection(('{}', {}))\n\
+         \x20   s.sendall(payload)\n\
+         \x20   s.settimeout(15)\n\
+         \x20   try:\n\
+         \x20       while s.recv(4096): pass\n\
+         \x20   except OSError: pass\n\
+         \x20   s.close()\n",
+        address.rsplit_once(':').unwrap().0,
+        address.rsplit_once(':').unwrap().1
+    );
+    let out = intruder
+        .command(Path::new("python3"), &["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let log = std::fs::read_to_string(fleet.p.data_dir.join("logs/kernel.log")).unwrap();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            (l.contains("refused a link") || l.contains("refused a registration"))
+                && l.contains(&intruder.address)
+        })
+        .collect();
+    assert!(refusals.len() >= 4, "{log}");
+    assert!(
+        refusals
+            .iter()
+            .any(|l| l.contains("wrong or missing join key")),
+        "{refusals:?}"
+    );
+    assert!(refusals.iter().any(|l| l.contains("TLS")), "{refusals:?}");
+    // Unharmed, and nothing of the intruder's registered.
+    let services = fleet.p.services();
+    assert!(!services.to_string().contains("intruder"), "{services}");
+    assert_eq!(fleet.p.service("kernel")["status"], "up");
+}
+
+/// A CommServer on another host serves the project's HTTP triggers there.
+#[test]
+fn a_commserver_on_another_host_serves_http_triggers() {
+    let Some(mut fleet) = Fleet::start(options()) else {
+        return;
+    };
+    let site = fleet.network.host("site");
+    let config = fleet.p.root.join("site.toml");
+    let http_port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "[commserver]\nhttp_addr = \"{}:{http_port}\"\nmqtt_addr = \"127.0.0.1:{}\"\n",
+            site.address,
+            free_port()
+        ),
+    )
+    .unwrap();
+    let joined = fleet.join(&site, "commserver", &["--config", config.to_str().unwrap()]);
+    let entry = fleet.wait_up("commserver@site", &joined);
+    assert_eq!(entry["host"], "site", "{entry}");
+    let p = &fleet.p;
+    p.run(&["project", "create", "farm"]);
+    p.deploy_misbehave("farm", "echo", "echo", "");
+    let url = format!("http://{}:{http_port}/farm/echo", site.address);
+    let post = format!(
+        "import urllib.request\n\
+         print(urllib.request.urlopen('{url}', data=b'from the site').read().decode(), end='')"
+    );
+    let r = eventually(
+        Duration::from_secs(20),
+        "the remote trigger to serve",
+        || {
+            let r = site
+                .command(Path::new("python3"), &["-c", &post])
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&r.stdout).into_owned();
+            (text == "from the site").then_some(text)
+        },
+    );
+    assert_eq!(r, "from the site");
+}
+
+/// `isms join-key --rotate` cuts off every host that joined with the old
+/// key, at once and for good: its `isms join` stops with the kernel's
+/// refusal rather than knocking forever.
+#[test]
+fn a_rotated_key_cuts_off_the_hosts_that_used_the_old_one() {
+    let Some(mut fleet) = Fleet::start(options()) else {
+        return;
+    };
+    let shed = fleet.network.host("shed");
+    let mut joined = fleet.join(&shed, "doer", &[]);
+    fleet.wait_up("doer@shed", &joined);
+    let old = std::fs::read_to_string(&fleet.key_file).unwrap();
+    let output = std::process::Command::new(EXE)
+        .args(["join-key", "--rotate", "--data-dir"])
+        .arg(&fleet.p.data_dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let new = String::from_utf8(output.stdout).unwrap();
+    assert_ne!(old.trim(), new.trim());
+    eventually(
+        Duration::from_secs(10),
+        "the old key's host to be cut off",
+        || (fleet.instance("doer@shed")?["status"] == "down").then_some(()),
+    );
+    let status = eventually(Duration::from_secs(60), "isms join to give up", || {
+        joined.try_wait()
+    });
+    assert!(!status.success());
+    assert!(
+        joined.output().contains("wrong or missing join key"),
+        "{}",
+        joined.output()
+    );
+    // The new key joins.
+    std::fs::write(&fleet.key_file, new).unwrap();
+    let again = fleet.join(&shed, "doer", &["--name", "shed2"]);
+    fleet.wait_up("doer@shed2", &again);
+}
