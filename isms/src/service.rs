@@ -150,7 +150,15 @@ async fn serve(
             prepared.serve(conn, incoming, shutdown).await
         }
         ServiceKind::CommServer => {
-            let prepared = isms_commserver::prepare(config.commserver(data_dir)?).await?;
+            let mut commserver = config.commserver(data_dir)?;
+            // Each CommServer's session at an external broker is its own:
+            // one id for two would have the broker drop one for the other.
+            if let isms_commserver::DoorConfig::External(external) = &mut commserver.mqtt.door
+                && remote.is_some()
+            {
+                external.client_id = format!("{}-{instance}", external.client_id);
+            }
+            let prepared = isms_commserver::prepare(commserver).await?;
             let (conn, incoming) = join(isms_commserver::CAPACITY).await?;
             prepared.serve(conn, incoming, shutdown).await
         }

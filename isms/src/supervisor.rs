@@ -410,6 +410,7 @@ fn print_banner(up: &Up, config: &Config, backend: Backend, limits: Result<Strin
   Isolation           {isolation}
   Limits              {limits}
   Databases           {databases}
+  Other hosts         {other_hosts}
   Initial admin       user `admin`, password in {password}
   Data and logs       {data}
 Press Ctrl-C to stop.
@@ -418,6 +419,14 @@ Press Ctrl-C to stop.
         http = config.commserver.http_addr,
         mqtt = config.mqtt_summary(),
         databases = config.databases_summary(&up.data_dir),
+        other_hosts = match config.kernel(&up.data_dir).ok().and_then(|k| k.remote) {
+            Some(remote) => format!(
+                "tcp://{} (TLS 1.3; they join with `isms join`, the key from `isms join-key`)",
+                remote.address
+            ),
+            None => "none (set kernel.listen = \"tcp://0.0.0.0:7790\" to let Doers and CommServers join)"
+                .to_string(),
+        },
         password = password.display(),
         data = up.data_dir.display(),
     );

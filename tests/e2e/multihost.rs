@@ -23,13 +23,10 @@ struct Fleet {
 
 impl Fleet {
     fn start(options: Options) -> Option<Fleet> {
-        let network = match Network::create() {
-            Ok(network) => network,
-            Err(why) => {
-                eprintln!("SKIPPED: {why}");
-                return None;
-            }
-        };
+        Some(Fleet::on(network()?, options))
+    }
+
+    fn on(network: Network, options: Options) -> Fleet {
         let endpoint = format!("tcp://{}:{}", network.kernel_ip, free_port());
         let p = options
             .env("ISMS_KERNEL_LISTEN", &endpoint)
@@ -43,12 +40,12 @@ impl Fleet {
         assert!(output.status.success(), "{output:?}");
         let key_file = p.root.join("join.key");
         std::fs::write(&key_file, &output.stdout).unwrap();
-        Some(Fleet {
+        Fleet {
             p,
             network,
             endpoint,
             key_file,
-        })
+        }
     }
 
     fn join(&self, host: &Host, service: &str, extra: &[&str]) -> Joined {
@@ -114,6 +111,17 @@ impl Fleet {
                 )
             })
             .collect()
+    }
+}
+
+/// The test's own bridge, or `None` (the test skips) saying why not.
+fn network() -> Option<Network> {
+    match Network::create() {
+        Ok(network) => Some(network),
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            None
+        }
     }
 }
 
@@ -550,4 +558,93 @@ fn a_rotated_key_cuts_off_the_hosts_that_used_the_old_one() {
     std::fs::write(&fleet.key_file, new).unwrap();
     let again = fleet.join(&shed, "doer", &["--name", "shed2"]);
     fleet.wait_up("doer@shed2", &again);
+}
+
+/// Two CommServers, the kernel's and one on another host, on one external
+/// Mosquitto: each message to a trigger runs once, not once per CommServer
+/// (shared subscriptions).
+#[test]
+fn two_commservers_on_one_broker_run_each_message_once() {
+    use isms_test_support::Mosquitto;
+    use isms_test_support::mqtt::{Connect, RawClient};
+    let Some(network) = network() else {
+        return;
+    };
+    // A second listener on the bridge, for the CommServer on the other host.
+    let bridge_port = free_port();
+    let broker = Mosquitto::start_with(&format!("listener {bridge_port} {}", network.kernel_ip));
+    let mut fleet = Fleet::on(
+        network,
+        options().env("ISMS_COMMSERVER_MQTT_URL", &broker.url),
+    );
+    let site = fleet.network.host("site");
+    let config = fleet.p.root.join("site.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[commserver]\nhttp_addr = \"{}:{}\"\nmqtt_url = \"mqtt://{}:{bridge_port}\"\n",
+            site.address,
+            free_port(),
+            fleet.network.kernel_ip,
+        ),
+    )
+    .unwrap();
+    let joined = fleet.join(&site, "commserver", &["--config", config.to_str().unwrap()]);
+    fleet.wait_up("commserver@site", &joined);
+    let p = &fleet.p;
+    p.run(&["project", "create", "plant"]);
+    p.deploy(&fixtures().join("mqtt"), "plant");
+    let mut device = RawClient::connect(broker.port, &Connect::v4("counter"))
+        .unwrap()
+        .0;
+    device.subscribe(1, &[("plant/out", 1)]);
+    eventually(
+        Duration::from_secs(30),
+        "both CommServers to subscribe",
+        || {
+            joined
+                .output()
+                .contains("subscribing to MQTT triggers")
+                .then_some(())
+        },
+    );
+    let n = 60;
+    for i in 0..n {
+        device.publish(
+            "plant/d1/in",
+            format!("m-{i}").as_bytes(),
+            1,
+            false,
+            100 + i,
+            false,
+        );
+    }
+    let mut replies: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        replies.extend(
+            device
+                .deliveries(Duration::from_secs(2))
+                .into_iter()
+                .filter(|(topic, _)| topic == "plant/out")
+                .map(|(_, payload)| payload),
+        );
+        let distinct: std::collections::BTreeSet<&String> = replies.iter().collect();
+        if distinct.len() >= n as usize {
+            break;
+        }
+    }
+    // Late duplicates would come within this.
+    replies.extend(
+        device
+            .deliveries(Duration::from_secs(3))
+            .into_iter()
+            .filter(|(topic, _)| topic == "plant/out")
+            .map(|(_, payload)| payload),
+    );
+    for i in 0..n {
+        let echo = format!("plant/d1/in m-{i}");
+        let times = replies.iter().filter(|r| **r == echo).count();
+        assert_eq!(times, 1, "m-{i} ran {times} times: {replies:?}");
+    }
 }

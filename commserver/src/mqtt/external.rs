@@ -5,6 +5,11 @@
 //! committed to the store, and only then is it acknowledged to the broker:
 //! killed before that, the broker delivers it again. What the broker itself
 //! promises to the devices (Mosquitto acknowledges from memory) is its own.
+//!
+//! The subscriptions are shared (`$share/isms/<filter>`, MQTT 5 and
+//! Mosquitto's 3.1.1 alike): with several CommServers on one broker (SPEC
+//! §10), the broker hands each message to one of them, so each message runs
+//! once per trigger, not once per CommServer.
 
 use super::jobs_for;
 use super::queue::JobQueue;
@@ -257,7 +262,7 @@ impl Client {
             let wanted = routes.mqtt_filters();
             let new: Vec<_> = wanted
                 .difference(&subscribed)
-                .map(|filter| rumqttc::SubscribeFilter::new(filter.clone(), QoS::AtLeastOnce))
+                .map(|filter| rumqttc::SubscribeFilter::new(shared(filter), QoS::AtLeastOnce))
                 .collect();
             if !new.is_empty() {
                 tracing::info!(filters = new.len(), "subscribing to MQTT triggers");
@@ -266,11 +271,17 @@ impl Client {
                 }
             }
             for gone in subscribed.difference(&wanted) {
-                let _ = self.client.unsubscribe(gone.clone()).await;
+                let _ = self.client.unsubscribe(shared(gone)).await;
             }
             subscribed = wanted;
         }
     }
+}
+
+/// The shared subscription every CommServer of the platform joins for a
+/// trigger's filter.
+fn shared(filter: &str) -> String {
+    format!("$share/isms/{filter}")
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
