@@ -267,6 +267,24 @@ impl Kernel {
         if target == ServiceKind::Kernel {
             return self.answer_kernel_request(&peer, &raw, now);
         }
+        // A Doer on another host acts for a project only while it runs one
+        // of its invocations: a stolen join key reaches the projects whose
+        // work the kernel hands it, not every project's data.
+        if origin == ServiceKind::Doer
+            && self.links.contains_key(&peer)
+            && let Some(project) = &raw.header.envelope.project
+            && !self.processes.holds_for(&peer, project)
+        {
+            let name = request.name();
+            tracing::warn!(%project, request = name, "refused a remote Doer's request for a project it runs nothing of");
+            let refused = Failure::new(
+                FailureKind::Forbidden,
+                format!(
+                    "a Doer on another host may ask for {name} only while it runs an invocation of project `{project}`"
+                ),
+            );
+            return self.answer(&peer, raw.header.envelope.id, target, Err(refused));
+        }
         let RawMessage { header, body } = raw;
         let mut envelope = header.envelope;
         envelope.origin = origin;

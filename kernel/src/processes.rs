@@ -3,7 +3,7 @@
 
 use crate::scheduler::{Charge, Key};
 use bytes::Bytes;
-use isms_ipc::{Envelope, MessageId, RequestKind, ServiceKind};
+use isms_ipc::{Envelope, MessageId, ProjectName, RequestKind, ServiceKind};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
@@ -148,6 +148,20 @@ impl ProcessTable {
             })
             .map(|(&id, _)| id)
             .collect()
+    }
+
+    /// Whether `peer` holds a request acting for `project` (dispatched to
+    /// it and not answered).
+    pub fn holds_for(&self, peer: &Bytes, project: &ProjectName) -> bool {
+        self.records.values().any(|p| match &p.state {
+            State::Running {
+                peer: on, charge, ..
+            }
+            | State::Orphaned {
+                peer: on, charge, ..
+            } => on == peer && charge.project() == Some(project),
+            State::Queued { .. } => false,
+        })
     }
 
     /// How many requests are in the system.

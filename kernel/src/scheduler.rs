@@ -84,6 +84,13 @@ pub struct Charge {
     estimated_us: u64,
 }
 
+impl Charge {
+    /// The project charged, if the work acts for one.
+    pub fn project(&self) -> Option<&ProjectName> {
+        self.project.as_ref()
+    }
+}
+
 #[derive(Debug)]
 struct Entry<T> {
     item: T,

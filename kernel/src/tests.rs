@@ -647,3 +647,54 @@ fn placed_work_goes_only_to_a_matching_instance() {
         );
     }
 }
+
+/// A Doer on another host may act for a project only while the kernel has
+/// handed it one of that project's invocations.
+#[test]
+fn a_remote_doer_acts_only_for_projects_whose_work_it_holds() {
+    let mut k = kernel();
+    register(&mut k, COMM, ServiceKind::CommServer, "commserver-1", 8);
+    register(&mut k, b"dbriver", ServiceKind::DBriver, "dbriver-1", 8);
+    let link = Bytes::from_static(b"\0link-1");
+    k.on_link(link.clone(), "10.0.0.2:5000".into());
+    let frames = registration_message(ServiceKind::Doer, "doer@shed", &[])
+        .encode()
+        .unwrap();
+    k.on_message(link.clone(), &frames, now());
+    sent(&mut k);
+    let sql = |k: &mut Kernel, project: &str| {
+        let message = Message {
+            envelope: envelope(9, ServiceKind::Doer, Some(project), 5_000),
+            body: Body::Request(
+                isms_ipc::dbriver::Sql {
+                    query: "SELECT 1".into(),
+                    params: String::new(),
+                }
+                .into_request(),
+            ),
+        };
+        k.on_message(link.clone(), &message.encode().unwrap(), now());
+        sent(k)
+    };
+    let out = sql(&mut k, "demo");
+    assert!(
+        matches!(&out[..], [(to, Body::Reply(Err(f)), _)] if *to == link && f.kind == FailureKind::Forbidden),
+        "{out:?}"
+    );
+    invoke(&mut k, 1, "demo", 5_000);
+    let out = sent(&mut k);
+    assert!(
+        matches!(&out[..], [(to, Body::Request(_), _)] if *to == link),
+        "{out:?}"
+    );
+    let out = sql(&mut k, "demo");
+    assert!(
+        matches!(&out[..], [(to, Body::Request(_), _)] if *to == peer(b"dbriver")),
+        "{out:?}"
+    );
+    let out = sql(&mut k, "other");
+    assert!(
+        matches!(&out[..], [(_, Body::Reply(Err(f)), _)] if f.kind == FailureKind::Forbidden),
+        "{out:?}"
+    );
+}

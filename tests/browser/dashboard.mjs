@@ -401,6 +401,11 @@ try {
     for (const service of ['doer', 'resadmin', 'commserver', 'control-gate']) {
       await see(page.locator('table.services tbody th', { hasText: service }));
     }
+    // Each instance's host (other hosts join with `isms join`).
+    await see(page.getByRole('columnheader', { name: 'Host and labels' }));
+    const hostCell = page.locator('table.services tbody tr', { hasText: 'doer-1' }).locator('td').first();
+    const hostText = (await hostCell.innerText()).trim();
+    if (!hostText || hostText === '—') throw new Error(`the doer's host shows "${hostText}"`);
     const rows = await page.locator('table.services tbody tr').count();
     const up = await page.locator('table.services tbody tr', { hasText: 'up' }).count();
     if (up !== rows) throw new Error(`${rows - up} of ${rows} services are not up`);

@@ -183,7 +183,9 @@ fn a_doee_answers_alike_through_a_trigger_and_the_api() {
     }
 }
 
-/// `kernel.listen = "tcp://…"`: services reach the kernel over TCP.
+/// `kernel.listen = "tcp://…"`: the kernel listens there for other hosts
+/// (TLS only; `multihost.rs` joins them), the banner says so, and the
+/// platform's own services keep the Unix socket.
 #[test]
 fn the_kernel_can_listen_on_tcp() {
     let port = isms_test_support::free_port();
@@ -191,6 +193,14 @@ fn the_kernel_can_listen_on_tcp() {
         .env("ISMS_KERNEL_LISTEN", &format!("tcp://127.0.0.1:{port}"))
         .start();
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    assert!(
+        p.output().contains(&format!(
+            "Other hosts         tcp://127.0.0.1:{port} (TLS 1.3"
+        )),
+        "{}",
+        p.output()
+    );
+    assert!(p.data_dir.join("run/kernel.sock").exists());
     p.login_admin();
     p.run(&["project", "create", "net"]);
     p.deploy_misbehave("net", "echo", "echo", "");

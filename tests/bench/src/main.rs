@@ -13,6 +13,7 @@ mod db;
 mod helpers;
 mod load;
 mod mqtt;
+mod remote;
 mod soak;
 
 use bytes::Bytes;
@@ -67,6 +68,9 @@ enum Scenario {
     Db(Shape),
     /// HTTP and MQTT traffic for a while, every ISMS process's memory sampled.
     Soak(Shape),
+    /// The trivial Doee through a Doer joined from another host (a network
+    /// namespace, the TLS link), beside the kernel's own Doer (root only).
+    RemoteDoer(Shape),
     #[command(hide = true)]
     BareServer {
         #[arg(long)]
@@ -161,6 +165,7 @@ fn run(scenario: Scenario) -> anyhow::Result<serde_json::Value> {
         Scenario::Db(shape) => db::db(&isms, shape),
         Scenario::Soak(shape) => soak::soak(&isms, shape),
         Scenario::Mqtt(shape) => mqtt::mqtt(&isms, shape),
+        Scenario::RemoteDoer(shape) => remote::remote_doer(&isms, shape),
         _ => unreachable!("handled in main"),
     }
 }
