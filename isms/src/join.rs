@@ -24,7 +24,7 @@ pub struct Join {
     pub service: ServiceKind,
     /// A file holding the join key.
     pub key_file: Option<PathBuf>,
-    /// The join key itself.
+    /// The join key itself (from ISMS_JOIN_KEY).
     pub key: Option<String>,
     /// Requests handled at once (a Doer's Workers).
     pub capacity: Option<u32>,
@@ -53,9 +53,9 @@ pub fn read_key(key: Option<&str>, key_file: Option<&Path>) -> anyhow::Result<Jo
         (Some(key), None) => key.to_string(),
         (None, Some(file)) => std::fs::read_to_string(file)
             .with_context(|| format!("cannot read the join key from {}", file.display()))?,
-        (Some(_), Some(_)) => bail!("give the join key once: --key or --key-file"),
+        (Some(_), Some(_)) => bail!("give the join key once: ISMS_JOIN_KEY or --key-file"),
         (None, None) => bail!(
-            "joining needs the kernel's join key: --key-file FILE (print it with `isms join-key` on the kernel's host)"
+            "joining needs the kernel's join key: --key-file FILE or ISMS_JOIN_KEY (print it with `isms join-key` on the kernel's host)"
         ),
     };
     text.parse().map_err(|e: String| anyhow::anyhow!(e))

@@ -32,12 +32,11 @@ enum Command {
         /// Which service to run here.
         #[arg(long, value_parser = ["doer", "commserver"])]
         service: String,
-        /// A file holding the join key (`isms join-key` on the kernel's host prints it).
+        /// A file holding the join key (`isms join-key` on the kernel's host
+        /// prints it); or the key itself in ISMS_JOIN_KEY (never an argument,
+        /// which every user of the host could read).
         #[arg(long)]
         key_file: Option<PathBuf>,
-        /// The join key itself.
-        #[arg(long, env = "ISMS_JOIN_KEY", hide_env_values = true)]
-        key: Option<String>,
         /// Requests handled at once (a Doer's Workers) [default: the service's own]
         #[arg(long)]
         capacity: Option<u32>,
@@ -228,7 +227,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             endpoint,
             service,
             key_file,
-            key,
             capacity,
             labels,
             name,
@@ -238,7 +236,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             endpoint,
             service: service.parse().map_err(anyhow::Error::msg)?,
             key_file,
-            key,
+            key: std::env::var("ISMS_JOIN_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
             capacity,
             labels,
             name,

@@ -28,6 +28,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use isms_ipc::kernel::{self as kernel_protocol};
 use isms_ipc::names::now_ms;
+use isms_ipc::resadmin as kernel_resadmin;
 use isms_ipc::{
     Body, Control, Endpoint, Envelope, Failure, FailureKind, Kind, Message, MessageId, Priority,
     RawMessage, Reply, Request, RequestKind, ServiceKind,
@@ -175,6 +176,11 @@ impl Kernel {
         match raw.header.kind {
             Kind::Request(request) => self.on_request(peer, origin, raw, request, now),
             Kind::Reply => self.on_reply(peer, raw, now.instant),
+            // Events come from Resadmin alone: a forged `QuotasChanged` or
+            // `DeviceRevoked` would act on another project.
+            Kind::Event if origin != ServiceKind::Resadmin => {
+                tracing::warn!(from = %self.describe(&peer), "dropped an event from a service that does not send them");
+            }
             Kind::Event => {
                 let mut header = raw.header;
                 header.envelope.origin = origin;
@@ -205,9 +211,14 @@ impl Kernel {
                 let service = registration.service;
                 let instance = registration.instance.clone();
                 let remote = self.links.get(&peer).cloned();
-                if let Some(address) = &remote
-                    && let Err(why) = remote::admissible(&registration)
-                {
+                let refusal = match &remote {
+                    Some(_) => remote::admissible(&registration).err(),
+                    // A link's frames that arrive after it closed.
+                    None if remote::is_link(&peer) => Some("this link is closed".to_string()),
+                    None => None,
+                };
+                if let Some(why) = refusal {
+                    let address = remote.as_deref().unwrap_or("a closed link");
                     tracing::warn!(%address, %service, %instance, "refused a registration from another host: {why}");
                     self.send_control(&peer, Control::Refused(why));
                     self.closing.push(peer);
@@ -215,7 +226,7 @@ impl Kernel {
                 }
                 match self
                     .services
-                    .register(peer.clone(), registration, remote, now)
+                    .register(peer.clone(), registration, remote.clone(), now)
                 {
                     Registered::New => tracing::info!(%service, %instance, "service registered"),
                     Registered::Again => {
@@ -224,6 +235,13 @@ impl Kernel {
                     Registered::Restarted { previous } => {
                         tracing::warn!(%service, %instance, "service restarted");
                         if let Some(previous) = previous {
+                            // Two hosts under one name (cloned images) would
+                            // take it from each other forever: the newer
+                            // link wins and the older is closed.
+                            if let Some(address) = self.links.get(&previous) {
+                                tracing::warn!(%instance, older = %address, newer = remote.as_deref().unwrap_or("this host"), "two connections claim one instance name; closing the older");
+                                self.closing.push(previous.clone());
+                            }
                             self.fail_dispatched(
                                 &previous,
                                 &format!("the {service} restarted while handling the request"),
@@ -268,22 +286,31 @@ impl Kernel {
             return self.answer_kernel_request(&peer, &raw, now);
         }
         // A Doer on another host acts for a project only while it runs one
-        // of its invocations: a stolen join key reaches the projects whose
-        // work the kernel hands it, not every project's data.
-        if origin == ServiceKind::Doer
-            && self.links.contains_key(&peer)
-            && let Some(project) = &raw.header.envelope.project
-            && !self.processes.holds_for(&peer, project)
-        {
-            let name = request.name();
-            tracing::warn!(%project, request = name, "refused a remote Doer's request for a project it runs nothing of");
-            let refused = Failure::new(
-                FailureKind::Forbidden,
-                format!(
-                    "a Doer on another host may ask for {name} only while it runs an invocation of project `{project}`"
-                ),
-            );
-            return self.answer(&peer, raw.header.envelope.id, target, Err(refused));
+        // of its invocations (its records aside, which name no project): a
+        // stolen join key reaches the projects whose work the kernel hands
+        // it, not every project's data.
+        if origin == ServiceKind::Doer && remote::is_link(&peer) {
+            let refusal = match &raw.header.envelope.project {
+                Some(project) if !self.processes.holds_for(&peer, project) => Some(format!(
+                    "a Doer on another host may ask for {} only while it runs an invocation of project `{project}`",
+                    request.name()
+                )),
+                None if request != RequestKind::Resadmin(kernel_resadmin::RequestKind::Record) => {
+                    Some(format!(
+                        "a Doer on another host must ask for {} for a project",
+                        request.name()
+                    ))
+                }
+                _ => None,
+            };
+            if let Some(why) = refusal {
+                tracing::warn!(
+                    request = request.name(),
+                    "refused a remote Doer's request: {why}"
+                );
+                let refused = Failure::new(FailureKind::Forbidden, why);
+                return self.answer(&peer, raw.header.envelope.id, target, Err(refused));
+            }
         }
         let RawMessage { header, body } = raw;
         let mut envelope = header.envelope;
@@ -739,6 +766,11 @@ pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> an
                         continue;
                     }
                     let peer = frames.remove(0);
+                    // The zero byte marks links (`remote::is_link`); the
+                    // `zeromq` crate would let a local peer choose it.
+                    if remote::is_link(&peer) {
+                        continue;
+                    }
                     kernel.on_message(peer, &frames, Now::read());
                 }
                 Err(err) => tracing::warn!(cause = %err, "receive failed"),

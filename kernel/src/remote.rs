@@ -3,9 +3,10 @@
 //! frames to and from the run loop.
 //!
 //! A link is a peer like a ZeroMQ connection: the run loop hands its frames
-//! to [`crate::Kernel`] under a peer identity that starts with a zero byte,
-//! which no ZeroMQ identity can (libzmq reserves it), so a local service
-//! cannot pose as a link.
+//! to [`crate::Kernel`] under a peer identity that starts with a zero byte
+//! ([`is_link`]). libzmq reserves that byte; the `zeromq` crate does not, so
+//! the run loop drops any ZeroMQ peer whose identity starts with it, and a
+//! local service cannot pose as a link (nor a link's late frames as local).
 
 use bytes::Bytes;
 use isms_ipc::Registration;
@@ -40,6 +41,14 @@ pub struct RemoteConfig {
     /// The largest message a link may carry.
     pub max_message: usize,
 }
+
+/// Whether `peer` is (or was) a link from another host.
+pub fn is_link(peer: &[u8]) -> bool {
+    peer.first() == Some(&0)
+}
+
+/// Handshakes in progress at once from one address.
+const MAX_HANDSHAKES_PER_ADDRESS: usize = 4;
 
 /// Whether a registration that came over a link may stand.
 pub fn admissible(registration: &Registration) -> Result<(), String> {
@@ -111,6 +120,9 @@ pub struct Links {
     events: mpsc::Receiver<Internal>,
     peers: HashMap<Bytes, Link>,
     ready: VecDeque<Event>,
+    /// The newest key's generation seen: a link made with an older key
+    /// (its handshake began before the rotation) is closed as it arrives.
+    generation: u64,
 }
 
 /// The current join key and how many times it was replaced.
@@ -153,6 +165,7 @@ impl Links {
             events: events_rx,
             peers: HashMap::new(),
             ready: VecDeque::new(),
+            generation: 0,
         })
     }
 
@@ -194,6 +207,10 @@ impl Links {
                 return std::future::pending().await;
             };
             match internal {
+                Internal::Joined { generation, .. } if generation < self.generation => {
+                    // Dropping its sender closes it; its `Left` follows.
+                    tracing::warn!("closed a link made with a rotated join key");
+                }
                 Internal::Joined {
                     peer,
                     address,
@@ -209,12 +226,15 @@ impl Links {
                     );
                     return Event::Joined { peer, address };
                 }
+                // Frames of a link already closed (refused, rotated) go nowhere.
+                Internal::Message { peer, .. } if !self.peers.contains_key(&peer) => {}
                 Internal::Message { peer, frames } => return Event::Message { peer, frames },
                 Internal::Left { peer } => {
                     self.peers.remove(&peer);
                     return Event::Left { peer };
                 }
                 Internal::Rotated { generation } => {
+                    self.generation = self.generation.max(generation);
                     let old: Vec<Bytes> = self
                         .peers
                         .iter()
@@ -252,6 +272,7 @@ async fn accept_loop(
     events: mpsc::Sender<Internal>,
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let per_address: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
     let mut next_link = 0u64;
     loop {
         let (tcp, address) = match listener.accept().await {
@@ -262,12 +283,25 @@ async fn accept_loop(
                 continue;
             }
         };
+        // One address cannot hold every handshake slot and keep other
+        // hosts out.
+        let ip = address.ip();
+        {
+            let mut counts = per_address.lock().unwrap_or_else(|e| e.into_inner());
+            let count = counts.entry(ip).or_default();
+            if *count >= MAX_HANDSHAKES_PER_ADDRESS {
+                tracing::warn!(peer = %address, "refused a link: too many handshakes from this address");
+                continue;
+            }
+            *count += 1;
+        }
         let Ok(permit) = handshakes.clone().acquire_owned().await else {
             return;
         };
         next_link += 1;
         let peer = Bytes::from(format!("\0link-{next_link}"));
         let (acceptor, current, events) = (acceptor.clone(), current.clone(), events.clone());
+        let per_address = per_address.clone();
         tokio::spawn(async move {
             let (key, generation) = match current.read() {
                 Ok(current) => current.clone(),
@@ -275,6 +309,15 @@ async fn accept_loop(
             };
             let accepted = acceptor.accept(tcp, &key).await;
             drop(permit);
+            {
+                let mut counts = per_address.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(count) = counts.get_mut(&ip) {
+                    *count -= 1;
+                    if *count == 0 {
+                        counts.remove(&ip);
+                    }
+                }
+            }
             let link = match accepted {
                 Ok(link) => link,
                 Err(err) => {

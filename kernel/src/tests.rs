@@ -386,19 +386,26 @@ fn the_kernel_answers_the_services_query_itself() {
 #[test]
 fn events_reach_every_other_instance() {
     let mut k = setup();
-    send(
-        &mut k,
-        DOER,
-        Message {
-            envelope: envelope(0, ServiceKind::Doer, None, 5_000),
-            body: Body::Event(isms_ipc::Event::DeploymentsChanged {
-                project: ProjectName::new("demo").unwrap(),
-            }),
-        },
-    );
-    let out = sent(&mut k);
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].0, peer(COMM));
+    register(&mut k, b"resadmin", ServiceKind::Resadmin, "resadmin-1", 8);
+    let event = |k: &mut Kernel, from: &'static [u8]| {
+        send(
+            k,
+            from,
+            Message {
+                envelope: envelope(0, ServiceKind::Resadmin, None, 5_000),
+                body: Body::Event(isms_ipc::Event::DeploymentsChanged {
+                    project: ProjectName::new("demo").unwrap(),
+                }),
+            },
+        );
+        let mut to: Vec<Bytes> = sent(k).into_iter().map(|(to, _, _)| to).collect();
+        to.sort();
+        to
+    };
+    assert_eq!(event(&mut k, b"resadmin"), vec![peer(COMM), peer(DOER)]);
+    // Only Resadmin sends events: anyone else's is dropped.
+    assert!(event(&mut k, DOER).is_empty());
+    assert!(event(&mut k, COMM).is_empty());
 }
 
 /// Traffic must not postpone the check for silent instances: the next tick
@@ -587,6 +594,23 @@ fn a_link_from_another_host_registers_only_a_doer_or_a_commserver() {
         );
         assert_eq!(k.drain_closing().collect::<Vec<_>>(), vec![link]);
     }
+    // A closed link's late frames are still a link's: they cannot register
+    // what a link may not.
+    let closed = Bytes::from_static(b"\0link-closed");
+    k.on_link(closed.clone(), "10.0.0.2:5002".into());
+    k.on_disconnect(&closed);
+    let frames = registration_message(ServiceKind::ControlGate, "control-gate-1", &[])
+        .encode()
+        .unwrap();
+    k.on_message(closed.clone(), &frames, now());
+    assert!(
+        matches!(
+            &sent(&mut k)[..],
+            [(_, Body::Control(Control::Refused(_)), _)]
+        ),
+        "a closed link registered"
+    );
+    k.drain_closing();
     let link = Bytes::from_static(b"\0link-doer");
     k.on_link(link.clone(), "10.0.0.2:5001".into());
     let frames = registration_message(ServiceKind::Doer, "doer@shed", &[("site", "shed")])

@@ -12,6 +12,9 @@
 //! - After that the link carries the kernel's messages as ZMTP frames
 //!   through the bounded decoder of [`crate::zmtp`]: no peer makes the other
 //!   end reserve more than [`Limits::max_message`].
+//! - Until the peer has proven the key, a link takes messages of at most
+//!   [`HANDSHAKE_LIMITS`]: an unauthenticated peer cannot make the kernel
+//!   reserve more than that.
 //! - Each end sends a keep-alive every [`KEEPALIVE`] and drops the link after
 //!   [`SILENCE`] without a byte, so a cut cable is noticed on both sides
 //!   even when TCP itself would wait for minutes.
@@ -39,6 +42,13 @@ pub const SILENCE: Duration = Duration::from_secs(5);
 
 /// How long the TLS handshake and the proofs may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a link takes before the peer has proven the key: the hello and the
+/// answer are two short frames.
+pub const HANDSHAKE_LIMITS: Limits = Limits {
+    max_message: 1024,
+    max_frames: 4,
+};
 
 /// The message that only says "still here": one empty frame.
 const KEEPALIVE_FRAME: &[u8] = b"";
@@ -152,13 +162,26 @@ impl KernelIdentity {
     pub fn load_or_create(dir: &Path) -> std::io::Result<KernelIdentity> {
         let cert_path = dir.join("kernel-cert.der");
         let key_path = dir.join("kernel-key.der");
-        if let (Ok(certificate), Ok(private_key)) =
-            (std::fs::read(&cert_path), std::fs::read(&key_path))
-        {
-            return Ok(KernelIdentity {
-                certificate,
-                private_key,
-            });
+        match (std::fs::read(&cert_path), std::fs::read(&key_path)) {
+            (Ok(certificate), Ok(private_key)) => {
+                return Ok(KernelIdentity {
+                    certificate,
+                    private_key,
+                });
+            }
+            // None yet (or a crash between the two writes, key first): make one.
+            (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Anything else: making a new one would silently invalidate every
+            // host's key.
+            (Err(e), _) | (_, Err(e)) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot read the kernel's certificate or key in {}: {e}",
+                        dir.display()
+                    ),
+                ));
+            }
         }
         let failed =
             |e: rcgen::Error| std::io::Error::other(format!("cannot make a certificate: {e}"));
@@ -330,11 +353,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Link<S> {
         };
         let receiving = async move {
             loop {
-                match tokio::time::timeout(SILENCE, reader.recv()).await {
-                    Err(_) => return format!("nothing heard for {} s", SILENCE.as_secs()),
-                    Ok(Err(err)) => return err.to_string(),
-                    Ok(Ok(frames)) if frames.len() == 1 && frames[0].is_empty() => {}
-                    Ok(Ok(frames)) => {
+                match reader.recv_or_idle(SILENCE).await {
+                    Err(err) => return err.to_string(),
+                    Ok(frames) if frames.len() == 1 && frames[0].is_empty() => {}
+                    Ok(frames) => {
                         if inbound.send(frames).await.is_err() {
                             return "closed by this end".to_string();
                         }
@@ -404,8 +426,10 @@ pub async fn connect(
                 unreachable(format!("TLS: {e}"))
             }
         })?;
-        let binding = exported(tls.get_ref().1)?;
-        let mut link = AsyncLink::handshake(tls, limits).await.map_err(broken)?;
+        let binding = exported(tls.get_ref().1).map_err(|e| unreachable(e.to_string()))?;
+        let mut link = AsyncLink::handshake(tls, HANDSHAKE_LIMITS)
+            .await
+            .map_err(broken)?;
         let proof = key.proof(b"service", &binding);
         link.send(&[b"join", proof.as_ref()])
             .await
@@ -425,6 +449,7 @@ pub async fn connect(
             }
             _ => return Err(JoinError::Unproven(address.to_string())),
         }
+        link.set_limits(limits);
         Ok(split(link, address.to_string()))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
@@ -432,14 +457,11 @@ pub async fn connect(
         .unwrap_or_else(|_| Err(unreachable("no answer to the handshake".into())))
 }
 
-fn exported<D>(connection: &rustls::ConnectionCommon<D>) -> Result<[u8; 32], JoinError> {
+/// The value both proofs are bound to: keying material exported from this
+/// TLS session, which no other session shares.
+fn exported<D>(connection: &rustls::ConnectionCommon<D>) -> Result<[u8; 32], rustls::Error> {
     let mut out = [0u8; 32];
-    connection
-        .export_keying_material(&mut out, EXPORTER_LABEL, None)
-        .map_err(|e| JoinError::Unreachable {
-            address: String::new(),
-            cause: format!("TLS exporter: {e}"),
-        })?;
+    connection.export_keying_material(&mut out, EXPORTER_LABEL, None)?;
     Ok(out)
 }
 
@@ -502,7 +524,7 @@ impl Acceptor {
                 .await
                 .map_err(|e| AcceptError::Tls(e.to_string()))?;
             let binding = exported(tls.get_ref().1).map_err(|e| AcceptError::Tls(e.to_string()))?;
-            let mut link = AsyncLink::handshake(tls, self.limits).await?;
+            let mut link = AsyncLink::handshake(tls, HANDSHAKE_LIMITS).await?;
             let hello = link.recv().await?;
             let proven = matches!(hello.as_slice(),
                 [word, proof] if word.as_ref() == b"join" && key.verify(b"service", &binding, proof));
@@ -512,6 +534,7 @@ impl Acceptor {
             }
             let proof = key.proof(b"kernel", &binding);
             link.send(&[b"welcome", proof.as_ref()]).await?;
+            link.set_limits(self.limits);
             Ok(split(link, peer))
         };
         tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
@@ -549,10 +572,15 @@ pub fn kernel_credentials(dir: &Path) -> std::io::Result<(KernelIdentity, JoinKe
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
         _ => {
             let key = JoinKey::generate(&identity);
-            crate::secret_file::write(&path, format!("{}\n", key.to_text()).as_bytes())?;
+            write_key(dir, &key)?;
             Ok((identity, key))
         }
     }
+}
+
+fn write_key(dir: &Path, key: &JoinKey) -> std::io::Result<()> {
+    let text = format!("{}\n", key.to_text());
+    crate::secret_file::write(&dir.join(KEY_FILE), text.as_bytes())
 }
 
 /// Replaces the join key kept in `dir` with a new one. A running kernel
@@ -560,10 +588,7 @@ pub fn kernel_credentials(dir: &Path) -> std::io::Result<(KernelIdentity, JoinKe
 pub fn rotate_key(dir: &Path) -> std::io::Result<JoinKey> {
     let identity = KernelIdentity::load_or_create(dir)?;
     let key = JoinKey::generate(&identity);
-    crate::secret_file::write(
-        &dir.join(KEY_FILE),
-        format!("{}\n", key.to_text()).as_bytes(),
-    )?;
+    write_key(dir, &key)?;
     Ok(key)
 }
 
@@ -730,6 +755,41 @@ mod tests {
         let why = pump.await.unwrap();
         assert!(why.contains("exceeds"), "{why}");
         assert!(arrived.recv().await.is_none());
+    }
+
+    /// Before the key is proven, the kernel takes only a short hello.
+    #[tokio::test]
+    async fn an_unproven_peer_cannot_make_the_kernel_reserve_memory() {
+        let kernel_identity = identity();
+        let key = JoinKey::generate(&kernel_identity);
+        let (address, server) = kernel(key, &kernel_identity).await;
+        let provider = provider();
+        let verifier = Pinned {
+            fingerprint: kernel_identity.fingerprint(),
+            algorithms: provider.signature_verification_algorithms,
+        };
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(&address).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)
+            .await
+            .unwrap();
+        // A greeting and READY, then a frame header declaring 64 MiB.
+        let mut bytes = crate::zmtp::handshake_bytes();
+        bytes.push(0b010);
+        bytes.extend_from_slice(&(64u64 << 20).to_be_bytes());
+        tls.write_all(&bytes).await.unwrap();
+        let refused = server.await.unwrap();
+        assert!(
+            matches!(&refused, Err(AcceptError::Link(e)) if e.to_string().contains("exceeds the 1024 byte")),
+            "{:?}",
+            refused.err()
+        );
     }
 
     #[tokio::test]

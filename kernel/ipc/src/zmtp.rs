@@ -226,7 +226,7 @@ impl Decoder {
 }
 
 /// Our side of the handshake as bytes: the greeting and READY.
-fn handshake_bytes() -> Vec<u8> {
+pub(crate) fn handshake_bytes() -> Vec<u8> {
     let mut out = greeting().to_vec();
     out.extend(ready_command());
     out
@@ -313,7 +313,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> AsyncLink<S> {
             buf: BytesMut::with_capacity(8192),
             decoder: Decoder::new(limits),
         };
-        match reader.next_item().await? {
+        match reader.next_item(None).await? {
             Item::Command(body) => check_ready(&body)?,
             Item::Message(_) => return Err(violation("a message before READY")),
         }
@@ -334,6 +334,12 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> AsyncLink<S> {
             .write_all(&encode_message(frames))
             .await?;
         Ok(())
+    }
+
+    /// Replaces the bounds on what the peer may send from now on (a link
+    /// starts with small ones until the peer has proven who it is).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.reader.decoder.limits = limits;
     }
 
     /// Separates the receiving side from the stream's write half, keeping
@@ -357,7 +363,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> AsyncLink<S> {
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> LinkReader<R> {
-    async fn next_item(&mut self) -> Result<Item, LinkError> {
+    async fn next_item(&mut self, idle: Option<std::time::Duration>) -> Result<Item, LinkError> {
         loop {
             if let Some(item) = self.decoder.decode(&mut self.buf)? {
                 return Ok(item);
@@ -365,7 +371,17 @@ impl<R: tokio::io::AsyncRead + Unpin> LinkReader<R> {
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(16 * 1024);
             }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
+            let read = self.stream.read_buf(&mut self.buf);
+            let n = match idle {
+                Some(idle) => tokio::time::timeout(idle, read).await.map_err(|_| {
+                    LinkError::Io(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("nothing heard for {} s", idle.as_secs()),
+                    ))
+                })??,
+                None => read.await?,
+            };
+            if n == 0 {
                 return Err(LinkError::Io(io::ErrorKind::UnexpectedEof.into()));
             }
         }
@@ -376,7 +392,20 @@ impl<R: tokio::io::AsyncRead + Unpin> LinkReader<R> {
     /// Cancel-safe: bytes already read stay buffered for the next call.
     pub async fn recv(&mut self) -> Result<Vec<Bytes>, LinkError> {
         loop {
-            if let Item::Message(frames) = self.next_item().await? {
+            if let Item::Message(frames) = self.next_item(None).await? {
+                return Ok(frames);
+            }
+        }
+    }
+
+    /// As [`LinkReader::recv`], failing when no byte at all arrives for
+    /// `idle`: a message that takes long to arrive is fine while it flows.
+    pub async fn recv_or_idle(
+        &mut self,
+        idle: std::time::Duration,
+    ) -> Result<Vec<Bytes>, LinkError> {
+        loop {
+            if let Item::Message(frames) = self.next_item(Some(idle)).await? {
                 return Ok(frames);
             }
         }
