@@ -2,10 +2,10 @@
 //!
 //! On the kernel's host a ZeroMQ DEALER socket on `ipc://`; from another
 //! host a TLS link that proves the join key ([`crate::link`]). Either way
-//! the transport only moves frames between two channels, and the rest is
-//! one code: a reader that matches replies to pending calls and hands
-//! requests and events to the service, and a keeper that sends heartbeats
-//! and notices the transport's end. When the kernel goes away, every
+//! the transport only sends what the service writes and hands what arrives
+//! to one receiver, which matches replies to pending calls and passes
+//! requests and events to the service; a keeper sends heartbeats and
+//! notices the transport's end. When the kernel goes away, every
 //! pending call fails with [`FailureKind::Unavailable`] and [`Incoming`]
 //! ends: the service should exit, and its supervisor (`isms up`, or
 //! `isms join` on another host) starts it again against the kernel.
@@ -158,6 +158,22 @@ struct Shared {
     next_id: AtomicU64,
     load: Mutex<Load>,
     alive: AtomicBool,
+    /// Told of the kernel's answer to the registration, once.
+    registered: Mutex<Option<oneshot::Sender<Result<(), String>>>>,
+}
+
+/// Takes what the kernel sends, on the transport's own task.
+struct Receiver {
+    conn: Connection,
+    inbound: mpsc::UnboundedSender<Inbound>,
+    registration: Registration,
+}
+
+impl Receiver {
+    fn on_frames(&self, frames: Vec<Bytes>) {
+        self.conn
+            .dispatch(frames, &self.inbound, &self.registration);
+    }
 }
 
 /// A handle on the connection; cheap to clone.
@@ -254,18 +270,43 @@ impl Connection {
         wait: Duration,
     ) -> Result<(Connection, Incoming), ConnectError> {
         let (writer, writer_rx) = mpsc::unbounded_channel::<Vec<Bytes>>();
-        let (from_kernel, mut from_kernel_rx) = mpsc::channel::<Vec<Bytes>>(1024);
+        let (registered, registered_rx) = oneshot::channel();
+        let conn = Connection {
+            shared: Arc::new(Shared {
+                service: registration.service,
+                writer,
+                pending: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                load: Mutex::new(Load::default()),
+                alive: AtomicBool::new(true),
+                registered: Mutex::new(Some(registered)),
+            }),
+        };
+        let (inbound, rx) = mpsc::unbounded_channel();
+        // The transport hands each message to it as it arrives, with no
+        // channel in between on the local path (measured by isms-bench).
+        let receiver = Receiver {
+            conn: conn.clone(),
+            inbound,
+            registration: registration.clone(),
+        };
         let (lost, lost_rx) = oneshot::channel::<String>();
         match endpoint {
             Endpoint::Ipc(_) => {
                 let identity = format!("{}-{}", registration.instance, nonce());
-                zmq_transport(endpoint, identity, wait, writer_rx, from_kernel, lost).await?;
+                zmq_transport(endpoint, identity, wait, writer_rx, receiver, lost).await?;
             }
             Endpoint::Tcp(address) => {
                 let joining = joining.ok_or_else(|| ConnectError::NoKey(endpoint.to_string()))?;
                 let link = crate::link::connect(address, &joining.key, joining.limits).await?;
                 let (outbound, outbound_rx) = mpsc::channel(1024);
+                let (from_kernel, mut from_kernel_rx) = mpsc::channel::<Vec<Bytes>>(1024);
                 tokio::spawn(forward(writer_rx, outbound));
+                tokio::spawn(async move {
+                    while let Some(frames) = from_kernel_rx.recv().await {
+                        receiver.on_frames(frames);
+                    }
+                });
                 tokio::spawn(async move {
                     let why = link.pump(from_kernel, outbound_rx).await;
                     let _ = lost.send(why);
@@ -273,44 +314,17 @@ impl Connection {
             }
         }
 
-        let service = registration.service;
-        let conn = Connection {
-            shared: Arc::new(Shared {
-                service,
-                writer,
-                pending: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
-                load: Mutex::new(Load::default()),
-                alive: AtomicBool::new(true),
-            }),
-        };
-        conn.send_control(Control::Register(registration.clone()));
-        let registered = async {
-            while let Some(frames) = from_kernel_rx.recv().await {
-                match Message::decode(&frames).map(|m| m.body) {
-                    Ok(Body::Control(Control::Registered)) => return Ok(()),
-                    Ok(Body::Control(Control::Refused(reason))) => {
-                        return Err(ConnectError::Refused {
-                            endpoint: endpoint.to_string(),
-                            reason,
-                        });
-                    }
-                    _ => {}
-                }
+        conn.send_control(Control::Register(registration));
+        match tokio::time::timeout(wait.max(Duration::from_secs(5)), registered_rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(reason))) => {
+                return Err(ConnectError::Refused {
+                    endpoint: endpoint.to_string(),
+                    reason,
+                });
             }
-            Err(ConnectError::NoAnswer(endpoint.to_string()))
-        };
-        tokio::time::timeout(wait.max(Duration::from_secs(5)), registered)
-            .await
-            .map_err(|_| ConnectError::NoAnswer(endpoint.to_string()))??;
-
-        let (inbound, rx) = mpsc::unbounded_channel();
-        let reader_conn = conn.clone();
-        let reader = tokio::spawn(async move {
-            while let Some(frames) = from_kernel_rx.recv().await {
-                reader_conn.dispatch(frames, &inbound, &registration);
-            }
-        });
+            Ok(Err(_)) | Err(_) => return Err(ConnectError::NoAnswer(endpoint.to_string())),
+        }
 
         let keeper_conn = conn.clone();
         tokio::spawn(async move {
@@ -329,7 +343,6 @@ impl Connection {
                     }
                 }
             }
-            reader.abort();
             keeper_conn.shut_down();
         });
 
@@ -376,7 +389,22 @@ impl Connection {
                 tracing::warn!("the kernel forgot this service; registering again");
                 self.send_control(Control::Register(registration.clone()));
             }
+            Body::Control(Control::Registered) => self.registered(Ok(())),
+            Body::Control(Control::Refused(reason)) => self.registered(Err(reason)),
             Body::Control(_) => {}
+        }
+    }
+
+    /// Tells `connect` how the registration went (the first answer only).
+    fn registered(&self, answer: Result<(), String>) {
+        let waiter = self
+            .shared
+            .registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(answer);
         }
     }
 
@@ -542,14 +570,14 @@ async fn forward(mut from: mpsc::UnboundedReceiver<Vec<Bytes>>, to: mpsc::Sender
     }
 }
 
-/// The local transport: a DEALER socket whose halves feed the channels;
-/// `lost` fires when the kernel disconnects.
+/// The local transport: a DEALER socket fed from `outbound`, whose messages
+/// go to `receiver`; `lost` fires when the kernel disconnects.
 async fn zmq_transport(
     endpoint: &Endpoint,
     identity: String,
     wait: Duration,
     mut outbound: mpsc::UnboundedReceiver<Vec<Bytes>>,
-    inbound: mpsc::Sender<Vec<Bytes>>,
+    receiver: Receiver,
     lost: oneshot::Sender<String>,
 ) -> Result<(), ConnectError> {
     let socket_error = |source| ConnectError::Socket {
@@ -579,11 +607,7 @@ async fn zmq_transport(
     let reader = tokio::spawn(async move {
         loop {
             match recv_half.recv().await {
-                Ok(message) => {
-                    if inbound.send(message.into_vec()).await.is_err() {
-                        return;
-                    }
-                }
+                Ok(message) => receiver.on_frames(message.into_vec()),
                 Err(err) => {
                     tracing::error!(cause = %err, "lost the kernel connection");
                     return;
