@@ -87,7 +87,9 @@ pub enum ConnectError {
         source: zeromq::ZmqError,
     },
     /// The kernel did not confirm the registration in time.
-    #[error("the kernel at {0} did not answer the registration")]
+    #[error(
+        "the kernel at {0} did not answer the registration (is it running, and the same ISMS version as this host?)"
+    )]
     NoAnswer(String),
     /// The kernel refused the registration.
     #[error("the kernel at {endpoint} refused this service: {reason}")]
