@@ -467,20 +467,13 @@ impl Kernel {
                 }
                 _ => peer,
             };
-            let Some(process) = self.processes.get_mut(next.item) else {
+            let Some(request) = self.processes.get_mut(next.item).map(|p| p.request) else {
                 continue;
             };
-            let request = process.request;
-            let State::Queued {
-                mut envelope, body, ..
-            } = std::mem::replace(
-                &mut process.state,
-                State::Running {
-                    peer: peer.clone(),
-                    since: now,
-                    charge: next.charge,
-                },
-            )
+            let counted = remote::is_link(&peer);
+            let Some((mut envelope, body)) =
+                self.processes
+                    .run(next.item, &peer, now, next.charge, counted)
             else {
                 continue;
             };

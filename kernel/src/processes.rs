@@ -68,6 +68,10 @@ pub struct ProcessTable {
     records: HashMap<ProcessId, Process>,
     deadlines: BTreeSet<(u64, ProcessId)>,
     next_id: ProcessId,
+    /// Requests held per (peer, project), for the peers dispatched to with
+    /// `counted` (links from other hosts): what [`ProcessTable::holds_for`]
+    /// answers without a scan.
+    held: HashMap<(Bytes, ProjectName), u32>,
 }
 
 impl ProcessTable {
@@ -104,6 +108,39 @@ impl ProcessTable {
         self.next_id + 1
     }
 
+    /// Dispatches a queued request to `peer`: it is running there from
+    /// `since`, charged `charge`. Returns what was queued (its envelope and
+    /// body), or `None` if the request is not queued. `counted` keeps the
+    /// count [`ProcessTable::holds_for`] reads.
+    pub fn run(
+        &mut self,
+        id: ProcessId,
+        peer: &Bytes,
+        since: Instant,
+        charge: Charge,
+        counted: bool,
+    ) -> Option<(Envelope, Bytes)> {
+        let process = self.records.get_mut(&id)?;
+        if !matches!(process.state, State::Queued { .. }) {
+            return None;
+        }
+        if counted && let Some(project) = charge.project() {
+            *self
+                .held
+                .entry((peer.clone(), project.clone()))
+                .or_default() += 1;
+        }
+        let running = State::Running {
+            peer: peer.clone(),
+            since,
+            charge,
+        };
+        match std::mem::replace(&mut process.state, running) {
+            State::Queued { envelope, body, .. } => Some((envelope, body)),
+            _ => None,
+        }
+    }
+
     /// A record.
     pub fn get_mut(&mut self, id: ProcessId) -> Option<&mut Process> {
         self.records.get_mut(&id)
@@ -122,6 +159,18 @@ impl ProcessTable {
     pub fn finish(&mut self, id: ProcessId) -> Option<Process> {
         let process = self.records.remove(&id)?;
         self.deadlines.remove(&(process.due_ms, id));
+        if let State::Running { peer, charge, .. } | State::Orphaned { peer, charge, .. } =
+            &process.state
+            && let Some(project) = charge.project()
+        {
+            let key = (peer.clone(), project.clone());
+            if let Some(count) = self.held.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    self.held.remove(&key);
+                }
+            }
+        }
         Some(process)
     }
 
@@ -151,17 +200,9 @@ impl ProcessTable {
     }
 
     /// Whether `peer` holds a request acting for `project` (dispatched to
-    /// it and not answered).
+    /// it with `counted` and not answered).
     pub fn holds_for(&self, peer: &Bytes, project: &ProjectName) -> bool {
-        self.records.values().any(|p| match &p.state {
-            State::Running {
-                peer: on, charge, ..
-            }
-            | State::Orphaned {
-                peer: on, charge, ..
-            } => on == peer && charge.project() == Some(project),
-            State::Queued { .. } => false,
-        })
+        self.held.contains_key(&(peer.clone(), project.clone()))
     }
 
     /// How many requests are in the system.
