@@ -122,6 +122,7 @@ pub fn join(join: Join) -> anyhow::Result<()> {
 
 async fn supervise(join: &Join, instance: &str, key_file: &Path) -> anyhow::Result<()> {
     let mut backoff = FIRST_BACKOFF;
+    let mut refusals = 0;
     let mut stop = std::pin::pin!(crate::service::shutdown_signal());
     loop {
         let mut child = start(join, instance, key_file)?;
@@ -140,11 +141,14 @@ async fn supervise(join: &Join, instance: &str, key_file: &Path) -> anyhow::Resu
             }
             status = child.wait() => status,
         };
-        if let Ok(status) = &status
-            && status.code() == Some(i32::from(REFUSED_EXIT_CODE))
-        {
+        // Refused twice in a row: the key is wrong for good. Once may be a
+        // key given out in the second before the kernel read it.
+        let refused =
+            matches!(&status, Ok(status) if status.code() == Some(i32::from(REFUSED_EXIT_CODE)));
+        if refused && refusals > 0 {
             bail!("the kernel refused this host (see the error above); not trying again");
         }
+        refusals = if refused { refusals + 1 } else { 0 };
         if started.elapsed() > STABLE_AFTER {
             backoff = FIRST_BACKOFF;
         }
