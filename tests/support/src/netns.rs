@@ -43,11 +43,28 @@ impl Network {
         if unsafe { libc::geteuid() } != 0 {
             return Err("network namespaces need root (tests/run runs the tests as root)".into());
         }
-        let mut nonce = [0u8; 3];
-        getrandom::fill(&mut nonce).unwrap();
-        let tag = format!("{:02x}{:02x}{:02x}", nonce[0], nonce[1], nonce[2]);
-        // A /24 in 10.x.y.0 that nothing else on this machine routes.
-        let prefix = format!("10.{}.{}", 100 + nonce[0] % 150, nonce[1]);
+        // A /24 in 10.x.y.0 that no interface of this machine has, and no
+        // other test of this process took.
+        static TAKEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let addresses = Command::new("ip")
+            .args(["-4", "-o", "addr"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .map_err(|e| format!("cannot run ip: {e}"))?;
+        let mut taken = TAKEN.lock().unwrap();
+        let (tag, prefix) = loop {
+            let mut nonce = [0u8; 3];
+            getrandom::fill(&mut nonce).unwrap();
+            let prefix = format!("10.{}.{}", 100 + nonce[0] % 150, nonce[1]);
+            if !taken.contains(&prefix) && !addresses.contains(&format!(" {prefix}.")) {
+                taken.push(prefix.clone());
+                break (
+                    format!("{:02x}{:02x}{:02x}", nonce[0], nonce[1], nonce[2]),
+                    prefix,
+                );
+            }
+        };
+        drop(taken);
         let bridge = format!("ib{tag}");
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         let network = Network {
