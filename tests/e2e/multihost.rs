@@ -476,21 +476,23 @@ fn what_may_not_join_is_refused() {
     assert_eq!(fleet.p.service("kernel")["status"], "up");
 }
 
-/// A CommServer on another host serves the project's HTTP triggers there.
+/// A CommServer on another host serves the project's HTTP triggers there,
+/// and its embedded broker takes the site's devices, signed in with the
+/// credentials the platform gave them, and runs their messages' triggers.
 #[test]
-fn a_commserver_on_another_host_serves_http_triggers() {
+fn a_commserver_on_another_host_serves_http_and_mqtt_triggers() {
+    use isms_test_support::mqtt::{Connect, RawClient, Received};
     let Some(mut fleet) = Fleet::start(options()) else {
         return;
     };
     let site = fleet.network.host("site");
     let config = fleet.p.root.join("site.toml");
-    let http_port = free_port();
+    let (http_port, mqtt_port) = (free_port(), free_port());
     std::fs::write(
         &config,
         format!(
-            "[commserver]\nhttp_addr = \"{}:{http_port}\"\nmqtt_addr = \"127.0.0.1:{}\"\n",
-            site.address,
-            free_port()
+            "[commserver]\nhttp_addr = \"{0}:{http_port}\"\nmqtt_addr = \"{0}:{mqtt_port}\"\n",
+            site.address
         ),
     )
     .unwrap();
@@ -498,9 +500,11 @@ fn a_commserver_on_another_host_serves_http_triggers() {
     let entry = fleet.wait_up("commserver@site", &joined);
     assert_eq!(entry["host"], "site", "{entry}");
     let p = &fleet.p;
-    p.run(&["project", "create", "farm"]);
-    p.deploy_misbehave("farm", "echo", "echo", "");
-    let url = format!("http://{}:{http_port}/farm/echo", site.address);
+    p.run(&["project", "create", "plant"]);
+    p.deploy_misbehave("plant", "echo", "echo", "");
+    p.deploy(&fixtures().join("mqtt"), "plant");
+
+    let url = format!("http://{}:{http_port}/plant/echo", site.address);
     let post = format!(
         "import urllib.request\n\
          print(urllib.request.urlopen('{url}', data=b'from the site').read().decode(), end='')"
@@ -518,6 +522,36 @@ fn a_commserver_on_another_host_serves_http_triggers() {
         },
     );
     assert_eq!(r, "from the site");
+
+    let secret = p
+        .run(&["device", "create", "plant", "meter"])
+        .lines()
+        .find_map(|l| l.strip_prefix("MQTT password"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let connect = Connect {
+        login: Some(("plant/meter".into(), secret)),
+        ..Connect::v4("meter")
+    };
+    let broker = format!("{}:{mqtt_port}", site.address);
+    let mut device = RawClient::open_at(&broker, &connect).unwrap();
+    assert!(
+        matches!(
+            device.recv(Duration::from_secs(20)),
+            Some(Received::ConnAck { code: 0, .. })
+        ),
+        "the site's broker refused the device"
+    );
+    device.subscribe(1, &["plant/out"].map(|t| (t, 1)));
+    let reply = eventually(Duration::from_secs(30), "the site's trigger to run", || {
+        device.publish("plant/d1/in", b"21.5", 1, false, 7, false);
+        device
+            .deliveries(Duration::from_secs(2))
+            .into_iter()
+            .find(|(topic, _)| topic == "plant/out")
+    });
+    assert_eq!(reply.1, "plant/d1/in 21.5");
 }
 
 /// `isms join-key --rotate` cuts off every host that joined with the old

@@ -152,7 +152,12 @@ impl RawClient {
     /// Opens the TCP connection and sends CONNECT; the CONNACK is the
     /// first [`RawClient::recv`].
     pub fn open(port: u16, connect: &Connect) -> std::io::Result<RawClient> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        RawClient::open_at(&format!("127.0.0.1:{port}"), connect)
+    }
+
+    /// As [`RawClient::open`], to a broker at `address` (`host:port`).
+    pub fn open_at(address: &str, connect: &Connect) -> std::io::Result<RawClient> {
+        let stream = TcpStream::connect(address)?;
         stream.set_nodelay(true)?;
         let mut client = RawClient {
             stream,
