@@ -191,15 +191,7 @@ fn start(join: &Join, instance: &str, key_file: &Path) -> anyhow::Result<tokio::
         command.arg("--label").arg(label);
     }
     command.stdin(Stdio::null());
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    crate::supervisor::die_with_parent(&mut command);
     command
         .spawn()
         .with_context(|| format!("cannot start the {}", join.service))

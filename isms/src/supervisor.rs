@@ -167,6 +167,14 @@ fn start(kind: ServiceKind, up: &Up) -> anyhow::Result<tokio::process::Child> {
         .stdout(log.try_clone()?)
         .stderr(log)
         .process_group(0);
+    die_with_parent(&mut command);
+    command
+        .spawn()
+        .with_context(|| format!("cannot start the {kind}"))
+}
+
+/// Has the child get SIGTERM when its supervisor dies, however it dies.
+pub(crate) fn die_with_parent(command: &mut Command) {
     // SAFETY: prctl is async-signal-safe.
     unsafe {
         command.pre_exec(|| {
@@ -176,9 +184,6 @@ fn start(kind: ServiceKind, up: &Up) -> anyhow::Result<tokio::process::Child> {
             Ok(())
         });
     }
-    command
-        .spawn()
-        .with_context(|| format!("cannot start the {kind}"))
 }
 
 pub(crate) fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {

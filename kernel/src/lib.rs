@@ -467,11 +467,8 @@ impl Kernel {
                 }
                 _ => peer,
             };
-            let Some(request) = self.processes.get_mut(next.item).map(|p| p.request) else {
-                continue;
-            };
             let counted = remote::is_link(&peer);
-            let Some((mut envelope, body)) =
+            let Some((request, mut envelope, body)) =
                 self.processes
                     .run(next.item, &peer, now, next.charge, counted)
             else {

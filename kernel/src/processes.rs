@@ -109,8 +109,8 @@ impl ProcessTable {
     }
 
     /// Dispatches a queued request to `peer`: it is running there from
-    /// `since`, charged `charge`. Returns what was queued (its envelope and
-    /// body), or `None` if the request is not queued. `counted` keeps the
+    /// `since`, charged `charge`. Returns which request it is and what was
+    /// queued (its envelope and body), or `None` if it is not queued. `counted` keeps the
     /// count [`ProcessTable::holds_for`] reads.
     pub fn run(
         &mut self,
@@ -119,7 +119,7 @@ impl ProcessTable {
         since: Instant,
         charge: Charge,
         counted: bool,
-    ) -> Option<(Envelope, Bytes)> {
+    ) -> Option<(RequestKind, Envelope, Bytes)> {
         let process = self.records.get_mut(&id)?;
         if !matches!(process.state, State::Queued { .. }) {
             return None;
@@ -136,7 +136,7 @@ impl ProcessTable {
             charge,
         };
         match std::mem::replace(&mut process.state, running) {
-            State::Queued { envelope, body, .. } => Some((envelope, body)),
+            State::Queued { envelope, body, .. } => Some((process.request, envelope, body)),
             _ => None,
         }
     }

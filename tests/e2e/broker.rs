@@ -315,14 +315,7 @@ fn devices_have_their_projects_rights_and_no_more() {
         p.run(&["project", "create", project]);
     }
     p.deploy(&fixtures().join("mqtt"), "plant");
-    let secret = |project: &str, device: &str| {
-        p.run(&["device", "create", project, device])
-            .lines()
-            .find_map(|l| l.strip_prefix("MQTT password"))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
+    let secret = |project: &str, device: &str| p.create_device(project, device);
     let plant_secret = secret("plant", "sensor");
     let other_secret = secret("other", "intruder");
     let login = |version: Version, id: &str, user: &str, secret: &str| Connect {
@@ -421,13 +414,7 @@ fn no_acknowledged_message_is_lost_in_a_power_cut() {
     p.login_admin();
     p.run(&["project", "create", "plant"]);
     p.deploy(&fixtures().join("mqtt"), "plant");
-    let secret = p
-        .run(&["device", "create", "plant", "meter"])
-        .lines()
-        .find_map(|l| l.strip_prefix("MQTT password"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let secret = p.create_device("plant", "meter");
     let sql = |p: &Platform, query: &str| {
         let body = serde_json::json!({ "query": query }).to_string();
         let r = p.call_api(

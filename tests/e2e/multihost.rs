@@ -523,13 +523,7 @@ fn a_commserver_on_another_host_serves_http_and_mqtt_triggers() {
     );
     assert_eq!(r, "from the site");
 
-    let secret = p
-        .run(&["device", "create", "plant", "meter"])
-        .lines()
-        .find_map(|l| l.strip_prefix("MQTT password"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let secret = p.create_device("plant", "meter");
     let connect = Connect {
         login: Some(("plant/meter".into(), secret)),
         ..Connect::v4("meter")

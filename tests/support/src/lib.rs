@@ -248,27 +248,31 @@ impl Options {
         }
         let mut child = command.spawn().expect("cannot start isms up");
         drop(inherited);
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    output.lock().unwrap().push_str(&format!("{line}\n"));
-                }
-            });
-        }
+        collect_output(&mut child, output);
         child
+    }
+}
+
+/// Appends what `child` prints (its piped stdout and stderr), line by line,
+/// to `output`, from threads of their own.
+pub fn collect_output(child: &mut Child, output: &Arc<Mutex<String>>) {
+    let streams = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ];
+    for stream in streams.into_iter().flatten() {
+        let output = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                output.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
     }
 }
 
@@ -548,6 +552,16 @@ impl Platform {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `isms device create <project> <name>`: the device's MQTT password.
+    pub fn create_device(&self, project: &str, name: &str) -> String {
+        self.run(&["device", "create", project, name])
+            .lines()
+            .find_map(|l| l.strip_prefix("MQTT password"))
+            .expect("isms device create printed no password")
+            .trim()
+            .to_string()
     }
 
     /// Asserts that `path` (an echoing Doee's trigger) still answers.

@@ -3,7 +3,6 @@
 //! running `isms join`. The tests talk only to the addresses of the
 //! namespaces they made.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -203,26 +202,7 @@ impl Host {
             .process_group(0);
         let mut child = command.spawn().expect("cannot start isms join");
         let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    output.lock().unwrap().push_str(&format!("{line}\n"));
-                }
-            });
-        }
+        crate::collect_output(&mut child, &output);
         Joined {
             child,
             output,
