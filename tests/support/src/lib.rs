@@ -334,14 +334,7 @@ impl Platform {
         let _ = self.child.wait();
         for pid in all {
             eventually(Duration::from_secs(20), "every process to die", || {
-                // SAFETY: signal 0 only checks that the process exists.
-                let gone = unsafe { libc::kill(pid as i32, 0) } != 0
-                    || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                        stat.rsplit(')')
-                            .next()
-                            .is_some_and(|r| r.trim_start().starts_with('Z'))
-                    });
-                gone.then_some(())
+                procs::gone(pid).then_some(())
             });
         }
         self.output.lock().unwrap().clear();

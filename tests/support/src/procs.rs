@@ -1,6 +1,27 @@
 //! This machine's processes as `/proc` shows them: which belong to a
 //! platform, and how much memory they hold.
 
+/// Whether a process has exited and let go of what it held. A zombie
+/// leader is not enough: its other threads may still be dying (one blocked
+/// in fsync, say) and hold its descriptors, its listening sockets among
+/// them; every thread must be a zombie or gone.
+pub fn gone(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid as i32, 0) } != 0 {
+        return true;
+    }
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    threads.filter_map(Result::ok).all(|thread| {
+        std::fs::read_to_string(thread.path().join("stat")).map_or(true, |stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+    })
+}
+
 /// Every process below `root`, from the parents `/proc` gives.
 pub fn descendants(root: u32) -> Vec<u32> {
     let mut parents = Vec::new();
