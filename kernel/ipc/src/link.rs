@@ -8,7 +8,9 @@
 //! - Both ends then prove that they hold the key's secret: each sends an
 //!   HMAC-SHA256 of its role and of a value exported from this TLS session
 //!   (RFC 5705). The secret itself never crosses the wire, and a proof is
-//!   worthless on any other connection.
+//!   worthless on any other connection. The joining host also says which
+//!   protocol version it speaks, so a host with another ISMS version is
+//!   told so instead of being dropped without a word.
 //! - After that the link carries the kernel's messages as ZMTP frames
 //!   through the bounded decoder of [`crate::zmtp`]: no peer makes the other
 //!   end reserve more than [`Limits::max_message`].
@@ -19,6 +21,7 @@
 //!   [`SILENCE`] without a byte, so a cut cable is noticed on both sides
 //!   even when TCP itself would wait for minutes.
 
+use crate::message::PROTOCOL_VERSION;
 use crate::zmtp::{AsyncLink, Limits, LinkError, LinkReader};
 use bytes::Bytes;
 use ring::hmac;
@@ -431,7 +434,7 @@ pub async fn connect(
             .await
             .map_err(broken)?;
         let proof = key.proof(b"service", &binding);
-        link.send(&[b"join", proof.as_ref()])
+        link.send(&[b"join", proof.as_ref(), &[PROTOCOL_VERSION]])
             .await
             .map_err(broken)?;
         let answer = link.recv().await.map_err(broken)?;
@@ -482,6 +485,9 @@ pub enum AcceptError {
     /// The peer did not prove the current join key.
     #[error("wrong or missing join key")]
     WrongKey,
+    /// The peer speaks another version of the protocol.
+    #[error("{0}")]
+    Version(String),
     /// The link broke or the peer broke the protocol.
     #[error(transparent)]
     Link(#[from] LinkError),
@@ -526,11 +532,25 @@ impl Acceptor {
             let binding = exported(tls.get_ref().1).map_err(|e| AcceptError::Tls(e.to_string()))?;
             let mut link = AsyncLink::handshake(tls, HANDSHAKE_LIMITS).await?;
             let hello = link.recv().await?;
-            let proven = matches!(hello.as_slice(),
-                [word, proof] if word.as_ref() == b"join" && key.verify(b"service", &binding, proof));
-            if !proven {
+            let (proof, version) = match hello.as_slice() {
+                [word, proof, version] if word.as_ref() == b"join" => {
+                    (proof.clone(), version.first().copied())
+                }
+                _ => (Bytes::new(), None),
+            };
+            if !key.verify(b"service", &binding, &proof) {
                 let _ = link.send(&[b"refused", b"wrong or missing join key"]).await;
                 return Err(AcceptError::WrongKey);
+            }
+            // Said only to a host that proved the key, and before any
+            // message it could not read.
+            if version != Some(PROTOCOL_VERSION) {
+                let why = format!(
+                    "this host speaks protocol {}, the kernel {PROTOCOL_VERSION}: run the same ISMS version on both",
+                    version.map_or("?".to_string(), |v| v.to_string())
+                );
+                let _ = link.send(&[b"refused", why.as_bytes()]).await;
+                return Err(AcceptError::Version(why));
             }
             let proof = key.proof(b"kernel", &binding);
             link.send(&[b"welcome", proof.as_ref()]).await?;
@@ -755,6 +775,42 @@ mod tests {
         let why = pump.await.unwrap();
         assert!(why.contains("exceeds"), "{why}");
         assert!(arrived.recv().await.is_none());
+    }
+
+    /// A host with the key but another protocol version is told so.
+    #[tokio::test]
+    async fn another_protocol_version_is_refused_saying_so() {
+        let kernel_identity = identity();
+        let key = JoinKey::generate(&kernel_identity);
+        let (address, server) = kernel(key.clone(), &kernel_identity).await;
+        let provider = provider();
+        let verifier = Pinned {
+            fingerprint: kernel_identity.fingerprint(),
+            algorithms: provider.signature_verification_algorithms,
+        };
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(&address).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)
+            .await
+            .unwrap();
+        let binding = exported(tls.get_ref().1).unwrap();
+        let mut link = AsyncLink::handshake(tls, HANDSHAKE_LIMITS).await.unwrap();
+        let proof = key.proof(b"service", &binding);
+        link.send(&[b"join", proof.as_ref(), &[99]]).await.unwrap();
+        let answer = link.recv().await.unwrap();
+        assert_eq!(answer[0].as_ref(), b"refused");
+        let reason = String::from_utf8_lossy(&answer[1]).into_owned();
+        assert!(reason.contains("protocol 99"), "{reason}");
+        assert!(matches!(
+            server.await.unwrap(),
+            Err(AcceptError::Version(_))
+        ));
     }
 
     /// Before the key is proven, the kernel takes only a short hello.
