@@ -663,6 +663,7 @@ mod tests {
         std::fs::write(&file, "[doer]\nmax_worker = 7\n").unwrap();
         let err = Config::load(Some(&file)).unwrap_err().to_string();
         assert!(err.contains("max_worker"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
