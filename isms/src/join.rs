@@ -15,6 +15,23 @@ use std::process::Stdio;
 use std::time::Instant;
 use tokio::process::Command;
 
+/// How a service joins a kernel on another host: the options `isms join`
+/// takes and hands on to the service it starts.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Membership {
+    /// A file holding the join key (`isms join-key` on the kernel's host
+    /// prints it); or the key itself in ISMS_JOIN_KEY (never an argument,
+    /// which every user of the host could read).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Requests handled at once (a Doer's Workers) [default: the service's own]
+    #[arg(long)]
+    pub capacity: Option<u32>,
+    /// A label for placement, name=value (repeatable): `--label site=shed`.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+}
+
 /// What `isms join` was asked.
 #[derive(Debug)]
 pub struct Join {
@@ -22,14 +39,10 @@ pub struct Join {
     pub endpoint: String,
     /// Which service to run here.
     pub service: ServiceKind,
-    /// A file holding the join key.
-    pub key_file: Option<PathBuf>,
+    /// The key file, capacity and labels.
+    pub membership: Membership,
     /// The join key itself (from ISMS_JOIN_KEY).
     pub key: Option<String>,
-    /// Requests handled at once (a Doer's Workers).
-    pub capacity: Option<u32>,
-    /// `name=value` labels for placement.
-    pub labels: Vec<String>,
     /// The instance's name after `<service>@` (default: the host name).
     pub name: Option<String>,
     /// Where this host keeps its state.
@@ -79,13 +92,14 @@ pub fn join(join: Join) -> anyhow::Result<()> {
             join.service
         );
     }
-    let key = read_key(join.key.as_deref(), join.key_file.as_deref())?;
+    let key = read_key(join.key.as_deref(), join.membership.key_file.as_deref())?;
     let labels = join
+        .membership
         .labels
         .iter()
         .map(|l| parse_label(l).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if join.capacity == Some(0) {
+    if join.membership.capacity == Some(0) {
         bail!("--capacity must be at least 1");
     }
     let name = join.name.clone().unwrap_or_else(link::host_name);
@@ -107,7 +121,8 @@ pub fn join(join: Join) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     println!(
         "Joining the kernel at {endpoint} as {instance}{}{}",
-        join.capacity
+        join.membership
+            .capacity
             .map(|c| format!(", capacity {c}"))
             .unwrap_or_default(),
         if labels.is_empty() {
@@ -184,10 +199,10 @@ fn start(join: &Join, instance: &str, key_file: &Path) -> anyhow::Result<tokio::
     if let Some(file) = &join.config_file {
         command.arg("--config").arg(file);
     }
-    if let Some(capacity) = join.capacity {
+    if let Some(capacity) = join.membership.capacity {
         command.arg("--capacity").arg(capacity.to_string());
     }
-    for label in &join.labels {
+    for label in &join.membership.labels {
         command.arg("--label").arg(label);
     }
     command.stdin(Stdio::null());
@@ -195,6 +210,33 @@ fn start(join: &Join, instance: &str, key_file: &Path) -> anyhow::Result<tokio::
     command
         .spawn()
         .with_context(|| format!("cannot start the {}", join.service))
+}
+
+/// How the service `isms join` started reaches its kernel (`isms service
+/// … --kernel <endpoint>`).
+pub fn remote(
+    endpoint: &str,
+    membership: &Membership,
+    config_file: Option<&Path>,
+) -> anyhow::Result<crate::service::Remote> {
+    let key = read_key(None, membership.key_file.as_deref())?;
+    let max_message = (Config::load(config_file)?.kernel.max_message_mb as usize) << 20;
+    Ok(crate::service::Remote {
+        endpoint: endpoint.parse().map_err(anyhow::Error::msg)?,
+        joining: link::Joining {
+            key,
+            limits: isms_ipc::zmtp::Limits {
+                max_message,
+                ..Default::default()
+            },
+        },
+        capacity: membership.capacity,
+        labels: membership
+            .labels
+            .iter()
+            .map(|l| parse_label(l).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()?,
+    })
 }
 
 /// `isms join-key`: prints the key other hosts join this kernel with,

@@ -32,17 +32,8 @@ enum Command {
         /// Which service to run here.
         #[arg(long, value_parser = ["doer", "commserver"])]
         service: String,
-        /// A file holding the join key (`isms join-key` on the kernel's host
-        /// prints it); or the key itself in ISMS_JOIN_KEY (never an argument,
-        /// which every user of the host could read).
-        #[arg(long)]
-        key_file: Option<PathBuf>,
-        /// Requests handled at once (a Doer's Workers) [default: the service's own]
-        #[arg(long)]
-        capacity: Option<u32>,
-        /// A label for placement, name=value (repeatable): `--label site=shed`.
-        #[arg(long = "label")]
-        labels: Vec<String>,
+        #[command(flatten)]
+        membership: isms::join::Membership,
         /// This instance's name after `<service>@` [default: the host name]
         #[arg(long)]
         name: Option<String>,
@@ -143,12 +134,8 @@ enum Command {
         /// A kernel on another host (started by `isms join`).
         #[arg(long, requires = "key_file")]
         kernel: Option<String>,
-        #[arg(long)]
-        key_file: Option<PathBuf>,
-        #[arg(long)]
-        capacity: Option<u32>,
-        #[arg(long = "label")]
-        labels: Vec<String>,
+        #[command(flatten)]
+        membership: isms::join::Membership,
     },
     /// Run the Doee Executor inside a Worker (started by the Doer).
     #[command(hide = true)]
@@ -193,21 +180,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir,
             config,
             kernel,
-            key_file,
-            capacity,
-            labels,
+            membership,
         } => {
             let instance = instance.unwrap_or_else(|| format!("{service}-1"));
-            let remote = match kernel {
-                Some(endpoint) => Some(remote_service(
-                    &endpoint,
-                    key_file.as_deref(),
-                    capacity,
-                    &labels,
-                    config.as_deref(),
-                )?),
-                None => None,
-            };
+            let remote = kernel
+                .map(|endpoint| isms::join::remote(&endpoint, &membership, config.as_deref()))
+                .transpose()?;
             let ran = isms::service::run(
                 service,
                 &instance,
@@ -226,21 +204,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Join {
             endpoint,
             service,
-            key_file,
-            capacity,
-            labels,
+            membership,
             name,
             data_dir,
             config,
         } => isms::join::join(isms::join::Join {
             endpoint,
             service: service.parse().map_err(anyhow::Error::msg)?,
-            key_file,
+            membership,
             key: std::env::var("ISMS_JOIN_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),
-            capacity,
-            labels,
             name,
             data_dir: absolute(&data_dir)?,
             config_file: config.map(|c| absolute(&c)).transpose()?,
@@ -272,33 +246,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Invoke(args) => runtime()?.block_on(cli::invoke::run(args))?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// How a service started by `isms join` reaches its kernel.
-fn remote_service(
-    endpoint: &str,
-    key_file: Option<&std::path::Path>,
-    capacity: Option<u32>,
-    labels: &[String],
-    config: Option<&std::path::Path>,
-) -> anyhow::Result<isms::service::Remote> {
-    let key = isms::join::read_key(None, key_file)?;
-    let max_message = (Config::load(config)?.kernel.max_message_mb as usize) << 20;
-    Ok(isms::service::Remote {
-        endpoint: endpoint.parse().map_err(anyhow::Error::msg)?,
-        joining: isms_ipc::link::Joining {
-            key,
-            limits: isms_ipc::zmtp::Limits {
-                max_message,
-                ..Default::default()
-            },
-        },
-        capacity,
-        labels: labels
-            .iter()
-            .map(|l| isms::join::parse_label(l).map_err(anyhow::Error::msg))
-            .collect::<anyhow::Result<_>>()?,
-    })
 }
 
 /// Makes a path absolute without requiring it to exist.

@@ -404,17 +404,7 @@ pub async fn connect(
         address: address.to_string(),
         cause,
     };
-    let provider = provider();
-    let verifier = Pinned {
-        fingerprint: key.kernel,
-        algorithms: provider.signature_verification_algorithms,
-    };
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| unreachable(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+    let config = client_config(key.kernel).map_err(|e| unreachable(e.to_string()))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let handshake = async {
         let tcp = TcpStream::connect(address)
@@ -458,6 +448,20 @@ pub async fn connect(
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
         .unwrap_or_else(|_| Err(unreachable("no answer to the handshake".into())))
+}
+
+/// TLS 1.3 to the kernel whose certificate has this SHA-256, and no other.
+fn client_config(kernel: [u8; 32]) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = provider();
+    let verifier = Pinned {
+        fingerprint: kernel,
+        algorithms: provider.signature_verification_algorithms,
+    };
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
 }
 
 /// The value both proofs are bound to: keying material exported from this
@@ -777,28 +781,26 @@ mod tests {
         assert!(arrived.recv().await.is_none());
     }
 
+    /// TLS to a test kernel, for a client that goes on by hand.
+    async fn tls_to(
+        address: &str,
+        kernel: &KernelIdentity,
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let config = client_config(kernel.fingerprint()).unwrap();
+        let tcp = TcpStream::connect(address).await.unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
     /// A host with the key but another protocol version is told so.
     #[tokio::test]
     async fn another_protocol_version_is_refused_saying_so() {
         let kernel_identity = identity();
         let key = JoinKey::generate(&kernel_identity);
         let (address, server) = kernel(key.clone(), &kernel_identity).await;
-        let provider = provider();
-        let verifier = Pinned {
-            fingerprint: kernel_identity.fingerprint(),
-            algorithms: provider.signature_verification_algorithms,
-        };
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
-        let tcp = TcpStream::connect(&address).await.unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)
-            .await
-            .unwrap();
+        let tls = tls_to(&address, &kernel_identity).await;
         let binding = exported(tls.get_ref().1).unwrap();
         let mut link = AsyncLink::handshake(tls, HANDSHAKE_LIMITS).await.unwrap();
         let proof = key.proof(b"service", &binding);
@@ -819,22 +821,7 @@ mod tests {
         let kernel_identity = identity();
         let key = JoinKey::generate(&kernel_identity);
         let (address, server) = kernel(key, &kernel_identity).await;
-        let provider = provider();
-        let verifier = Pinned {
-            fingerprint: kernel_identity.fingerprint(),
-            algorithms: provider.signature_verification_algorithms,
-        };
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
-        let tcp = TcpStream::connect(&address).await.unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)
-            .await
-            .unwrap();
+        let mut tls = tls_to(&address, &kernel_identity).await;
         // A greeting and READY, then a frame header declaring 64 MiB.
         let mut bytes = crate::zmtp::handshake_bytes();
         bytes.push(0b010);
