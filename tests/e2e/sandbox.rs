@@ -25,11 +25,13 @@ fn misbehaving_doees_fail_only_their_own_invocation() {
     p.deploy_misbehave("lab", "segfaults", "segfault", "");
     p.deploy_misbehave("lab", "spins", "spin", "[resources]\ntimeout_ms = 1000\n");
     p.deploy_misbehave("lab", "hoards", "allocate", "[resources]\nmemory_mb = 64\n");
+    // Memory enough that the process limit, not the memory limit, is what
+    // stops it (with 64 MiB the two raced: 504 or an out-of-memory 500).
     p.deploy_misbehave(
         "lab",
         "forks",
         "fork-bomb",
-        "[resources]\ntimeout_ms = 1500\n",
+        "[resources]\ntimeout_ms = 1500\nmemory_mb = 512\n",
     );
     healthy(&p);
 
@@ -80,7 +82,8 @@ fn misbehaving_doees_fail_only_their_own_invocation() {
         peak = peak.max(worker_processes());
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(bomb.join().unwrap().status, 504);
+    let r = bomb.join().unwrap();
+    assert_eq!(r.status, 504, "{}", r.text());
     // 32 processes for the bomb's Worker, plus the sandbox's own.
     assert!(
         peak <= before + 36,
