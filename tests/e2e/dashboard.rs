@@ -230,7 +230,7 @@ fn the_dashboard_works_in_a_real_browser() {
     // Kept after the test (the platform's directory is not).
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
     let _ = std::fs::remove_dir_all(&screenshots);
-    let status = Command::new("node")
+    let run = Command::new("node")
         .arg("dashboard.mjs")
         .current_dir(browser_dir())
         .env("ISMS_URL", &p.api)
@@ -244,11 +244,21 @@ fn the_dashboard_works_in_a_real_browser() {
         .env("ISMS_DOEE_V2_ARCHIVE", &archive)
         .env("ISMS_SCREENSHOTS", &screenshots)
         .env("CHROMIUM", chromium())
-        .status()
+        .output()
         .unwrap();
+    // Captured, so a failure's report carries the browser's steps (CI
+    // shows a failing test's own output, not what a child wrote).
+    let steps = String::from_utf8_lossy(&run.stdout);
+    println!("{steps}{}", String::from_utf8_lossy(&run.stderr));
     println!("screenshots: {}", screenshots.display());
+    let failed: Vec<&str> = steps
+        .lines()
+        .filter(|l| l.starts_with("FAIL") || l.starts_with("messages on the page"))
+        .collect();
     assert!(
-        status.success(),
-        "the browser test failed (its steps and screenshots are above)"
+        run.status.success(),
+        "the browser test failed: {}\n{}",
+        failed.join("\n"),
+        String::from_utf8_lossy(&run.stderr)
     );
 }
