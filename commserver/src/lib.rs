@@ -193,7 +193,7 @@ impl Prepared {
                             broker.revoke(project, device).await;
                         }
                     }
-                    Some(Inbound::Event(_)) => {}
+                    Some(Inbound::Event(_) | Inbound::Claimed { .. }) => {}
                     Some(Inbound::Request(delivery)) => {
                         let triggers = triggers.clone();
                         tokio::spawn(async move { answer(&triggers, delivery).await });

@@ -87,7 +87,7 @@ impl Prepared {
                     Some(Inbound::Request(delivery)) => {
                         delivery.responder.reply(Err(Failure::invalid("the Control Gate takes no requests")));
                     }
-                    Some(Inbound::Event(_)) => {}
+                    Some(Inbound::Event(_) | Inbound::Claimed { .. }) => {}
                     None => anyhow::bail!("lost the kernel"),
                 },
             }

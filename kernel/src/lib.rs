@@ -33,7 +33,7 @@ use isms_ipc::{
     Body, Control, Endpoint, Envelope, Failure, FailureKind, Kind, Message, MessageId, Priority,
     RawMessage, Reply, Request, RequestKind, ServiceKind,
 };
-use processes::{ORPHAN_GRACE_MS, Process, ProcessId, ProcessTable, State};
+use processes::{Claim, ORPHAN_GRACE_MS, ProcessId, ProcessTable, State};
 use scheduler::{QueueLimits, ReadyQueue, Refused};
 use services::{Registered, ServicesController};
 use std::collections::HashMap;
@@ -245,6 +245,7 @@ impl Kernel {
                             self.fail_dispatched(
                                 &previous,
                                 &format!("the {service} restarted while handling the request"),
+                                now,
                             );
                         }
                     }
@@ -257,7 +258,21 @@ impl Kernel {
                     self.send_control(&peer, Control::Reregister);
                 }
             }
-            Control::Registered | Control::Reregister | Control::Refused(_) => {}
+            Control::Deferred(id) => self.processes.defer(id.0, &peer),
+            Control::Claim(id) => {
+                let claim = self.processes.claim(id.0, &peer);
+                let granted = claim == Claim::Granted;
+                self.send_control(&peer, Control::Claimed { id, granted });
+                // Its origin has its answer (a timeout): free the instance's
+                // capacity now rather than after the grace.
+                if claim == Claim::Orphaned {
+                    self.settle_orphan(id.0, &peer, now.instant);
+                }
+            }
+            Control::Registered
+            | Control::Reregister
+            | Control::Refused(_)
+            | Control::Claimed { .. } => {}
         }
     }
 
@@ -482,7 +497,14 @@ impl Kernel {
             if let Some(instance) = self.services.instance_mut(&peer) {
                 instance.in_flight += 1;
             }
-            self.push_raw(peer, &header, body);
+            match header.encode() {
+                Ok(header) => {
+                    self.processes
+                        .keep_sent(next.item, [header.clone(), body.clone()]);
+                    self.outbox.push((peer, [header, body]));
+                }
+                Err(err) => tracing::error!(cause = %err, "cannot encode a header"),
+            }
         }
     }
 
@@ -522,7 +544,7 @@ impl Kernel {
         self.next_check = now.instant + HEARTBEAT_CHECK;
         for (peer, name) in self.services.expire(now.instant) {
             tracing::warn!(instance = %name, "service instance stopped sending heartbeats");
-            self.fail_dispatched(&peer, &format!("{name} stopped responding"));
+            self.fail_dispatched(&peer, &format!("{name} stopped responding"), now);
         }
     }
 
@@ -561,6 +583,7 @@ impl Kernel {
                 peer,
                 since,
                 charge,
+                ..
             } => {
                 let (peer, since, charge) = (peer.clone(), *since, charge.clone());
                 process.state = State::Orphaned {
@@ -584,40 +607,57 @@ impl Kernel {
             }
             State::Orphaned { peer, .. } => {
                 let peer = peer.clone();
-                let target = process.target();
-                if let Some(Process {
-                    state: State::Orphaned { charge, .. },
-                    ..
-                }) = self.processes.finish(id)
-                    && let Some(queue) = self.queues.get_mut(&target)
-                {
-                    queue.abandon(charge);
-                }
                 tracing::warn!(
                     id,
                     "a service never answered a request; freeing its capacity"
                 );
-                if let Some(instance) = self.services.instance_mut(&peer) {
-                    instance.in_flight = instance.in_flight.saturating_sub(1);
-                }
-                self.dispatch(target, now.instant);
+                self.settle_orphan(id, &peer, now.instant);
             }
         }
     }
 
+    /// Forgets a request whose origin was answered and that `peer` will not
+    /// answer, freeing its capacity there.
+    fn settle_orphan(&mut self, id: ProcessId, peer: &Bytes, now: Instant) {
+        let Some(process) = self.processes.finish(id) else {
+            return;
+        };
+        let target = process.target();
+        if let State::Orphaned { charge, .. } = process.state
+            && let Some(queue) = self.queues.get_mut(&target)
+        {
+            queue.abandon(charge);
+        }
+        if let Some(instance) = self.services.instance_mut(peer) {
+            instance.in_flight = instance.in_flight.saturating_sub(1);
+        }
+        self.dispatch(target, now);
+    }
+
     /// A connection closed.
-    pub fn on_disconnect(&mut self, peer: &Bytes) {
+    pub fn on_disconnect(&mut self, peer: &Bytes, now: Now) {
         self.links.remove(peer);
         let name = self.describe(peer);
         if self.services.mark_down(peer) {
             tracing::warn!(instance = %name, "service instance disconnected");
-            self.fail_dispatched(peer, &format!("{name} stopped while handling the request"));
+            self.fail_dispatched(
+                peer,
+                &format!("{name} stopped while handling the request"),
+                now,
+            );
         }
     }
 
-    /// Answers the origin of every request dispatched to `peer`.
-    fn fail_dispatched(&mut self, peer: &Bytes, why: &str) {
+    /// Settles every request dispatched to `peer`, which is lost: those it
+    /// deferred and never claimed go back to their queue for another
+    /// instance; the origins of the others are answered.
+    fn fail_dispatched(&mut self, peer: &Bytes, why: &str, now: Now) {
+        let mut taken_back: HashMap<ServiceKind, usize> = HashMap::new();
         for id in self.processes.dispatched_to(peer) {
+            if let Some(target) = self.take_back(id) {
+                *taken_back.entry(target).or_default() += 1;
+                continue;
+            }
             let Some(process) = self.processes.finish(id) else {
                 continue;
             };
@@ -640,6 +680,27 @@ impl Kernel {
                 );
             }
         }
+        for (target, count) in taken_back {
+            tracing::info!(%target, count, lost = why, "requests a lost instance had not started go to another");
+            self.dispatch(target, now.instant);
+        }
+    }
+
+    /// Queues again a request its instance deferred and never claimed;
+    /// returns its target if it was one.
+    fn take_back(&mut self, id: ProcessId) -> Option<ServiceKind> {
+        let target = self.processes.get_mut(id)?.target();
+        let queue = self
+            .queues
+            .entry(target)
+            .or_insert_with(|| ReadyQueue::new(self.queue_limits));
+        let charge = self.processes.take_back(id, |envelope| {
+            queue
+                .push(envelope.project.clone(), envelope.priority, id)
+                .ok()
+        })?;
+        queue.abandon(charge);
+        Some(target)
     }
 
     fn answer(
@@ -767,7 +828,7 @@ pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> an
             },
             event = monitor.next() => {
                 if let Some(SocketEvent::Disconnected(peer)) = event {
-                    kernel.on_disconnect(&Bytes::from(Vec::from(peer)));
+                    kernel.on_disconnect(&Bytes::from(Vec::from(peer)), Now::read());
                 }
             }
             event = remote::next(&mut links) => match event {
@@ -775,7 +836,7 @@ pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> an
                 remote::Event::Message { peer, frames } => {
                     kernel.on_message(peer, &frames, Now::read());
                 }
-                remote::Event::Left { peer } => kernel.on_disconnect(&peer),
+                remote::Event::Left { peer } => kernel.on_disconnect(&peer, Now::read()),
             },
             _ = tokio::time::sleep_until(next_tick.into()) => {
                 kernel.on_tick(Now::read());
@@ -788,7 +849,7 @@ pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> an
                 && links.has(&peer)
             {
                 if !links.send(&peer, vec![header, body]) {
-                    kernel.on_disconnect(&peer);
+                    kernel.on_disconnect(&peer, Now::read());
                 }
                 continue;
             }
@@ -800,7 +861,7 @@ pub async fn run(config: KernelConfig, shutdown: impl Future<Output = ()>) -> an
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => {
                     tracing::debug!(cause = %err, "a peer is gone");
-                    kernel.on_disconnect(&peer);
+                    kernel.on_disconnect(&peer, Now::read());
                 }
                 Err(_) => tracing::warn!("a peer stopped reading; dropped a message for it"),
             }

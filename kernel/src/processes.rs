@@ -25,11 +25,18 @@ pub enum State {
         envelope: Envelope,
         body: Bytes,
     },
-    /// Dispatched to an instance that has not answered yet.
+    /// Dispatched to an instance that has not answered yet. What was sent
+    /// is kept while the instance may defer it, so that if the instance is
+    /// lost before it claims the request, another one gets it.
     Running {
         peer: Bytes,
         since: Instant,
         charge: Charge,
+        /// The header and body sent.
+        sent: [Bytes; 2],
+        /// The instance said it waits inside, not started, and has not
+        /// claimed it since.
+        deferred: bool,
     },
     /// Dispatched, and its origin was already answered with a timeout; kept
     /// so the instance's capacity is accounted for until it answers.
@@ -38,6 +45,18 @@ pub enum State {
         since: Instant,
         charge: Charge,
     },
+}
+
+/// The answer to an instance's claim to start a request it deferred.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// It is the instance's to start.
+    Granted,
+    /// Its origin was answered (a timeout) while it waited: not worth
+    /// starting.
+    Orphaned,
+    /// The instance does not hold it (any more).
+    Unknown,
 }
 
 /// One request in the system.
@@ -134,11 +153,86 @@ impl ProcessTable {
             peer: peer.clone(),
             since,
             charge,
+            sent: [Bytes::new(), Bytes::new()],
+            deferred: false,
         };
         match std::mem::replace(&mut process.state, running) {
             State::Queued { envelope, body, .. } => Some((process.request, envelope, body)),
             _ => None,
         }
+    }
+
+    /// Keeps the frames sent for a running request, to send them to another
+    /// instance if it is deferred and its instance is lost.
+    pub fn keep_sent(&mut self, id: ProcessId, frames: [Bytes; 2]) {
+        if let Some(Process {
+            state: State::Running { sent, .. },
+            ..
+        }) = self.records.get_mut(&id)
+        {
+            *sent = frames;
+        }
+    }
+
+    /// Notes that `peer` holds request `id` without having started it.
+    pub fn defer(&mut self, id: ProcessId, peer: &Bytes) {
+        if let Some(Process {
+            state: State::Running {
+                peer: on, deferred, ..
+            },
+            ..
+        }) = self.records.get_mut(&id)
+            && on == peer
+        {
+            *deferred = true;
+        }
+    }
+
+    /// Settles `peer`'s claim to start request `id`.
+    pub fn claim(&mut self, id: ProcessId, peer: &Bytes) -> Claim {
+        match self.records.get_mut(&id).map(|p| &mut p.state) {
+            Some(State::Running {
+                peer: on, deferred, ..
+            }) if on == peer => {
+                *deferred = false;
+                Claim::Granted
+            }
+            Some(State::Orphaned { peer: on, .. }) if on == peer => Claim::Orphaned,
+            _ => Claim::Unknown,
+        }
+    }
+
+    /// Takes back a request that `peer` deferred and never claimed, to be
+    /// queued again under the key `queue` gives it: the charge of its
+    /// dispatch to settle. `None` if it is not such a request, or `queue`
+    /// refuses it.
+    pub fn take_back(
+        &mut self,
+        id: ProcessId,
+        queue: impl FnOnce(&Envelope) -> Option<Key>,
+    ) -> Option<Charge> {
+        let process = self.records.get_mut(&id)?;
+        let State::Running {
+            deferred: true,
+            sent: [header, body],
+            ..
+        } = &process.state
+        else {
+            return None;
+        };
+        let header = isms_ipc::Header::decode(header).ok()?;
+        let key = queue(&header.envelope)?;
+        let queued = State::Queued {
+            key,
+            envelope: header.envelope,
+            body: body.clone(),
+        };
+        let State::Running { peer, charge, .. } = std::mem::replace(&mut process.state, queued)
+        else {
+            return None;
+        };
+        self.release(&peer, &charge);
+        Some(charge)
     }
 
     /// A record.
@@ -161,17 +255,24 @@ impl ProcessTable {
         self.deadlines.remove(&(process.due_ms, id));
         if let State::Running { peer, charge, .. } | State::Orphaned { peer, charge, .. } =
             &process.state
-            && let Some(project) = charge.project()
         {
-            let key = (peer.clone(), project.clone());
-            if let Some(count) = self.held.get_mut(&key) {
-                *count -= 1;
-                if *count == 0 {
-                    self.held.remove(&key);
-                }
-            }
+            self.release(peer, charge);
         }
         Some(process)
+    }
+
+    /// Counts a request `peer` held for a project as no longer held.
+    fn release(&mut self, peer: &Bytes, charge: &Charge) {
+        let Some(project) = charge.project() else {
+            return;
+        };
+        let key = (peer.clone(), project.clone());
+        if let Some(count) = self.held.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                self.held.remove(&key);
+            }
+        }
     }
 
     /// The ids whose deadline is at or before `now_ms`, earliest first.

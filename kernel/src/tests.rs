@@ -229,7 +229,7 @@ fn a_full_service_still_takes_a_newcomers_first_request() {
     assert!(sent(&mut k).is_empty(), "light has one in flight now");
     // When the Doer dies, what it held is answered and no longer in flight:
     // light is a newcomer again at the next Doer.
-    k.on_disconnect(&peer(DOER));
+    k.on_disconnect(&peer(DOER), now());
     assert_eq!(sent(&mut k).len(), 2);
     let out = register(&mut k, DOER, ServiceKind::Doer, "doer-1", 1);
     assert_eq!(out.len(), 2, "one of each project: {out:?}");
@@ -313,7 +313,7 @@ fn a_dead_target_fails_its_requests_and_its_restart_is_counted() {
     invoke(&mut k, 1, "demo", 60_000);
     invoke(&mut k, 2, "demo", 60_000);
     assert_eq!(sent(&mut k).len(), 1);
-    k.on_disconnect(&peer(DOER));
+    k.on_disconnect(&peer(DOER), now());
     let out = sent(&mut k);
     assert!(matches!(&out[..], [(to, Body::Reply(Err(f)), env)]
         if to == &peer(COMM) && f.kind == FailureKind::Unavailable && env.id == MessageId(1)));
@@ -598,7 +598,7 @@ fn a_link_from_another_host_registers_only_a_doer_or_a_commserver() {
     // what a link may not.
     let closed = Bytes::from_static(b"\0link-closed");
     k.on_link(closed.clone(), "10.0.0.2:5002".into());
-    k.on_disconnect(&closed);
+    k.on_disconnect(&closed, now());
     let frames = registration_message(ServiceKind::ControlGate, "control-gate-1", &[])
         .encode()
         .unwrap();
@@ -720,5 +720,141 @@ fn a_remote_doer_acts_only_for_projects_whose_work_it_holds() {
     assert!(
         matches!(&out[..], [(_, Body::Reply(Err(f)), _)] if f.kind == FailureKind::Forbidden),
         "{out:?}"
+    );
+}
+
+fn control_from(k: &mut Kernel, from: &'static [u8], control: Control) {
+    send(
+        k,
+        from,
+        Message {
+            envelope: envelope(0, ServiceKind::Kernel, None, 0),
+            body: Body::Control(control),
+        },
+    );
+}
+
+/// A request the lost instance had deferred (it waited inside, never
+/// started) goes to another instance; one it had started, or claimed, is
+/// answered.
+#[test]
+fn what_a_lost_instance_had_not_started_goes_to_another() {
+    let mut k = kernel();
+    register(&mut k, COMM, ServiceKind::CommServer, "commserver-1", 8);
+    register(&mut k, DOER, ServiceKind::Doer, "doer-1", 3);
+    for id in 1..=3 {
+        invoke(&mut k, id, "demo", 60_000);
+    }
+    let dispatched: Vec<MessageId> = sent(&mut k).into_iter().map(|(_, _, env)| env.id).collect();
+    assert_eq!(dispatched.len(), 3);
+    // The first started at once; the other two wait inside, and the
+    // second is claimed: it may be starting.
+    control_from(&mut k, DOER, Control::Deferred(dispatched[1]));
+    control_from(&mut k, DOER, Control::Deferred(dispatched[2]));
+    control_from(&mut k, DOER, Control::Claim(dispatched[1]));
+    let out = sent(&mut k);
+    assert!(
+        matches!(&out[..], [(to, Body::Control(Control::Claimed { id, granted: true }), _)]
+            if to == &peer(DOER) && *id == dispatched[1]),
+        "{out:?}"
+    );
+
+    k.on_disconnect(&peer(DOER), now());
+    let mut answered: Vec<u64> = sent(&mut k)
+        .into_iter()
+        .map(|(to, body, env)| {
+            assert_eq!(to, peer(COMM));
+            assert!(matches!(body, Body::Reply(Err(f)) if f.kind == FailureKind::Unavailable));
+            env.id.0
+        })
+        .collect();
+    answered.sort();
+    assert_eq!(answered, vec![1, 2], "the started and the claimed one");
+
+    // The third waits in the kernel for the next Doer, input intact.
+    let out = register(&mut k, b"doer-b", ServiceKind::Doer, "doer-2", 3);
+    assert!(
+        matches!(&out[..], [(to, Body::Request(Request::Doer(isms_ipc::doer::Request::Invoke(invoke))), env)]
+            if to == &peer(b"doer-b") && env.id == dispatched[2] && &invoke.input[..] == b"x"
+                && env.project.as_ref().map(|p| p.as_str()) == Some("demo")),
+        "{out:?}"
+    );
+    // Its old instance is gone: a claim from there is refused; the new
+    // instance's is granted, and its answer reaches the origin.
+    control_from(&mut k, DOER, Control::Claim(dispatched[2]));
+    let out = sent(&mut k);
+    assert!(
+        out.iter().all(|(_, body, _)| !matches!(
+            body,
+            Body::Control(Control::Claimed { granted: true, .. })
+        )),
+        "{out:?}"
+    );
+    control_from(&mut k, b"doer-b", Control::Deferred(dispatched[2]));
+    control_from(&mut k, b"doer-b", Control::Claim(dispatched[2]));
+    assert!(matches!(
+        &sent(&mut k)[..],
+        [(_, Body::Control(Control::Claimed { granted: true, .. }), _)]
+    ));
+    send(
+        &mut k,
+        b"doer-b",
+        Message {
+            envelope: envelope(dispatched[2].0, ServiceKind::Doer, None, 0),
+            body: Body::Reply(Err(Failure::invalid("done"))),
+        },
+    );
+    let out = sent(&mut k);
+    assert!(
+        matches!(&out[..], [(to, Body::Reply(Err(f)), env)] if to == &peer(COMM) && env.id == MessageId(3) && f.message == "done"),
+        "{out:?}"
+    );
+}
+
+/// A deferred request whose origin timed out is not worth starting: the
+/// claim is refused and the instance's capacity is freed at once, not
+/// after the orphan grace.
+#[test]
+fn a_claim_for_a_request_answered_meanwhile_is_refused() {
+    let mut k = setup();
+    invoke(&mut k, 1, "demo", 1_000);
+    invoke(&mut k, 2, "demo", 60_000);
+    let dispatched = sent(&mut k);
+    assert_eq!(dispatched.len(), 1, "capacity 1");
+    let id = dispatched[0].2.id;
+    control_from(&mut k, DOER, Control::Deferred(id));
+    advance(Duration::from_millis(1_000));
+    k.on_tick(now());
+    assert!(
+        matches!(&sent(&mut k)[..], [(_, Body::Reply(Err(f)), _)] if f.kind == FailureKind::Timeout)
+    );
+    control_from(&mut k, DOER, Control::Claim(id));
+    let out = sent(&mut k);
+    assert!(
+        matches!(&out[..], [(_, Body::Control(Control::Claimed { granted: false, .. }), _), (to, Body::Request(_), env)]
+            if to == &peer(DOER) && env.id == MessageId(2)),
+        "refused, and the next request takes the freed capacity: {out:?}"
+    );
+}
+
+/// Only the instance a request was dispatched to can defer or claim it.
+#[test]
+fn another_instance_cannot_defer_or_claim_a_request() {
+    let mut k = setup();
+    register(&mut k, b"doer-b", ServiceKind::Doer, "doer-2", 1);
+    invoke(&mut k, 1, "demo", 60_000);
+    let out = sent(&mut k);
+    let (to, _, env) = &out[0];
+    let other: &'static [u8] = if to == &peer(DOER) { b"doer-b" } else { DOER };
+    control_from(&mut k, other, Control::Deferred(env.id));
+    control_from(&mut k, other, Control::Claim(env.id));
+    assert!(matches!(
+        &sent(&mut k)[..],
+        [(_, Body::Control(Control::Claimed { granted: false, .. }), _)]
+    ));
+    // Not deferred by its own instance: losing it answers the origin.
+    k.on_disconnect(to, now());
+    assert!(
+        matches!(&sent(&mut k)[..], [(_, Body::Reply(Err(f)), _)] if f.kind == FailureKind::Unavailable)
     );
 }

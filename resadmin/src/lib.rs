@@ -166,7 +166,7 @@ impl Prepared {
                         let state = state.clone();
                         tokio::spawn(async move { state.handle(delivery).await });
                     }
-                Some(Inbound::Event(_)) => {}
+                Some(Inbound::Event(_) | Inbound::Claimed { .. }) => {}
                     None => anyhow::bail!("lost the kernel"),
                 },
             }

@@ -191,6 +191,13 @@ pub enum Inbound {
     Request(Delivery),
     /// An event.
     Event(Event),
+    /// The kernel's answer to [`Responder::claim`].
+    Claimed {
+        /// The request's id ([`Responder::id`]).
+        id: MessageId,
+        /// Whether it may start; if not, [`Responder::let_go`] it.
+        granted: bool,
+    },
 }
 
 /// A request delivered to this service.
@@ -233,6 +240,34 @@ impl Responder {
         if let Some(conn) = self.conn.take() {
             conn.send_reply(self.id, result);
         }
+    }
+
+    /// The kernel's id for the request.
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
+    /// Tells the kernel the request waits here, not started: if this
+    /// instance is lost before it claims the request, the kernel gives it
+    /// to another one. A deferred request must be claimed before it starts.
+    pub fn defer(&self) {
+        if let Some(conn) = &self.conn {
+            conn.send_control(Control::Deferred(self.id));
+        }
+    }
+
+    /// Asks the kernel whether a deferred request may start; the answer
+    /// comes as [`Inbound::Claimed`].
+    pub fn claim(&self) {
+        if let Some(conn) = &self.conn {
+            conn.send_control(Control::Claim(self.id));
+        }
+    }
+
+    /// Drops a request the kernel refused a claim for, without answering:
+    /// its origin has an answer, or another instance will give it one.
+    pub fn let_go(mut self) {
+        self.conn = None;
     }
 }
 
@@ -390,6 +425,9 @@ impl Connection {
             Body::Control(Control::Reregister) => {
                 tracing::warn!("the kernel forgot this service; registering again");
                 self.send_control(Control::Register(registration.clone()));
+            }
+            Body::Control(Control::Claimed { id, granted }) => {
+                let _ = inbound.send(Inbound::Claimed { id, granted });
             }
             Body::Control(Control::Registered) => self.registered(Ok(())),
             Body::Control(Control::Refused(reason)) => self.registered(Err(reason)),

@@ -18,7 +18,9 @@ use std::fmt;
 /// The version of this protocol; a peer speaking another is refused.
 ///
 /// 2: a request's header names the request, not only its service.
-pub const PROTOCOL_VERSION: u8 = 3;
+/// 3: registrations name their host and labels; links from other hosts.
+/// 4: requests deferred inside a service, and claimed before they start.
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// What is written on every message's envelope.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,7 +144,7 @@ impl RawMessage {
             return Err(ProtocolError::FrameCount(frames.len()));
         };
         Ok(RawMessage {
-            header: decode(header, "header", Some(PROTOCOL_VERSION))?,
+            header: Header::decode(header)?,
             body: body.clone(),
         })
     }
@@ -173,6 +175,11 @@ impl Header {
     /// The header frame, for forwarding a body frame as received.
     pub fn encode(&self) -> Result<Bytes, ProtocolError> {
         encode_header(self)
+    }
+
+    /// Reads a header frame.
+    pub fn decode(frame: &[u8]) -> Result<Header, ProtocolError> {
+        decode(frame, "header", Some(PROTOCOL_VERSION))
     }
 }
 
@@ -349,6 +356,21 @@ pub enum Control {
     Reregister,
     /// The kernel will not have this registration, and says why.
     Refused(String),
+    /// A service holds the request with this id without having started it
+    /// (it waits inside, for a Worker, say): until the service claims it,
+    /// the kernel may give it to another instance if this one is lost.
+    Deferred(MessageId),
+    /// A service asks to start a request it deferred.
+    Claim(MessageId),
+    /// The kernel's answer to a [`Control::Claim`]: start it, or not (the
+    /// kernel took it back, or its origin was answered already), in which
+    /// case the service drops it without answering.
+    Claimed {
+        /// The request.
+        id: MessageId,
+        /// Whether it may start.
+        granted: bool,
+    },
 }
 
 /// What a service tells the kernel when it connects.
