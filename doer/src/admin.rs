@@ -40,7 +40,7 @@ use isms_ipc::resadmin::{InvocationRecord, InvocationStatus, Record};
 use isms_ipc::worker::{Done, FromWorker, HostCall, Limits, Load, ToWorker};
 use isms_ipc::{
     Connection, Deadline, Delivery, Event, Failure, FailureKind, Inbound, Incoming, InvocationId,
-    ProjectName, Reply, Request, Responder, Scope,
+    MessageId, ProjectName, Reply, Request, Responder, Scope,
 };
 use isms_ipc::{commserver, dbriver};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -49,6 +49,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+/// A task expected to wait at least this long for a Worker is deferred (see
+/// [`Gate`]); one that should start sooner counts as started, which spares
+/// the messages of a claim on the busy path of short invocations.
+const DEFER_AFTER: Duration = Duration::from_millis(10);
 /// How long a failed version preparation is remembered before trying again.
 const RETRY_PREPARE: Duration = Duration::from_secs(3);
 /// Finished tasks the done queue holds at most while Resadmin cannot take
@@ -74,6 +78,26 @@ struct Task {
     /// When the Doer took it (ms since the epoch, and for durations).
     accepted_ms: u64,
     accepted: Instant,
+    gate: Gate,
+}
+
+/// Whether a waiting task may start without asking the kernel first.
+///
+/// A task that cannot start when it arrives, and can expect to wait for
+/// [`DEFER_AFTER`] or more, is *deferred*: the kernel is told it waits here,
+/// and if this Doer is lost (its host dies, its link is cut) the kernel
+/// gives it to another Doer instead of failing it. So that
+/// it never runs twice, a deferred task starts only once the kernel grants
+/// this Doer's claim to it. In a version's pending queue the gates are in
+/// this order: open tasks first, then those being claimed, then deferred.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gate {
+    /// The kernel counts it as started here: it may start.
+    Open,
+    /// The kernel was told it waits here; to be claimed before it starts.
+    Deferred,
+    /// Claimed; the kernel's answer is on its way.
+    Claiming,
 }
 
 enum VersionState {
@@ -110,6 +134,8 @@ struct Worker {
 #[derive(Default)]
 struct Pool {
     workers: Vec<WorkerId>,
+    /// How long its invocations run, smoothed (µs; 0 until one has).
+    run_us: u64,
 }
 
 /// The Doer's state.
@@ -125,6 +151,8 @@ pub struct Admin {
     workers: HashMap<WorkerId, Worker>,
     /// The pending queue: tasks waiting for a Worker, per version.
     pending: HashMap<VersionKey, VecDeque<Task>>,
+    /// The versions of the tasks claimed from the kernel, by request id.
+    claims: HashMap<MessageId, VersionKey>,
     /// The running queue: tasks on a Worker.
     running: HashMap<WorkerId, Task>,
     /// Tasks sent ahead to a busy Worker, which starts them next.
@@ -176,6 +204,7 @@ impl Admin {
             pools: HashMap::new(),
             workers: HashMap::new(),
             pending: HashMap::new(),
+            claims: HashMap::new(),
             running: HashMap::new(),
             prefetched: HashMap::new(),
             done: Vec::new(),
@@ -201,6 +230,7 @@ impl Admin {
                         admin.set_cpu_weight(&project, quotas.cpu_weight);
                     }
                     Some(Inbound::Event(_)) => {}
+                    Some(Inbound::Claimed { id, granted }) => admin.on_claimed(id, granted),
                     None => break Err(anyhow::anyhow!("lost the kernel")),
                 },
                 Some(input) = inputs_rx.recv() => admin.on_input(input),
@@ -249,17 +279,18 @@ impl Admin {
             deadline: envelope.deadline,
             accepted_ms: isms_ipc::names::now_ms(),
             accepted: Instant::now(),
+            gate: Gate::Open,
         };
         match self.versions.get_mut(&key) {
             Some(VersionState::Ready(_)) => self.submit(task),
-            Some(VersionState::Preparing(waiting)) => waiting.push(task),
+            Some(VersionState::Preparing(waiting)) => waiting.push(deferred(task)),
             Some(VersionState::Failed { why, at }) if at.elapsed() < RETRY_PREPARE => {
                 let why = why.clone();
                 self.fail(task, DoeeFailure::NotStarted(why), false, Duration::ZERO);
             }
             _ => {
                 self.versions
-                    .insert(key.clone(), VersionState::Preparing(vec![task]));
+                    .insert(key.clone(), VersionState::Preparing(vec![deferred(task)]));
                 let (conn, cache, inputs) = (
                     self.conn.clone(),
                     self.area.cache_dir(),
@@ -304,27 +335,68 @@ impl Admin {
         }
     }
 
-    /// Queues a task for its version's pool and starts it if a Worker is free.
+    /// Queues a task for its version's pool and starts it if a Worker is
+    /// free; if none is, the task is deferred (see [`Gate`]).
     fn submit(&mut self, task: Task) {
         let key = task.key.clone();
+        let id = task.responder.id();
         let queue = self.pending.entry(key.clone()).or_default();
         if queue.len() >= self.config.queue_per_doee as usize {
             self.fail(task, DoeeFailure::Busy, false, Duration::ZERO);
             return;
         }
         queue.push_back(task);
-        self.schedule(&key);
+        self.run_pending(&key);
+        // Still last in line (or sent ahead, which counts as started). Behind
+        // a deferred task it is deferred too, keeping the gates in order.
+        let waits = self.expected_wait(&key);
+        if let Some(queue) = self.pending.get_mut(&key) {
+            let behind_deferred = queue
+                .len()
+                .checked_sub(2)
+                .is_some_and(|before| queue[before].gate != Gate::Open);
+            if let Some(task) = queue.back_mut()
+                && task.responder.id() == id
+                && task.gate == Gate::Open
+                && (behind_deferred || waits >= DEFER_AFTER)
+            {
+                task.gate = Gate::Deferred;
+                task.responder.defer();
+            }
+        }
+        self.claim_ahead(&key);
     }
 
-    /// Matches pending tasks of `key` with idle Workers, starting Workers
-    /// while the pool may grow.
+    /// How long the last of `key`'s pending tasks can expect to wait: its
+    /// place in line over the pool's Workers, times how long one runs.
+    /// Unknown (a pool that has run nothing yet) is long.
+    fn expected_wait(&self, key: &VersionKey) -> Duration {
+        let run_us = self.pools.get(key).map_or(0, |pool| pool.run_us);
+        if run_us == 0 {
+            return Duration::MAX;
+        }
+        let waiting = self.pending.get(key).map_or(0, VecDeque::len) as u64;
+        let workers = self.count(key, |s| s != WorkerState::Stopping).max(1) as u64;
+        Duration::from_micros(run_us.saturating_mul(waiting) / workers)
+    }
+
+    /// Starts what can start of `key`'s pending tasks, and claims the
+    /// deferred tasks next in line.
     fn schedule(&mut self, key: &VersionKey) {
+        self.run_pending(key);
+        self.claim_ahead(key);
+    }
+
+    /// Matches open pending tasks of `key` with idle Workers, starting
+    /// Workers while the pool may grow.
+    fn run_pending(&mut self, key: &VersionKey) {
         loop {
             if self.pending.get(key).is_none_or(VecDeque::is_empty) {
                 return;
             }
             if let Some(worker) = self.idle_worker(key) {
-                let Some(task) = self.pending.get_mut(key).and_then(VecDeque::pop_front) else {
+                // The next task waits for the kernel's go-ahead.
+                let Some(task) = self.pop_open(key) else {
                     return;
                 };
                 self.start(worker, task);
@@ -361,15 +433,84 @@ impl Admin {
             })
             .collect();
         for id in busy {
-            let Some(worker) = self.workers.get(&id) else {
-                continue;
-            };
-            let Some(task) = self.pending.get_mut(key).and_then(VecDeque::pop_front) else {
+            let Some(task) = self.pop_open(key) else {
                 return;
+            };
+            let Some(worker) = self.workers.get(&id) else {
+                self.requeue(task);
+                continue;
             };
             worker.handle.send(execute(&task));
             self.prefetched.insert(id, task);
         }
+    }
+
+    /// The next pending task of `key`, if it may start.
+    fn pop_open(&mut self, key: &VersionKey) -> Option<Task> {
+        let queue = self.pending.get_mut(key)?;
+        if queue.front()?.gate != Gate::Open {
+            return None;
+        }
+        queue.pop_front()
+    }
+
+    /// Claims from the kernel the deferred tasks of `key` that could start
+    /// soon: as many as the pool has Workers idle, starting, or busy with
+    /// nothing sent ahead, counting those open or claimed already. Claiming
+    /// only these, a lost Doer leaves the rest of its line to other Doers.
+    fn claim_ahead(&mut self, key: &VersionKey) {
+        let deferred_waits = self
+            .pending
+            .get(key)
+            .and_then(VecDeque::back)
+            .is_some_and(|task| task.gate == Gate::Deferred);
+        if !deferred_waits {
+            return;
+        }
+        let room = self.pools.get(key).map_or(0, |pool| {
+            pool.workers
+                .iter()
+                .filter(|id| match self.workers.get(id).map(|w| w.state) {
+                    Some(WorkerState::Idle(_) | WorkerState::Starting) => true,
+                    Some(WorkerState::Busy { .. }) => !self.prefetched.contains_key(id),
+                    _ => false,
+                })
+                .count()
+        });
+        let Some(queue) = self.pending.get_mut(key) else {
+            return;
+        };
+        for task in queue.iter_mut().take(room) {
+            if task.gate == Gate::Deferred {
+                task.gate = Gate::Claiming;
+                task.responder.claim();
+                self.claims.insert(task.responder.id(), key.clone());
+            }
+        }
+    }
+
+    /// The kernel's answer to a claim: the task may start, or the kernel
+    /// took it back (it gave it to another Doer, or answered its origin).
+    fn on_claimed(&mut self, id: MessageId, granted: bool) {
+        let Some(key) = self.claims.remove(&id) else {
+            return;
+        };
+        let Some(queue) = self.pending.get_mut(&key) else {
+            return;
+        };
+        let Some(at) = queue
+            .iter()
+            .position(|t| t.gate == Gate::Claiming && t.responder.id() == id)
+        else {
+            return;
+        };
+        if granted {
+            queue[at].gate = Gate::Open;
+        } else if let Some(task) = queue.remove(at) {
+            tracing::debug!(invocation = %task.id, "the kernel took back a deferred invocation");
+            task.responder.let_go();
+        }
+        self.schedule(&key);
     }
 
     /// Puts the task sent ahead to Worker `id`, which has ended, back in
@@ -785,6 +926,13 @@ impl Admin {
         self.timeouts.remove(&(deadline, id));
         let run = started.elapsed();
         let key = worker.key.clone();
+        if let Some(pool) = self.pools.get_mut(&key) {
+            let run_us = run.as_micros() as u64;
+            pool.run_us = match pool.run_us {
+                0 => run_us.max(1),
+                smoothed => (smoothed * 7 + run_us) / 8,
+            };
+        }
         if done.panicked {
             // The Executor exits by itself after a panic.
             worker.state = WorkerState::Stopping;
@@ -1068,6 +1216,13 @@ impl Admin {
             }
         });
     }
+}
+
+/// `task`, with the kernel told that it waits here.
+fn deferred(mut task: Task) -> Task {
+    task.responder.defer();
+    task.gate = Gate::Deferred;
+    task
 }
 
 /// Whether [`Admin::occupy`] sends the task to the Worker.

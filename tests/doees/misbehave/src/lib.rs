@@ -21,15 +21,20 @@ impl Doee for Misbehave {
 
     fn execute(&mut self, ctx: &mut Context, input: &[u8]) -> Result<Vec<u8>, Error> {
         match self.mode.as_str() {
-                                                "echo" => Ok(input.to_vec()),
+            "echo" => Ok(input.to_vec()),
             // The input picks: `crash-after:<ms>` works, then segfaults;
-            // anything else is echoed.
+            // `sleep:<ms>[ anything]` works, then echoes; anything else is
+            // echoed.
             "by-input" => {
                 let text = String::from_utf8_lossy(input).to_string();
                 if let Some(ms) = text.strip_prefix("crash-after:") {
                     std::thread::sleep(std::time::Duration::from_millis(ms.parse()?));
                     // SAFETY: it is not; that is the point.
                     unsafe { std::ptr::null_mut::<u64>().write_volatile(42) };
+                }
+                if let Some(rest) = text.strip_prefix("sleep:") {
+                    let ms = rest.split(' ').next().unwrap_or_default();
+                    std::thread::sleep(std::time::Duration::from_millis(ms.parse()?));
                 }
                 Ok(input.to_vec())
             }
