@@ -9,10 +9,12 @@
 
 pub mod broker;
 pub mod http;
+pub mod inbox;
 pub mod mqtt;
 pub mod routes;
 pub mod store;
 
+use inbox::Inbox;
 use isms_ipc::commserver::Request;
 use isms_ipc::{Connection, Delivery, Event, Failure, Inbound, Incoming};
 use mqtt::queue::JobQueue;
@@ -45,6 +47,9 @@ pub struct MqttConfig {
     pub store: PathBuf,
     /// Where messages come from.
     pub door: DoorConfig,
+    /// The inbox shared with other CommServers, if any (an external
+    /// broker only); in the store file otherwise.
+    pub shared_inbox: Option<inbox::SharedConfig>,
     /// How triggers run.
     pub triggers: mqtt::TriggerConfig,
     /// Jobs recorded and not yet settled past which no more messages are
@@ -70,7 +75,7 @@ pub struct Prepared {
     config: CommServerConfig,
     listener: tokio::net::TcpListener,
     routes: Arc<routes::Routes>,
-    store: store::Store,
+    inbox: Inbox,
     jobs: Arc<JobQueue>,
     broker: Option<broker::Broker>,
 }
@@ -87,7 +92,30 @@ pub async fn prepare(config: CommServerConfig) -> anyhow::Result<Prepared> {
             )
         })?;
     tracing::info!(addr = %config.http_addr, "HTTP triggers listening");
-    let (store, waiting) = store::Store::open(&config.mqtt.store).await?;
+    let (store, mut waiting) = store::Store::open(&config.mqtt.store).await?;
+    let inbox = match &config.mqtt.shared_inbox {
+        None => Inbox::Local(store.clone()),
+        Some(shared) => {
+            let (shared, own) = inbox::Shared::open(shared).await?;
+            tracing::info!("MQTT inbox shared in PostgreSQL");
+            // What this CommServer kept in its own inbox before moves in.
+            if !waiting.is_empty() {
+                let local: Vec<u64> = waiting.iter().map(|job| job.id).collect();
+                waiting = shared
+                    .record(waiting.into_iter().map(store::NewJob::from).collect())
+                    .await?;
+                for id in local {
+                    store.done(id);
+                }
+                tracing::info!(
+                    messages = waiting.len(),
+                    "moved MQTT messages from the local inbox to the shared one"
+                );
+            }
+            waiting.extend(own);
+            Inbox::Shared(shared)
+        }
+    };
     if !waiting.is_empty() {
         tracing::info!(
             messages = waiting.len(),
@@ -113,7 +141,7 @@ pub async fn prepare(config: CommServerConfig) -> anyhow::Result<Prepared> {
         config,
         listener,
         routes,
-        store,
+        inbox,
         jobs,
         broker,
     })
@@ -131,10 +159,13 @@ impl Prepared {
             config,
             listener,
             routes,
-            store,
+            inbox,
             jobs,
             broker,
         } = self;
+        if let Inbox::Shared(shared) = &inbox {
+            tokio::spawn(shared.clone().keep_leases(jobs.clone()));
+        }
         let (door, door_runs): (Door, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) =
             match (broker, &config.mqtt.door) {
                 (Some(broker), _) => {
@@ -153,7 +184,7 @@ impl Prepared {
                     let runs =
                         client
                             .clone()
-                            .run(eventloop, routes.clone(), store.clone(), jobs.clone());
+                            .run(eventloop, routes.clone(), inbox.clone(), jobs.clone());
                     (Door::External(client), Box::pin(runs))
                 }
                 (None, DoorConfig::Embedded(_)) => anyhow::bail!("the broker was not bound"),
@@ -162,7 +193,7 @@ impl Prepared {
             config.mqtt.triggers.clone(),
             conn.clone(),
             routes.clone(),
-            store,
+            inbox,
             jobs,
             door,
         ));
@@ -239,7 +270,7 @@ async fn answer(triggers: &Triggers, delivery: Delivery) {
             .await
             .map(R::Publish),
         (Request::DeadLetters(r), Ok(project)) => triggers
-            .store()
+            .inbox()
             .dead_letters(&project, r.limit)
             .await
             .map(R::DeadLetters)
@@ -250,7 +281,7 @@ async fn answer(triggers: &Triggers, delivery: Delivery) {
             .map(R::RetryDeadLetters)
             .map_err(Failure::internal),
         (Request::PurgeDeadLetters(r), Ok(project)) => triggers
-            .store()
+            .inbox()
             .purge(&project, r.ids)
             .await
             .map(R::PurgeDeadLetters)

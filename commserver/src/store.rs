@@ -62,6 +62,18 @@ pub struct NewJob {
     pub payload: Bytes,
 }
 
+impl From<Job> for NewJob {
+    fn from(job: Job) -> NewJob {
+        NewJob {
+            project: job.project,
+            doee: job.doee,
+            topic: job.topic,
+            reply_topic: job.reply_topic,
+            payload: job.payload,
+        }
+    }
+}
+
 /// A persistent session as stored: who owns it and what it subscribed to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionRow {

@@ -151,6 +151,9 @@ async fn serve(
         }
         ServiceKind::CommServer => {
             let mut commserver = config.commserver(data_dir)?;
+            if let Some(shared) = &mut commserver.mqtt.shared_inbox {
+                shared.owner = instance.to_string();
+            }
             // Each CommServer's session at an external broker is its own:
             // one id for two would have the broker drop one for the other.
             if let isms_commserver::DoorConfig::External(external) = &mut commserver.mqtt.door

@@ -745,3 +745,148 @@ fn two_commservers_on_one_broker_run_each_message_once() {
         assert_eq!(times, 1, "m-{i} ran {times} times: {replies:?}");
     }
 }
+
+/// Two CommServers share an external broker and an inbox in PostgreSQL;
+/// one's host dies for good (every process killed at once) with messages
+/// it had acknowledged and not yet run: the other takes them over once
+/// their lease runs out, and every message runs.
+#[test]
+fn a_commserver_host_lost_for_good_loses_no_acknowledged_message() {
+    use isms_test_support::mqtt::{Connect, RawClient};
+    use isms_test_support::relay::Relay;
+    use isms_test_support::{Mosquitto, PostgresDatabase};
+    let Some(network) = network() else {
+        return;
+    };
+    let db = PostgresDatabase::create();
+    // PostgreSQL and the broker listen on loopback; the site reaches them
+    // through the bridge.
+    let (loopback, _) = db.url.rsplit_once('@').unwrap().1.split_once('/').unwrap();
+    let relay = Relay::start(
+        network.kernel_ip.parse().unwrap(),
+        loopback.parse().unwrap(),
+    );
+    let site_inbox = db.url.replace(loopback, &relay.addr.to_string());
+    let bridge_port = free_port();
+    let broker = Mosquitto::start_with(&format!("listener {bridge_port} {}", network.kernel_ip));
+    let mut fleet = Fleet::on(
+        network,
+        options()
+            .env("ISMS_COMMSERVER_MQTT_URL", &broker.url)
+            .env("ISMS_COMMSERVER_INBOX_URL", &db.url)
+            .env("ISMS_COMMSERVER_INBOX_LEASE_MS", "2000"),
+    );
+    let site = fleet.network.host("site");
+    let config = fleet.p.root.join("site.toml");
+    // One at a time: the site's messages wait in its inbox.
+    std::fs::write(
+        &config,
+        format!(
+            "[commserver]\nhttp_addr = \"{}:{}\"\nmqtt_url = \"mqtt://{}:{bridge_port}\"\n\
+             inbox_url = \"{site_inbox}\"\ninbox_lease_ms = 2000\nmqtt_concurrency = 1\n",
+            site.address,
+            free_port(),
+            fleet.network.kernel_ip,
+        ),
+    )
+    .unwrap();
+    let mut joined = fleet.join(&site, "commserver", &["--config", config.to_str().unwrap()]);
+    fleet.wait_up("commserver@site", &joined);
+    let p = &fleet.p;
+    p.run(&["project", "create", "plant"]);
+    p.deploy_misbehave(
+        "plant",
+        "slow",
+        "by-input",
+        "[resources]\nconcurrency = 8\n[[triggers.mqtt]]\ntopic = \"plant/+/in\"\nreply_topic = \"plant/out\"\n",
+    );
+    let mut device = RawClient::connect(broker.port, &Connect::v4("sensor"))
+        .unwrap()
+        .0;
+    device.subscribe(1, &[("plant/out", 1)]);
+    eventually(Duration::from_secs(30), "the site to subscribe", || {
+        joined
+            .output()
+            .contains("subscribing to MQTT triggers")
+            .then_some(())
+    });
+    let n = 40u16;
+    let sent: std::collections::BTreeSet<String> =
+        (0..n).map(|i| format!("sleep:200 m-{i}")).collect();
+    for (i, message) in sent.iter().enumerate() {
+        device.publish(
+            "plant/d1/in",
+            message.as_bytes(),
+            1,
+            false,
+            100 + i as u16,
+            false,
+        );
+    }
+    // Every message either answered or in an inbox: accepted by one of
+    // the CommServers, and acknowledged to the broker.
+    let mut replies: Vec<String> = Vec::new();
+    // (owner, payload) of the jobs waiting.
+    let inbox_rows = || -> Vec<(String, String)> {
+        let output = std::process::Command::new("psql")
+            .args(["-X", "-t", "-A", "-F", " ", &db.url, "-c"])
+            .arg("SELECT owner, convert_from(payload, 'UTF8') FROM isms_mqtt_inbox WHERE NOT dead")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(owner, payload)| (owner.to_string(), payload.to_string()))
+            .collect()
+    };
+    let waiting = eventually(Duration::from_secs(30), "every message accepted", || {
+        replies.extend(
+            device
+                .deliveries(Duration::from_millis(200))
+                .into_iter()
+                .map(|(_, m)| m),
+        );
+        let rows = inbox_rows();
+        let accounted: std::collections::BTreeSet<&String> = replies
+            .iter()
+            .chain(rows.iter().map(|(_, payload)| payload))
+            .collect();
+        let at_site = rows
+            .iter()
+            .filter(|(owner, _)| owner == "commserver@site")
+            .count();
+        (accounted.len() == sent.len()).then_some(at_site)
+    });
+    joined.power_cut();
+    let cut = Instant::now();
+    assert!(
+        waiting > 0,
+        "the site had nothing waiting: the test proves nothing"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        replies.extend(
+            device
+                .deliveries(Duration::from_secs(1))
+                .into_iter()
+                .map(|(_, m)| m),
+        );
+        if sent.iter().all(|m| replies.contains(m)) {
+            break;
+        }
+    }
+    let lost: Vec<&String> = sent.iter().filter(|m| !replies.contains(m)).collect();
+    let twice = replies.len() - (sent.len() - lost.len());
+    eprintln!(
+        "{waiting} messages waited in the site's inbox at the power cut; all answered {:?} after it; \
+         {} lost, {twice} ran twice",
+        cut.elapsed(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    let log = std::fs::read_to_string(p.data_dir.join("logs/commserver.log")).unwrap();
+    assert!(
+        log.contains("took over MQTT messages"),
+        "the kernel host's CommServer took them over: {log}"
+    );
+}

@@ -13,8 +13,8 @@
 
 use super::jobs_for;
 use super::queue::JobQueue;
+use crate::inbox::Inbox;
 use crate::routes::Routes;
-use crate::store::Store;
 use bytes::Bytes;
 use isms_ipc::commserver::MqttStats;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS};
@@ -112,13 +112,13 @@ impl Client {
         self: Arc<Self>,
         eventloop: EventLoop,
         routes: Arc<Routes>,
-        store: Store,
+        inbox: Inbox,
         jobs: Arc<JobQueue>,
     ) {
         let (arrivals, incoming) = mpsc::channel(8192);
         tokio::select! {
             () = self.clone().poll(eventloop, arrivals) => {}
-            () = self.clone().record(incoming, routes.clone(), store, jobs) => {}
+            () = self.clone().record(incoming, routes.clone(), inbox, jobs) => {}
             () = self.clone().subscribe(routes) => {}
         }
     }
@@ -205,7 +205,7 @@ impl Client {
         self: Arc<Self>,
         mut incoming: mpsc::Receiver<Publish>,
         routes: Arc<Routes>,
-        store: Store,
+        inbox: Inbox,
         jobs: Arc<JobQueue>,
     ) {
         let mut batch = Vec::new();
@@ -230,7 +230,7 @@ impl Client {
                 new.extend(jobs_for(&routes, topic, &publish.payload));
             }
             if !new.is_empty() {
-                match store.record(new).await {
+                match inbox.record(new).await {
                     Ok(recorded) => jobs.recorded(recorded),
                     Err(err) => {
                         // Unacknowledged, so the broker delivers them again

@@ -19,8 +19,9 @@ pub mod external;
 pub mod queue;
 
 use crate::broker;
+use crate::inbox::Inbox;
 use crate::routes::Routes;
-use crate::store::{Job, NewJob, Store};
+use crate::store::{Job, NewJob};
 use bytes::Bytes;
 use isms_ipc::commserver::MqttStats;
 use isms_ipc::doer::{DoeeFailure, Trigger};
@@ -80,7 +81,7 @@ pub struct Triggers {
     config: TriggerConfig,
     conn: Connection,
     routes: Arc<Routes>,
-    store: Store,
+    inbox: Inbox,
     jobs: Arc<JobQueue>,
     door: Door,
     counters: Counters,
@@ -120,7 +121,7 @@ impl Triggers {
         config: TriggerConfig,
         conn: Connection,
         routes: Arc<Routes>,
-        store: Store,
+        inbox: Inbox,
         jobs: Arc<JobQueue>,
         door: Door,
     ) -> Triggers {
@@ -128,7 +129,7 @@ impl Triggers {
             config,
             conn,
             routes,
-            store,
+            inbox,
             jobs,
             door,
             counters: Counters::default(),
@@ -140,9 +141,9 @@ impl Triggers {
         &self.door
     }
 
-    /// The store, for dead letters.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The inbox, for dead letters.
+    pub fn inbox(&self) -> &Inbox {
+        &self.inbox
     }
 
     /// The counters, with the store's depth.
@@ -154,7 +155,7 @@ impl Triggers {
             dead_lettered: load(&self.counters.dead_lettered),
             published: load(&self.counters.published),
             inbox_depth: self.jobs.pending() as u64,
-            dead_letters: self.store.dead_count().await.unwrap_or(0),
+            dead_letters: self.inbox.dead_count().await.unwrap_or(0),
             ..MqttStats::default()
         };
         match &self.door {
@@ -223,7 +224,7 @@ impl Triggers {
         project: &ProjectName,
         ids: Option<Vec<u64>>,
     ) -> anyhow::Result<u64> {
-        let revived = self.store.revive(project, ids).await?;
+        let revived = self.inbox.revive(project, ids).await?;
         let count = revived.len() as u64;
         self.jobs.recorded(revived);
         Ok(count)
@@ -285,7 +286,7 @@ impl Triggers {
             Err(failure) => Some(failure),
         };
         let Some(failure) = failure else {
-            self.store.done(job.id);
+            self.inbox.done(job.id);
             self.jobs.settled();
             return;
         };
@@ -306,7 +307,7 @@ impl Triggers {
                 now_ms() + backoff.min(Duration::from_secs(60)).as_millis() as u64
             }
         };
-        self.store.retry(job.id, job.attempts, due);
+        self.inbox.retry(job.id, job.attempts, due);
         job.due_ms = due;
         self.jobs.requeue(vec![job]);
     }
@@ -341,7 +342,7 @@ impl Triggers {
     fn give_up(&self, job: Job, why: String) {
         tracing::warn!(id = job.id, project = %job.project, doee = %job.doee, attempts = job.attempts, %why, "MQTT message dead-lettered");
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        self.store.dead(job.id, job.attempts, why);
+        self.inbox.dead(job.id, job.attempts, why);
         self.jobs.settled();
     }
 }

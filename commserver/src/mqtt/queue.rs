@@ -146,6 +146,11 @@ impl JobQueue {
         self.pending.load(Ordering::Relaxed)
     }
 
+    /// How many more jobs may be recorded now.
+    pub fn room_left(&self) -> usize {
+        self.max_pending.saturating_sub(self.pending())
+    }
+
     /// Whether new jobs may be recorded now.
     pub fn has_room(&self) -> bool {
         self.pending() < self.max_pending

@@ -12,6 +12,7 @@
 use anyhow::{Context as _, bail};
 use isms_commserver::broker::router::Limits as BrokerLimits;
 use isms_commserver::broker::{BrokerConfig, TlsListener};
+use isms_commserver::inbox::SharedConfig as SharedInbox;
 use isms_commserver::mqtt::TriggerConfig;
 use isms_commserver::mqtt::external::ExternalConfig;
 use isms_commserver::{CommServerConfig, DoorConfig, MqttConfig};
@@ -77,6 +78,7 @@ const RANGES: &[(&str, &str, u64, u64)] = &[
     ("commserver", "mqtt_retry_ms", 10, 3_600_000),
     ("commserver", "mqtt_concurrency", 1, 10_000),
     ("commserver", "mqtt_max_pending", 1, 10_000_000),
+    ("commserver", "inbox_lease_ms", 1_000, 3_600_000),
     ("kernel", "queue_limit", 1, 10_000_000),
     ("kernel", "project_queue_limit", 1, 10_000_000),
     ("kernel", "heartbeat_timeout_ms", 500, 600_000),
@@ -395,6 +397,7 @@ impl Config {
             queue_allowance,
             mqtt: MqttConfig {
                 store: data_dir.join("commserver").join("mqtt.db"),
+                shared_inbox: self.shared_inbox(&door)?,
                 door,
                 triggers: TriggerConfig {
                     max_attempts: section.mqtt_max_attempts,
@@ -406,6 +409,33 @@ impl Config {
                 max_pending: section.mqtt_max_pending as usize,
             },
         })
+    }
+
+    /// The inbox shared between CommServers, if configured; its owner is
+    /// named by the service that runs it.
+    fn shared_inbox(&self, door: &DoorConfig) -> anyhow::Result<Option<SharedInbox>> {
+        let section = &self.commserver;
+        if section.inbox_url.is_empty() {
+            return Ok(None);
+        }
+        if !section.inbox_url.starts_with("postgres://")
+            && !section.inbox_url.starts_with("postgresql://")
+        {
+            anyhow::bail!(
+                "commserver.inbox_url must be a PostgreSQL URL, postgres://user:password@host:port/database"
+            );
+        }
+        if let DoorConfig::Embedded(_) = door {
+            anyhow::bail!(
+                "commserver.inbox_url is for CommServers that share an external broker (commserver.mqtt_url); \
+                 the embedded broker keeps its inbox with its own state"
+            );
+        }
+        Ok(Some(SharedInbox {
+            url: section.inbox_url.clone(),
+            owner: "commserver".into(),
+            lease: Duration::from_millis(u64::from(section.inbox_lease_ms)),
+        }))
     }
 
     /// The embedded broker's TLS listener, if configured.
@@ -711,6 +741,30 @@ mod tests {
             assert!(err.contains(expected), "{text}: {err}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_shared_inbox_needs_postgresql_and_an_external_broker() {
+        let mut config = Config::default();
+        config.commserver.inbox_url = "postgres://isms:pw@db/isms".into();
+        let err = config
+            .validate(Path::new("/tmp/isms"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("external broker (commserver.mqtt_url)"),
+            "{err}"
+        );
+        config.commserver.mqtt_url = "mqtt://broker:1883".into();
+        let commserver = config.commserver(Path::new("/tmp/isms")).unwrap();
+        let shared = commserver.mqtt.shared_inbox.unwrap();
+        assert_eq!(shared.lease, Duration::from_secs(15));
+        config.commserver.inbox_url = "mysql://db/isms".into();
+        let err = config
+            .validate(Path::new("/tmp/isms"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be a PostgreSQL URL"), "{err}");
     }
 
     #[test]

@@ -83,6 +83,13 @@ pub struct CommServerSection {
     pub mqtt_ca_file: String,
     /// The CommServer's MQTT client id: its persistent session's name.
     pub mqtt_client_id: String,
+    /// With an external broker: a PostgreSQL database (`postgres://…`) that
+    /// keeps every CommServer's inbox of accepted messages, so that another
+    /// runs what a lost one had accepted (empty: each keeps its own).
+    pub inbox_url: String,
+    /// How long a CommServer's messages in the shared inbox stay its own
+    /// without a renewal; past it another takes them over, ms.
+    pub inbox_lease_ms: u32,
     /// Runs of a message before it becomes a dead letter.
     pub mqtt_max_attempts: u32,
     /// Delay before the first retry, ms; it doubles each time (up to a minute).
@@ -114,6 +121,8 @@ impl Default for CommServerSection {
             mqtt_password: String::new(),
             mqtt_ca_file: String::new(),
             mqtt_client_id: "isms-commserver".into(),
+            inbox_url: String::new(),
+            inbox_lease_ms: 15_000,
             mqtt_max_attempts: 5,
             mqtt_retry_ms: 1000,
             mqtt_concurrency: 64,

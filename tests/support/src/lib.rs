@@ -14,6 +14,7 @@ pub mod mqtt;
 pub mod netns;
 pub mod openapi;
 mod procs;
+pub mod relay;
 mod servers;
 
 pub use procs::{descendants, rss_kib};

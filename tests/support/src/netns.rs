@@ -236,6 +236,26 @@ impl Joined {
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().unwrap()
     }
+
+    /// A power cut of its host: `isms join` and its service killed at once
+    /// (SIGKILL), never to come back.
+    pub fn power_cut(&mut self) {
+        let root = self.child.id();
+        let mut pids = crate::descendants(root);
+        pids.push(root);
+        for pid in &pids {
+            // SAFETY: signalling processes of our own.
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+        let _ = self.child.wait();
+        for pid in pids {
+            crate::eventually(
+                std::time::Duration::from_secs(10),
+                "the host's processes to die",
+                || crate::procs::gone(pid).then_some(()),
+            );
+        }
+    }
 }
 
 impl Drop for Joined {
