@@ -8,6 +8,7 @@
 //! headers. Every build runs in a [`Sandbox`]. The result is stored by its
 //! sha256 and the version becomes active only if the build succeeds.
 
+use crate::fetch::{self, FetchConfig};
 use crate::manifest::{Language, Manifest};
 use crate::sandbox::{Sandbox, SandboxConfig, which};
 use crate::sdk;
@@ -37,8 +38,11 @@ pub struct BuildConfig {
     /// The cargo target directory; each project builds in its own
     /// subdirectory.
     pub target_dir: PathBuf,
-    /// `CARGO_HOME` for builds (keeps the operator's cargo config out).
+    /// Where each project's `CARGO_HOME` is made (keeps the operator's
+    /// cargo config out; holds the project's fetched crates).
     pub cargo_home: PathBuf,
+    /// Where dependencies come from, and how much of them.
+    pub fetch: FetchConfig,
     /// Where built binaries are stored by hash.
     pub binaries_dir: PathBuf,
     /// The longest a build may take.
@@ -424,8 +428,21 @@ async fn build_rust(
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     std::fs::write(&manifest_path, cargo_toml.to_string())
         .map_err(|e| format!("cannot prepare Cargo.toml: {e}"))?;
+    let needs_fetch = fetch::rust_dependencies(&cargo_toml, root)?;
 
     let sysroot = rust_sysroot().await?;
+    let home = fetch::project_cargo_home(&config.cargo_home, job.project.as_str())
+        .map_err(|e| format!("cannot prepare the project's cargo home: {e}"))?;
+    let cargo_config = home.join("config.toml");
+    std::fs::write(&cargo_config, fetch::cargo_config(&config.fetch))
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&cargo_config, std::fs::Permissions::from_mode(0o644))
+        })
+        .map_err(|e| format!("cannot prepare the project's cargo home: {e}"))?;
+    if needs_fetch {
+        fetch_rust(job, config, &sysroot, &home, log, deadline).await?;
+    }
     let toolchain = sandbox.bind(&sysroot, "toolchain", false);
     let src = sandbox.bind(root, &sources_inside(job), true);
     // One target directory per project: shared by its builds, so rebuilds
@@ -436,14 +453,9 @@ async fn build_rust(
         true,
     );
     let sdk = sandbox.bind(&config.sdk_dir, "sdk", false);
-    let cargo_home = sandbox.bind(&config.cargo_home, "cargo-home", false);
+    let cargo_home = sandbox.bind(&home, "cargo-home", false);
     prepare(sandbox).await?;
 
-    let sdk = sdk
-        .display()
-        .to_string()
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
     let args: Vec<OsString> = [
         "rustc",
         "--release",
@@ -460,7 +472,7 @@ async fn build_rust(
         "--manifest-path".into(),
         src.join("Cargo.toml").into_os_string(),
         "--config".into(),
-        format!("patch.crates-io.doee-sdk.path=\"{sdk}\"").into(),
+        sdk_patch(&sdk),
     ])
     .collect();
     let env = [
@@ -492,6 +504,89 @@ async fn build_rust(
         .host_path(&artifact)
         .ok_or_else(|| format!("cargo reported {} outside the build", artifact.display()))
 }
+
+/// The cargo `--config` that takes the SDK crate from the platform.
+fn sdk_patch(sdk: &Path) -> OsString {
+    let sdk = sdk
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    format!("patch.crates-io.doee-sdk.path=\"{sdk}\"").into()
+}
+
+/// The fetch phase of a Rust build (see [`fetch`]): `cargo fetch` with
+/// network into the project's cargo home, in a sandbox of its own.
+async fn fetch_rust(
+    job: &Job,
+    config: &BuildConfig,
+    sysroot: &Path,
+    home: &Path,
+    log: &Log,
+    deadline: Instant,
+) -> Result<(), String> {
+    let mut sandbox = Sandbox::new(&config.sandbox)?.with_network();
+    let toolchain = sandbox.bind(sysroot, "toolchain", false);
+    // Writable: cargo writes the Cargo.lock it makes.
+    let src = sandbox.bind(&job.root, &sources_inside(job), true);
+    let sdk = sandbox.bind(&config.sdk_dir, "sdk", false);
+    let cargo_home = sandbox.bind(home, "cargo-home", true);
+    prepare(&sandbox).await?;
+    let registry = config
+        .fetch
+        .crates_registry
+        .as_deref()
+        .unwrap_or("crates.io");
+    let started = FETCH_STARTED.replace("{}", registry);
+    log.push(&started);
+    let args = [
+        "fetch".into(),
+        "--manifest-path".into(),
+        src.join("Cargo.toml").into_os_string(),
+        "--config".into(),
+        sdk_patch(&sdk),
+    ];
+    let env = [
+        ("CARGO_HOME", cargo_home.into_os_string()),
+        ("CARGO_TERM_COLOR", "never".into()),
+        ("RUSTC", toolchain.join("bin/rustc").into_os_string()),
+    ];
+    let command = sandbox.command(
+        &toolchain.join("bin/cargo"),
+        &args,
+        &env,
+        &[toolchain.join("bin")],
+        &src,
+    );
+    let (status, _) = run_step(command, log, deadline, config.timeout, None).await?;
+    if !status.success() {
+        let text = log.text();
+        let why = text
+            .lines()
+            .skip_while(|line| *line != started)
+            .find(|line| line.starts_with("error"))
+            .unwrap_or("see the log above")
+            .trim_start_matches("error: ");
+        return Err(format!("cannot fetch the dependencies: {why}"));
+    }
+    let (crates, bytes) = fetch::cache_size(home);
+    log.push(&format!(
+        "fetched: the project's cache holds {crates} crates, {:.1} MB",
+        bytes as f64 / 1e6
+    ));
+    if bytes > config.fetch.max_bytes {
+        return Err(format!(
+            "the project's dependencies take {:.0} MB, past resadmin.fetch_max_mb ({} MB)",
+            bytes as f64 / 1e6,
+            config.fetch.max_bytes >> 20
+        ));
+    }
+    Ok(())
+}
+
+/// The log line that starts a fetch (`{}`: where from).
+const FETCH_STARTED: &str =
+    "fetching dependencies from {} (with network; nothing of the upload runs)";
 
 /// Where a C or C++ build writes its shared object, in the version's
 /// directory (a Doee cannot upload it: it is removed before the build).

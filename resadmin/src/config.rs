@@ -12,8 +12,10 @@ pub struct ResadminConfig {
     pub data_dir: PathBuf,
     /// Where builds put their output (shared between builds).
     pub build_target_dir: PathBuf,
-    /// `CARGO_HOME` for builds.
+    /// Where builds' `CARGO_HOME`s are, one per project.
     pub cargo_home: PathBuf,
+    /// Where builds fetch dependencies from, and how much.
+    pub fetch: crate::fetch::FetchConfig,
     /// The longest a build may take.
     pub build_timeout: Duration,
     /// The sandbox builds run in.
@@ -40,6 +42,7 @@ impl ResadminConfig {
             data_dir: data_dir.to_path_buf(),
             build_target_dir: dir.join("target"),
             cargo_home: dir.join("cargo-home"),
+            fetch: crate::fetch::FetchConfig::default(),
             build_timeout: Duration::from_secs(600),
             build_sandbox: sandbox::SandboxConfig::default(),
             token_ttl: Duration::from_secs(30 * 24 * 3600),

@@ -20,6 +20,7 @@ pub mod config;
 mod deploy;
 mod devices;
 mod doees;
+pub mod fetch;
 pub mod manifest;
 mod projects;
 mod routes;
@@ -128,6 +129,7 @@ impl Prepared {
                 sdk_dir,
                 target_dir: config.build_target_dir.clone(),
                 cargo_home: config.cargo_home.clone(),
+                fetch: config.fetch.clone(),
                 binaries_dir: config.binaries_dir(),
                 timeout: config.build_timeout,
                 sandbox: config.build_sandbox.clone(),

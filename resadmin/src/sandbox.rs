@@ -178,6 +178,13 @@ impl Sandbox {
         })
     }
 
+    /// The same sandbox with network: the fetch phase, which runs none of
+    /// the upload's code.
+    pub fn with_network(mut self) -> Sandbox {
+        self.network = true;
+        self
+    }
+
     /// Whether builds are confined at all.
     pub fn is_sandboxed(&self) -> bool {
         !matches!(self.mode, Mode::Unsandboxed { .. })

@@ -104,6 +104,7 @@ const RANGES: &[(&str, &str, u64, u64)] = &[
     // 0: only platform admins create projects.
     ("resadmin", "quota_max_projects", 0, 100_000),
     ("resadmin", "build_memory_mb", 256, 1_048_576),
+    ("resadmin", "fetch_max_mb", 1, 1_048_576),
     ("resadmin", "build_uid", 1, 4_294_967_294),
     ("dbriver", "max_db_mb", 1, 16_777_216),
     ("dbriver", "max_connections", 1, 1000),
@@ -353,6 +354,20 @@ impl Config {
             network: self.resadmin.build_network,
             memory_mb: self.resadmin.build_memory_mb,
             uid: self.resadmin.build_uid,
+        };
+        let registry = &self.resadmin.crates_registry;
+        if !registry.is_empty()
+            && !["https://", "http://", "sparse+http"]
+                .iter()
+                .any(|scheme| registry.starts_with(scheme))
+        {
+            anyhow::bail!(
+                "resadmin.crates_registry must be the URL of a sparse registry (https://…), not {registry}"
+            );
+        }
+        resadmin.fetch = isms_resadmin::fetch::FetchConfig {
+            crates_registry: Some(registry.clone()).filter(|r| !r.is_empty()),
+            max_bytes: u64::from(self.resadmin.fetch_max_mb) << 20,
         };
         Ok(resadmin)
     }

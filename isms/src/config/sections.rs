@@ -238,6 +238,11 @@ pub struct ResadminSection {
     pub build_memory_mb: u32,
     /// The uid builds run as when the platform runs as root.
     pub build_uid: u32,
+    /// Where builds fetch crates: a sparse registry URL (a crates.io mirror,
+    /// for a platform without Internet); empty means crates.io.
+    pub crates_registry: String,
+    /// The most a project's fetched dependencies may take, MiB.
+    pub fetch_max_mb: u32,
 }
 
 impl Default for ResadminSection {
@@ -258,6 +263,8 @@ impl Default for ResadminSection {
             build_network: false,
             build_memory_mb: 2048,
             build_uid: 65534,
+            crates_registry: String::new(),
+            fetch_max_mb: 1024,
         }
     }
 }
