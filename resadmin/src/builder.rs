@@ -11,8 +11,8 @@
 use crate::fetch::{self, FetchConfig};
 use crate::manifest::{Language, Manifest};
 use crate::sandbox::{Sandbox, SandboxConfig, which};
-use crate::sdk;
 use crate::store::Store;
+use crate::{python, sdk};
 use isms_ipc::doer::LogLevel;
 use isms_ipc::resadmin::BuildState;
 use isms_ipc::{Connection, DoeeName, Event, ProjectName};
@@ -256,6 +256,7 @@ async fn build(job: &Job, config: &BuildConfig, log: &Log) -> Result<PathBuf, St
     match job.manifest.language {
         Language::Rust => build_rust(job, config, &mut sandbox, log, deadline).await,
         Language::C | Language::Cpp => build_c(job, config, &mut sandbox, log, deadline).await,
+        Language::Python => build_python(job, config, &mut sandbox, log, deadline).await,
     }
 }
 
@@ -657,6 +658,176 @@ async fn build_c(
         return Err(format!("{compiler} produced no shared object"));
     }
     Ok(built)
+}
+
+/// Builds a Python Doee (see [`crate::python`]): fetches its requirements'
+/// wheels, packs them with the upload, compiles the runtime against the
+/// host's Python and appends the pack to it.
+async fn build_python(
+    job: &Job,
+    config: &BuildConfig,
+    sandbox: &mut Sandbox,
+    log: &Log,
+    deadline: Instant,
+) -> Result<PathBuf, String> {
+    if !job.root.join("handler.py").is_file() {
+        return Err("a python Doee needs a handler.py next to its doee.toml".into());
+    }
+    if which("cc").is_none() {
+        return Err(
+            "there is no cc on this host to build the Python runtime: apt-get install gcc".into(),
+        );
+    }
+    let host = python::detect()?;
+    log.push(&format!("Python {} ({})", host.version, python::PYTHON));
+    let requirements = python::requirements(&job.root)?;
+    let out_dir = job.root.join(C_OUTPUT_DIR);
+    let _ = std::fs::remove_dir_all(&out_dir).or_else(|_| std::fs::remove_file(&out_dir));
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("cannot prepare the build: {e}"))?;
+    if !requirements.is_empty() {
+        std::fs::write(
+            out_dir.join("requirements.txt"),
+            requirements.join("\n") + "\n",
+        )
+        .map_err(|e| format!("cannot prepare the build: {e}"))?;
+        fetch_python(job, config, log, deadline).await?;
+    }
+
+    let src = sandbox.bind(&job.root, &sources_inside(job), true);
+    let include = sandbox.bind(&sdk::include_dir(&config.sdk_dir), "include", false);
+    let runtime = sandbox.bind(
+        &sdk::python_runtime(&config.sdk_dir),
+        "python/isms_python.c",
+        false,
+    );
+    prepare(sandbox).await?;
+    let pack = sandbox.command(
+        Path::new(python::PYTHON),
+        &["-I".into(), "-c".into(), python::PACK.into()],
+        &[],
+        &[],
+        &src,
+    );
+    let (status, _) = run_step(pack, log, deadline, config.timeout, None).await?;
+    if !status.success() {
+        return Err("the Doee's Python files do not compile; see the log above".into());
+    }
+    let mut args: Vec<OsString> = [
+        "-shared",
+        "-fPIC",
+        "-O2",
+        "-Wall",
+        "-fvisibility=hidden",
+        "-I",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    args.push(include.into_os_string());
+    args.push("-I".into());
+    args.push(host.include.clone().into_os_string());
+    args.extend(["-o".into(), format!("{C_OUTPUT_DIR}/runtime.so").into()]);
+    args.push(runtime.into_os_string());
+    args.extend(
+        [
+            "-Wl,-z,defs",
+            &format!("-l{}", host.library()),
+            "-ldl",
+            "-lm",
+        ]
+        .map(OsString::from),
+    );
+    let command = sandbox.command(Path::new("cc"), &args, &[], &[], &src);
+    let (status, _) = run_step(command, log, deadline, config.timeout, None).await?;
+    if !status.success() {
+        return Err(format!(
+            "cc could not build the Python runtime ({status}); see the log above"
+        ));
+    }
+    // The runtime finds the pack at its own end (zip readers skip the ELF).
+    let built = out_dir.join("doee.so");
+    let joined = std::fs::read(out_dir.join("runtime.so")).and_then(|mut bytes| {
+        bytes.extend(std::fs::read(out_dir.join("payload.zip"))?);
+        std::fs::write(&built, bytes)
+    });
+    joined.map_err(|e| format!("cannot join the runtime and the Doee: {e}"))?;
+    Ok(built)
+}
+
+/// The fetch phase of a Python build: the requirements' wheels, and only
+/// wheels, from PyPI or `resadmin.pip_index_url`, into `.isms-build/wheels`
+/// through the project's pip cache.
+async fn fetch_python(
+    job: &Job,
+    config: &BuildConfig,
+    log: &Log,
+    deadline: Instant,
+) -> Result<(), String> {
+    let mut sandbox = Sandbox::new(&config.sandbox)?.with_network();
+    let home = fetch::project_cargo_home(&config.cargo_home, job.project.as_str())
+        .map_err(|e| format!("cannot prepare the project's cache: {e}"))?;
+    let src = sandbox.bind(&job.root, &sources_inside(job), true);
+    let cache = sandbox.bind(&home.join("pip"), "pip-cache", true);
+    prepare(&sandbox).await?;
+    let index = config
+        .fetch
+        .pip_index_url
+        .as_deref()
+        .unwrap_or("https://pypi.org/simple");
+    let started = FETCH_STARTED.replace("{}", index);
+    log.push(&started);
+    let args: Vec<OsString> = [
+        "-I",
+        "-m",
+        "pip",
+        "download",
+        "--only-binary=:all:",
+        "--no-input",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        "--index-url",
+        index,
+        "--dest",
+        &format!("{C_OUTPUT_DIR}/wheels"),
+        "--requirement",
+        &format!("{C_OUTPUT_DIR}/requirements.txt"),
+        "--cache-dir",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .chain([cache.into_os_string()])
+    .collect();
+    let command = sandbox.command(Path::new(python::PYTHON), &args, &[], &[], &src);
+    let (status, _) = run_step(command, log, deadline, config.timeout, None).await?;
+    if !status.success() {
+        let text = log.text();
+        let why = text
+            .lines()
+            .skip_while(|line| *line != started)
+            .filter(|line| line.starts_with("ERROR: "))
+            .last()
+            .map(|line| line.trim_start_matches("ERROR: ").to_string())
+            .unwrap_or_else(|| "see the log above".into());
+        return Err(format!(
+            "cannot fetch the requirements: {why} (only wheels are taken: a package published as source only cannot be used)"
+        ));
+    }
+    let (_, bytes) = fetch::cache_size(&job.root.join(C_OUTPUT_DIR).join("wheels"));
+    let (_, cached) = fetch::cache_size(&home);
+    log.push(&format!(
+        "fetched: {:.1} MB of wheels; the project's cache holds {:.1} MB",
+        bytes as f64 / 1e6,
+        cached as f64 / 1e6
+    ));
+    if cached > config.fetch.max_bytes {
+        return Err(format!(
+            "the project's dependencies take {:.0} MB, past resadmin.fetch_max_mb ({} MB)",
+            cached as f64 / 1e6,
+            config.fetch.max_bytes >> 20
+        ));
+    }
+    Ok(())
 }
 
 /// Hands the sandbox's writable directories to the build's uid.

@@ -16,6 +16,8 @@ use std::path::{Component, Path, PathBuf};
 pub struct FetchConfig {
     /// A crates.io mirror (a sparse registry URL), or `None` for crates.io.
     pub crates_registry: Option<String>,
+    /// A PyPI mirror (a simple index URL), or `None` for PyPI.
+    pub pip_index_url: Option<String>,
     /// The most a project's cache of dependencies may hold.
     pub max_bytes: u64,
 }
@@ -24,6 +26,7 @@ impl Default for FetchConfig {
     fn default() -> Self {
         FetchConfig {
             crates_registry: None,
+            pip_index_url: None,
             max_bytes: 1 << 30,
         }
     }

@@ -23,6 +23,7 @@ mod doees;
 pub mod fetch;
 pub mod manifest;
 mod projects;
+pub mod python;
 mod routes;
 pub mod sandbox;
 pub mod sdk;

@@ -22,6 +22,8 @@ pub enum Language {
     C,
     /// C++ sources compiled with `c++`.
     Cpp,
+    /// A `handler.py`, run by CPython embedded in the Python runtime.
+    Python,
 }
 
 impl Language {
@@ -31,6 +33,7 @@ impl Language {
             Language::Rust => "rust",
             Language::C => "c",
             Language::Cpp => "cpp",
+            Language::Python => "python",
         }
     }
 }
@@ -157,9 +160,10 @@ impl Manifest {
             "rust" => Language::Rust,
             "c" => Language::C,
             "cpp" | "c++" => Language::Cpp,
+            "python" => Language::Python,
             other => {
                 return invalid(format!(
-                    "`language` must be \"rust\", \"c\" or \"cpp\" (got \"{other}\")"
+                    "`language` must be \"rust\", \"c\", \"cpp\" or \"python\" (got \"{other}\")"
                 ));
             }
         };
@@ -169,7 +173,12 @@ impl Manifest {
                     "`sources` is for c and cpp Doees; a rust Doee builds the crate in its directory",
                 );
             }
-            (Language::Rust, None) => Vec::new(),
+            (Language::Python, Some(_)) => {
+                return invalid(
+                    "`sources` is for c and cpp Doees; a python Doee is its handler.py and the modules beside it",
+                );
+            }
+            (Language::Rust | Language::Python, None) => Vec::new(),
             (_, None) => return invalid("`sources` must list the C or C++ files to compile"),
             (_, Some(sources)) if sources.is_empty() => {
                 return invalid("`sources` must not be empty");

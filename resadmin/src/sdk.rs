@@ -26,7 +26,16 @@ pub const FILES: &[(&str, &str)] = &[
         "include/isms/testing.h",
         include_str!("../../doee-sdk/include/isms/testing.h"),
     ),
+    (
+        "python/isms_python.c",
+        include_str!("../../doee-sdk/python/isms_python.c"),
+    ),
 ];
+
+/// The runtime of Python Doees, as C source, in an SDK that [`install`] wrote.
+pub fn python_runtime(sdk: &Path) -> PathBuf {
+    sdk.join("python/isms_python.c")
+}
 
 /// The C and C++ headers' directory (`-I`) of an SDK that [`install`] wrote.
 pub fn include_dir(sdk: &Path) -> PathBuf {

@@ -365,7 +365,14 @@ impl Config {
                 "resadmin.crates_registry must be the URL of a sparse registry (https://…), not {registry}"
             );
         }
+        let index = &self.resadmin.pip_index_url;
+        if !index.is_empty() && !index.starts_with("https://") && !index.starts_with("http://") {
+            anyhow::bail!(
+                "resadmin.pip_index_url must be the URL of a simple index (https://…/simple), not {index}"
+            );
+        }
         resadmin.fetch = isms_resadmin::fetch::FetchConfig {
+            pip_index_url: Some(index.clone()).filter(|i| !i.is_empty()),
             crates_registry: Some(registry.clone()).filter(|r| !r.is_empty()),
             max_bytes: u64::from(self.resadmin.fetch_max_mb) << 20,
         };

@@ -241,6 +241,9 @@ pub struct ResadminSection {
     /// Where builds fetch crates: a sparse registry URL (a crates.io mirror,
     /// for a platform without Internet); empty means crates.io.
     pub crates_registry: String,
+    /// Where builds fetch Python packages: a simple index URL (a PyPI
+    /// mirror); empty means PyPI.
+    pub pip_index_url: String,
     /// The most a project's fetched dependencies may take, MiB.
     pub fetch_max_mb: u32,
 }
@@ -264,6 +267,7 @@ impl Default for ResadminSection {
             build_memory_mb: 2048,
             build_uid: 65534,
             crates_registry: String::new(),
+            pip_index_url: String::new(),
             fetch_max_mb: 1024,
         }
     }
