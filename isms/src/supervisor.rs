@@ -415,6 +415,7 @@ fn print_banner(up: &Up, config: &Config, backend: Backend, limits: Result<Strin
   Isolation           {isolation}
   Limits              {limits}
   Databases           {databases}
+  Languages           Rust, C, C++, {python}
   Other hosts         {other_hosts}
   Initial admin       user `admin`, password in {password}
   Data and logs       {data}
@@ -424,6 +425,10 @@ Press Ctrl-C to stop.
         http = config.commserver.http_addr,
         mqtt = config.mqtt_summary(),
         databases = config.databases_summary(&up.data_dir),
+        python = match isms_resadmin::python::detect() {
+            Ok(host) => format!("Python {} ({})", host.version, isms_resadmin::python::PYTHON),
+            Err(why) => format!("not Python: {why}"),
+        },
         other_hosts = match config.kernel(&up.data_dir).ok().and_then(|k| k.remote) {
             Some(remote) => format!(
                 "tcp://{} (TLS 1.3; they join with `isms join`, the key from `isms join-key`)",

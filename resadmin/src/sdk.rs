@@ -30,6 +30,10 @@ pub const FILES: &[(&str, &str)] = &[
         "python/isms_python.c",
         include_str!("../../doee-sdk/python/isms_python.c"),
     ),
+    (
+        "python/isms_testing.py",
+        include_str!("../../doee-sdk/python/isms_testing.py"),
+    ),
 ];
 
 /// The runtime of Python Doees, as C source, in an SDK that [`install`] wrote.

@@ -150,3 +150,127 @@ fn broken_python_is_refused_clearly() {
         r.text()
     );
 }
+
+/// A Doee named `name` of project `plant` with `handler` and a
+/// requirements.txt of `requirements`.
+fn python_doee(p: &Platform, name: &str, handler: &str, requirements: &str) -> std::path::PathBuf {
+    let dir = p.root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("doee.toml"),
+        format!(
+            "name = \"{name}\"\nlanguage = \"python\"\n[resources]\ntimeout_ms = 5000\n\
+             [[triggers.http]]\nroute = \"/{name}\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("handler.py"), handler).unwrap();
+    std::fs::write(dir.join("requirements.txt"), requirements).unwrap();
+    dir
+}
+
+/// A pure-Python wheel and one with a compiled extension, from the real PyPI, are fetched, packed and used.
+#[test]
+fn requirements_come_from_pypi_as_wheels() {
+    let p = platform();
+    let handler = r#"
+from dateutil import parser
+import ujson
+
+def execute(ctx, data):
+    when = parser.parse(data.decode())
+    return ujson.dumps({"year": when.year, "compiled": ujson.__file__.endswith(".so")})
+"#;
+    let dir = python_doee(&p, "dates", handler, "python-dateutil\nujson\n");
+    let deployed = p.deploy(&dir, "plant");
+    assert!(
+        deployed.contains("fetching dependencies from https://pypi.org/simple"),
+        "{deployed}"
+    );
+    for wheel in ["python_dateutil-", "ujson-"] {
+        assert!(
+            deployed.contains(&format!("Saved ./.isms-build/wheels/{wheel}")),
+            "{deployed}"
+        );
+    }
+    assert!(deployed.contains("fetched: "), "{deployed}");
+    let r = p.trigger("/plant/dates", b"2026-12-05T10:00:00");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, r#"{"year":2026,"compiled":true}"#)
+    );
+}
+
+/// A package published only as source is refused naming it; options and
+/// paths in requirements.txt are refused naming the line; and no setup.py
+/// of the upload ever runs.
+#[test]
+fn what_is_not_a_wheel_is_refused_and_nothing_of_the_upload_runs() {
+    let p = platform();
+    let marker_setup =
+        "import pathlib\npathlib.Path(__file__).with_name('MARKER').write_text('ran')\n";
+    for (requirements, says) in [
+        ("docopt==0.6.2\n", "docopt"),
+        ("-e .\n", "requirements.txt line 1: `-e .` is an option"),
+        (
+            ".\n",
+            "requirements.txt line 1: `.` is not a package of the index",
+        ),
+    ] {
+        let dir = python_doee(
+            &p,
+            "bad",
+            "def execute(ctx, data):\n    return data\n",
+            requirements,
+        );
+        std::fs::write(dir.join("setup.py"), marker_setup).unwrap();
+        let output = p.try_deploy(&dir, "plant");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!output.status.success(), "{said}");
+        assert!(said.contains(says), "{requirements}: {said}");
+        if requirements.starts_with("docopt") {
+            assert!(said.contains("only wheels are taken"), "{said}");
+        }
+    }
+    let marker = std::process::Command::new("find")
+        .arg(&p.data_dir)
+        .args(["-name", "MARKER"])
+        .output()
+        .unwrap();
+    assert!(
+        marker.stdout.is_empty(),
+        "a setup.py ran: {}",
+        String::from_utf8_lossy(&marker.stdout)
+    );
+}
+
+/// `isms new --lang python`: the scaffold's own test passes offline against
+/// the SDK's fake context, and the scaffold deploys and serves.
+#[test]
+fn the_python_scaffold_tests_deploys_and_serves() {
+    let p = platform();
+    p.run(&["new", "sensor", "--lang", "python"]);
+    let dir = p.root.join("sensor");
+    for file in [
+        "doee.toml",
+        "handler.py",
+        "requirements.txt",
+        "test_handler.py",
+    ] {
+        assert!(dir.join(file).is_file(), "{file}");
+    }
+    let test = std::process::Command::new("/usr/bin/python3")
+        .args(["-m", "unittest", "-v"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&test.stderr);
+    assert!(test.status.success() && said.contains("OK"), "{said}");
+    p.deploy(&dir, "plant");
+    let r = p.trigger("/plant/sensor", b"ISMS");
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, ISMS!"));
+}

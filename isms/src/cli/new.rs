@@ -1,4 +1,4 @@
-//! `isms new <name> --lang rust|c|cpp`: scaffolds a working Doee with a test.
+//! `isms new <name> --lang rust|c|cpp|python`: scaffolds a working Doee with a test.
 
 use anyhow::{Context as _, bail};
 use isms_ipc::DoeeName;
@@ -26,6 +26,8 @@ pub enum Lang {
     C,
     /// C++ against `<isms/doee.hpp>`; tested with `make test`.
     Cpp,
+    /// Python 3: a `handler.py`; tested with `python3 -m unittest`.
+    Python,
 }
 
 impl Lang {
@@ -34,6 +36,7 @@ impl Lang {
             Lang::Rust => RUST,
             Lang::C => C,
             Lang::Cpp => CPP,
+            Lang::Python => PYTHON,
         }
     }
 
@@ -42,6 +45,7 @@ impl Lang {
             Lang::Rust => "Rust",
             Lang::C => "C",
             Lang::Cpp => "C++",
+            Lang::Python => "Python",
         }
     }
 }
@@ -80,6 +84,37 @@ const CPP: &[(&str, &str)] = &[
     (".gitignore", include_str!("../../templates/cpp/gitignore")),
 ];
 
+const PYTHON: &[(&str, &str)] = &[
+    (
+        "doee.toml",
+        include_str!("../../templates/python/doee.toml"),
+    ),
+    (
+        "handler.py",
+        include_str!("../../templates/python/handler.py"),
+    ),
+    (
+        "test_handler.py",
+        include_str!("../../templates/python/test_handler.py"),
+    ),
+    (
+        "isms_testing.py",
+        include_str!("../../../doee-sdk/python/isms_testing.py"),
+    ),
+    (
+        "requirements.txt",
+        include_str!("../../templates/python/requirements.txt"),
+    ),
+    (
+        "README.md",
+        include_str!("../../templates/python/README.md"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../../templates/python/gitignore"),
+    ),
+];
+
 /// Creates the Doee directory.
 pub fn run(args: NewArgs) -> anyhow::Result<()> {
     let name = DoeeName::new(&args.name)?;
@@ -103,11 +138,13 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
             .replace("%INCLUDE%", &include.display().to_string());
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let test = if args.lang == Lang::Rust {
-        write_sdk_patch(&dir, &sdk)?;
-        "cargo test"
-    } else {
-        "make test"
+    let test = match args.lang {
+        Lang::Rust => {
+            write_sdk_patch(&dir, &sdk)?;
+            "cargo test"
+        }
+        Lang::Python => "python3 -m unittest",
+        Lang::C | Lang::Cpp => "make test",
     };
     println!(
         "Created the {} Doee {name} in {}.",
