@@ -46,6 +46,52 @@ struct Shape {
     /// Workers of the benchmarked Doee (its `concurrency` resource).
     #[arg(long, default_value_t = 4)]
     workers: u32,
+    /// The benchmarked Doee's language (`http-warm` and `cold-start`); a
+    /// Python run of `http-warm` measures the Rust Doee beside it.
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    lang: Lang,
+}
+
+/// The languages a benchmarked echo Doee is written in.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Lang {
+    Rust,
+    Python,
+}
+
+impl Lang {
+    fn as_str(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::Python => "python",
+        }
+    }
+}
+
+/// Deploys an echo Doee called `name` in `lang` to project `bench`, with
+/// `extra` in its manifest.
+fn deploy_echo(p: &Platform, lang: Lang, name: &str, extra: &str) {
+    match lang {
+        Lang::Rust => p.deploy_misbehave("bench", name, "echo", extra),
+        Lang::Python => {
+            let dir = p.root.join(format!("doee-{name}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join("doee.toml"),
+                format!(
+                    "name = \"{name}\"\nlanguage = \"python\"\n\
+                     [[triggers.http]]\nroute = \"/{name}\"\nmethods = [\"POST\"]\n{extra}"
+                ),
+            )
+            .unwrap();
+            std::fs::write(
+                dir.join("handler.py"),
+                "def execute(ctx, data):\n    return data\n",
+            )
+            .unwrap();
+            p.deploy(&dir, "bench");
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -232,15 +278,45 @@ fn http_warm(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
     let idle_rss_mb = tree_rss_mb(p.supervisor_pid());
     p.run(&["project", "create", "bench"]);
     let workers = shape.workers.to_string();
-    p.deploy_misbehave(
-        "bench",
-        "echo",
-        "echo",
-        &format!("[resources]\nconcurrency = {workers}\nmin_warm = {workers}\n"),
-    );
+    let resources = format!("[resources]\nconcurrency = {workers}\nmin_warm = {workers}\n");
+    deploy_echo(&p, Lang::Rust, "echo", &resources);
     let addr = trigger_addr(&p);
     let window = Duration::from_secs(shape.duration);
     let rt = runtime();
+    // The other language first, beside the Rust Doee in the same run.
+    let other = (shape.lang != Lang::Rust).then(|| {
+        deploy_echo(&p, shape.lang, "other", &resources);
+        eprintln!(
+            "{} Doee, {} connections, {} s…",
+            shape.lang.as_str(),
+            shape.concurrency,
+            shape.duration
+        );
+        let mut single = rt.block_on(load::drive(
+            addr,
+            "/bench/other",
+            Bytes::from(BODY),
+            1,
+            Duration::from_secs(1),
+            Duration::from_secs(3),
+        ));
+        let mut loaded = rt.block_on(load::drive(
+            addr,
+            "/bench/other",
+            Bytes::from(BODY),
+            shape.concurrency,
+            Duration::from_secs(2),
+            window,
+        ));
+        json!({
+            "lang": shape.lang.as_str(),
+            "rps": round(loaded.rps()),
+            "p50_us": loaded.percentile(50.0),
+            "p99_us": loaded.percentile(99.0),
+            "errors": loaded.errors,
+            "p50_us_one_connection": single.percentile(50.0),
+        })
+    });
     eprintln!("one connection, 3 s…");
     let mut single = rt.block_on(load::drive(
         addr,
@@ -302,11 +378,16 @@ fn http_warm(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
         "p99_us_one_connection": single.percentile(99.0),
         "rps_one_connection": round(single.rps()),
         "bare_rps": round(baseline.rps()),
-                "bare_p50_us": baseline.percentile(50.0),
+        "bare_p50_us": baseline.percentile(50.0),
         "bare_p50_us_one_connection": bare_single.percentile(50.0),
         "ratio_to_bare": round(loaded.rps() / baseline.rps()),
         "idle_rss_mb": round(idle_rss_mb),
         "loaded_rss_mb": round(loaded_rss_mb),
+        "other_lang": other.as_ref().map(|o| {
+            let mut o = o.clone();
+            o["ratio_to_rust"] = json!(round(o["rps"].as_f64().unwrap_or(0.0) / loaded.rps()));
+            o
+        }),
     }))
 }
 
@@ -328,7 +409,7 @@ fn cold_start(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
     let mut first = Vec::new();
     for i in 0..3 {
         let name = format!("cold{i}");
-        p.deploy_misbehave("bench", &name, "echo", "");
+        deploy_echo(&p, shape.lang, &name, "");
         first.push(timed(&p, &format!("/bench/{name}")));
     }
     let warm: Vec<f64> = (0..20).map(|_| timed(&p, "/bench/cold0")).collect();
@@ -353,6 +434,7 @@ fn cold_start(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
         "after_reap_ms": round(median(after_reap.clone())),
         "after_reap_ms_all": after_reap.iter().map(|x| round(*x)).collect::<Vec<_>>(),
         "warm_ms": round(median(warm)),
+        "lang": shape.lang.as_str(),
         "isolation": "bwrap",
     }))
 }
