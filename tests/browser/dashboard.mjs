@@ -9,6 +9,7 @@
 //   ISMS_TRIGGERS_URL      the HTTP triggers, http://127.0.0.1:<port>
 //   ISMS_MQTT_PORT         the embedded MQTT broker's port on 127.0.0.1
 //   ISMS_MQTT_DOEE_DIR     tests/doees/mqtt, a Doee on MQTT triggers (project `plant`)
+//   ISMS_PYTHON_DOEE_DIR   the `isms new sensor --lang python` scaffold
 //   ISMS_ADMIN_PASSWORD    the initial admin's password
 //   ISMS_VIEWER            "user:password" of a platform viewer
 //   ISMS_EXPIRED_TOKEN     a token the platform refuses as expired
@@ -38,6 +39,7 @@ const URL_GATE = env('ISMS_URL');
 const URL_TRIGGERS = env('ISMS_TRIGGERS_URL');
 const MQTT_PORT = Number(env('ISMS_MQTT_PORT'));
 const MQTT_DOEE_DIR = env('ISMS_MQTT_DOEE_DIR');
+const PYTHON_DOEE_DIR = env('ISMS_PYTHON_DOEE_DIR');
 const ADMIN_PASSWORD = env('ISMS_ADMIN_PASSWORD');
 const [VIEWER, VIEWER_PASSWORD] = env('ISMS_VIEWER').split(':');
 const EXPIRED_TOKEN = env('ISMS_EXPIRED_TOKEN');
@@ -324,6 +326,22 @@ try {
     await page.getByRole('button', { name: 'Create project' }).click();
     await see(page.getByRole('heading', { name: 'Project plant' }));
     await deployAndWait(page, () => page.getByLabel('A folder').setInputFiles(MQTT_DOEE_DIR), 'mqtt v1');
+  });
+
+  await step('a Python Doee deploys from its folder like any other', page, async () => {
+    await page.getByRole('link', { name: 'Doees' }).click();
+    await deployAndWait(page, () => page.getByLabel('A folder').setInputFiles(PYTHON_DOEE_DIR), 'sensor v1');
+    await see(page.getByRole('link', { name: 'sensor', exact: true }));
+    // The CommServer loads the new route as the deploy's event reaches it.
+    let answer = { status: 0, text: '' };
+    const deadline = Date.now() + UI_TIMEOUT;
+    while (answer.status !== 200 && Date.now() < deadline) {
+      answer = await trigger('/plant/sensor', 'browser');
+      if (answer.status !== 200) await page.waitForTimeout(250);
+    }
+    if (answer.text !== 'Hello, browser!') throw new Error(`the Python Doee answered ${answer.status} ${answer.text}`);
+    await see(page.locator('table td', { hasText: 'python' }));
+    await shot(page, '09a-python');
   });
 
   let devicePassword = '';

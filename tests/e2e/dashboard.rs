@@ -224,6 +224,7 @@ fn the_dashboard_works_in_a_real_browser() {
         manifest.replace("greeting = \"Hello\"", "greeting = \"Howdy\""),
     )
     .unwrap();
+    p.run(&["new", "sensor", "--lang", "python"]);
     let archive = p.root.join("hello-v2.tar.gz");
     std::fs::write(&archive, isms_resadmin::archive::pack(&v2).unwrap()).unwrap();
 
@@ -237,6 +238,7 @@ fn the_dashboard_works_in_a_real_browser() {
         .env("ISMS_TRIGGERS_URL", &p.triggers)
         .env("ISMS_MQTT_PORT", p.mqtt_port.to_string())
         .env("ISMS_MQTT_DOEE_DIR", fixtures().join("mqtt"))
+        .env("ISMS_PYTHON_DOEE_DIR", p.root.join("sensor"))
         .env("ISMS_ADMIN_PASSWORD", &admin_password)
         .env("ISMS_VIEWER", "vera:vera-password-1")
         .env("ISMS_EXPIRED_TOKEN", &stale)
