@@ -540,7 +540,7 @@ fn hostile_uploads_are_refused_without_a_trace() {
             "an unknown language",
             manifest_archive("name = \"victim\"\nlanguage = \"go\"\n"),
             400,
-            "`language` must be \"rust\", \"c\" or \"cpp\" (got \"go\")",
+            "`language` must be \"rust\", \"c\", \"cpp\" or \"python\" (got \"go\")",
         ),
         case(
             "an unknown key",
