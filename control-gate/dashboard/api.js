@@ -53,6 +53,16 @@ export function describe(err) {
   }
 }
 
+/**
+ * Whether `used` (the session a call carried) is still the session: a
+ * refusal of an older one, answered after the user logged in again, must
+ * not end the new one.
+ */
+function isCurrent(used) {
+  const now = session();
+  return Boolean(used && now && now.token === used.token);
+}
+
 function path(p) {
   return p.startsWith('/') ? p : `/api/v1/${p}`;
 }
@@ -92,7 +102,7 @@ export async function call(method, p, { json, body, signal, raw } = {}) {
     ? payload.error
     : `${response.status} ${response.statusText || 'error'}`;
   const err = new ApiError(response.status, message, payload);
-  if (response.status === 401 && current) {
+  if (response.status === 401 && isCurrent(current)) {
     clearSession();
     sessionEnded(message);
   }
@@ -127,7 +137,7 @@ export async function follow(p, { signal, lastEventId, onEvent }) {
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
     try { message = (await response.json()).error || message; } catch { /* keep the status */ }
-    if (response.status === 401 && current) {
+    if (response.status === 401 && isCurrent(current)) {
       clearSession();
       sessionEnded(message);
     }

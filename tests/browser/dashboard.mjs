@@ -169,8 +169,20 @@ async function login(page, username, password) {
 }
 
 async function deployAndWait(page, chooser, what) {
-  await chooser();
-  await page.getByRole('button', { name: 'Deploy' }).click();
+  // The page may still be drawing its form again (a tab clicked while its
+  // data loads), dropping a choice made on the old one: choose until the
+  // form that is clicked says it holds one.
+  const chosen = page.locator('p.chosen', { hasText: /^(Folder|Archive) / });
+  const unchosen = page.getByText('Choose a folder or a .tar.gz archive first.');
+  const deadline = Date.now() + UI_TIMEOUT;
+  for (;;) {
+    await chooser();
+    await see(chosen);
+    await page.getByRole('button', { name: 'Deploy' }).click();
+    // The form checks its choice at once, before anything is sent.
+    if (!(await unchosen.isVisible())) break;
+    if (Date.now() > deadline) throw new Error(`the form would not take ${what}`);
+  }
   const outcome = page.locator('.build .msg');
   await see(outcome, BUILD_TIMEOUT);
   const text = await outcome.first().innerText();

@@ -95,3 +95,36 @@ test('Prometheus text is parsed with its labels', () => {
   });
   assert.equal(metrics[1].labels.le, '+Inf');
 });
+
+test('a refusal of an older session, answered after a new login, leaves the new one alone', async () => {
+  const store = new Map();
+  globalThis.sessionStorage = {
+    getItem: (k) => (store.has(k) ? store.get(k) : null),
+    setItem: (k, v) => store.set(k, String(v)),
+    removeItem: (k) => store.delete(k),
+  };
+  // Each call waits until the test answers it.
+  const pending = [];
+  globalThis.fetch = (_url, { headers }) => new Promise((resolve) => pending.push({ headers, resolve }));
+  const refused = () => new Response(JSON.stringify({ error: 'the token has expired' }), {
+    status: 401, headers: { 'content-type': 'application/json' },
+  });
+  const api = await import('../../control-gate/dashboard/api.js');
+  let ended = 0;
+  api.onSessionEnd(() => { ended += 1; });
+  store.set('isms.session', JSON.stringify({ token: 'old', username: 'admin' }));
+  const first = api.get('projects').catch((e) => e.status);
+  const second = api.get('projects/demo').catch((e) => e.status);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(pending.length, 2);
+  pending[0].resolve(refused());
+  assert.equal(await first, 401);
+  assert.equal(ended, 1, 'the session ended once');
+  assert.equal(store.get('isms.session'), undefined);
+  // The user logs in again; then the other call made with the old token is refused.
+  store.set('isms.session', JSON.stringify({ token: 'new', username: 'admin' }));
+  pending[1].resolve(refused());
+  assert.equal(await second, 401);
+  assert.equal(ended, 1, 'not ended again');
+  assert.equal(JSON.parse(store.get('isms.session')).token, 'new');
+});
