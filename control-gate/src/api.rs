@@ -395,10 +395,17 @@ pub struct QuotasView {
     /// Its share of the CPU against other projects' (1 to 10,000).
     #[serde(default = "default_cpu_weight")]
     pub cpu_weight: u32,
+    /// Bytes its fetched dependencies (crates, wheels) may take.
+    #[serde(default = "default_max_dependencies_bytes")]
+    pub max_dependencies_bytes: u64,
 }
 
 fn default_cpu_weight() -> u32 {
     Quotas::default().cpu_weight
+}
+
+fn default_max_dependencies_bytes() -> u64 {
+    Quotas::default().max_dependencies_bytes
 }
 
 impl From<Member> for MemberView {
@@ -422,6 +429,7 @@ impl From<ProjectDetail> for ProjectDetailView {
                 max_workers: p.quotas.max_workers,
                 max_upload_bytes: p.quotas.max_upload_bytes,
                 cpu_weight: p.quotas.cpu_weight,
+                max_dependencies_bytes: p.quotas.max_dependencies_bytes,
             },
             topics: p.topics,
         }

@@ -64,6 +64,8 @@ pub struct Job {
     pub root: PathBuf,
     /// Its manifest.
     pub manifest: Manifest,
+    /// The project's quota on its fetched dependencies.
+    pub max_dependencies_bytes: u64,
 }
 
 /// The build queue.
@@ -575,14 +577,7 @@ async fn fetch_rust(
         "fetched: the project's cache holds {crates} crates, {:.1} MB",
         bytes as f64 / 1e6
     ));
-    if bytes > config.fetch.max_bytes {
-        return Err(format!(
-            "the project's dependencies take {:.0} MB, past resadmin.fetch_max_mb ({} MB)",
-            bytes as f64 / 1e6,
-            config.fetch.max_bytes >> 20
-        ));
-    }
-    Ok(())
+    fetch::within_quota(job.project.as_str(), bytes, job.max_dependencies_bytes)
 }
 
 /// The log line that starts a fetch (`{}`: where from).
@@ -820,14 +815,7 @@ async fn fetch_python(
         bytes as f64 / 1e6,
         cached as f64 / 1e6
     ));
-    if cached > config.fetch.max_bytes {
-        return Err(format!(
-            "the project's dependencies take {:.0} MB, past resadmin.fetch_max_mb ({} MB)",
-            cached as f64 / 1e6,
-            config.fetch.max_bytes >> 20
-        ));
-    }
-    Ok(())
+    fetch::within_quota(job.project.as_str(), cached, job.max_dependencies_bytes)
 }
 
 /// Hands the sandbox's writable directories to the build's uid.

@@ -111,6 +111,7 @@ impl State {
             version,
             root: dest,
             manifest,
+            max_dependencies_bytes: quotas.max_dependencies_bytes,
         });
         Ok(Deployed {
             doee,

@@ -11,25 +11,24 @@
 
 use std::path::{Component, Path, PathBuf};
 
-/// Where the fetch phase may fetch from, and how much.
-#[derive(Clone, Debug)]
+/// Where the fetch phase fetches from; a project's quota bounds how much.
+#[derive(Clone, Debug, Default)]
 pub struct FetchConfig {
     /// A crates.io mirror (a sparse registry URL), or `None` for crates.io.
     pub crates_registry: Option<String>,
     /// A PyPI mirror (a simple index URL), or `None` for PyPI.
     pub pip_index_url: Option<String>,
-    /// The most a project's cache of dependencies may hold.
-    pub max_bytes: u64,
 }
 
-impl Default for FetchConfig {
-    fn default() -> Self {
-        FetchConfig {
-            crates_registry: None,
-            pip_index_url: None,
-            max_bytes: 1 << 30,
-        }
+/// Refuses a project's cache of `bytes` past its quota, naming it.
+pub fn within_quota(project: &str, bytes: u64, quota: u64) -> Result<(), String> {
+    if bytes <= quota {
+        return Ok(());
     }
+    Err(format!(
+        "the project's dependencies take {:.1} MB, past project `{project}`'s quota max_dependencies_bytes of {quota}",
+        bytes as f64 / 1e6
+    ))
 }
 
 /// The SDK's crate, which builds take from the platform, not a registry.

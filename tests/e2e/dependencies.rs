@@ -120,16 +120,18 @@ fn dependencies_that_cannot_be_had_are_refused_by_name() {
     }
 }
 
-/// A project's dependencies past `resadmin.fetch_max_mb` are refused
-/// naming the bound.
+/// A project's dependencies past its quota are refused naming it.
 #[test]
 fn dependencies_past_the_bound_are_refused_naming_it() {
     let p = Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR"))
-        .env("ISMS_RESADMIN_FETCH_MAX_MB", "1")
+        .env("ISMS_RESADMIN_QUOTA_MAX_DEPENDENCIES_MB", "1")
         .start();
     p.login_admin();
     p.run(&["project", "create", "deps"]);
     let dir = rust_doee(&p, "reading", "serde_json = \"1\"", JSON_DOEE);
     let said = refused(&p, &dir);
-    assert!(said.contains("past resadmin.fetch_max_mb (1 MB)"), "{said}");
+    assert!(
+        said.contains("past project `deps`'s quota max_dependencies_bytes of 1048576"),
+        "{said}"
+    );
 }

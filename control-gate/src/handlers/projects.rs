@@ -98,6 +98,7 @@ impl Gate {
             max_workers: body.max_workers,
             max_upload_bytes: body.max_upload_bytes,
             cpu_weight: body.cpu_weight,
+            max_dependencies_bytes: body.max_dependencies_bytes,
         };
         self.conn.call(&scope, SetQuotas { quotas }).await?;
         Ok(json(StatusCode::OK, &body))

@@ -57,11 +57,13 @@ pub async fn run(command: ProjectCommand, api: &ApiArgs) -> anyhow::Result<()> {
             let project = api.get_json(&format!("/api/v1/projects/{name}")).await?;
             let quotas = &project["quotas"];
             println!(
-                "{name}: {} Doees (quota {}), at most {} Workers, uploads up to {} MiB",
+                "{name}: {} Doees (quota {}), at most {} Workers, uploads up to {} MiB, \
+                 dependencies up to {} MiB",
                 project["doees"].as_u64().unwrap_or(0),
                 quotas["max_doees"].as_u64().unwrap_or(0),
                 quotas["max_workers"].as_u64().unwrap_or(0),
-                quotas["max_upload_bytes"].as_u64().unwrap_or(0) >> 20
+                quotas["max_upload_bytes"].as_u64().unwrap_or(0) >> 20,
+                quotas["max_dependencies_bytes"].as_u64().unwrap_or(0) >> 20
             );
             println!("\n{:<24} ROLE", "MEMBER");
             for member in project["members"].as_array().into_iter().flatten() {

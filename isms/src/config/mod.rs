@@ -104,7 +104,7 @@ const RANGES: &[(&str, &str, u64, u64)] = &[
     // 0: only platform admins create projects.
     ("resadmin", "quota_max_projects", 0, 100_000),
     ("resadmin", "build_memory_mb", 256, 1_048_576),
-    ("resadmin", "fetch_max_mb", 1, 1_048_576),
+    ("resadmin", "quota_max_dependencies_mb", 1, 1_048_576),
     ("resadmin", "build_uid", 1, 4_294_967_294),
     ("dbriver", "max_db_mb", 1, 16_777_216),
     ("dbriver", "max_connections", 1, 1000),
@@ -343,6 +343,7 @@ impl Config {
             max_workers: self.resadmin.quota_max_workers,
             max_upload_bytes: u64::from(self.resadmin.quota_max_upload_mb) << 20,
             cpu_weight: self.resadmin.quota_cpu_weight,
+            max_dependencies_bytes: u64::from(self.resadmin.quota_max_dependencies_mb) << 20,
         };
         resadmin.max_projects_per_user = self.resadmin.quota_max_projects;
         resadmin.build_sandbox = SandboxConfig {
@@ -374,7 +375,6 @@ impl Config {
         resadmin.fetch = isms_resadmin::fetch::FetchConfig {
             pip_index_url: Some(index.clone()).filter(|i| !i.is_empty()),
             crates_registry: Some(registry.clone()).filter(|r| !r.is_empty()),
-            max_bytes: u64::from(self.resadmin.fetch_max_mb) << 20,
         };
         Ok(resadmin)
     }

@@ -228,6 +228,8 @@ pub struct ResadminSection {
     pub quota_max_upload_mb: u32,
     /// A project's CPU weight against other projects (1 to 10000), unless an admin sets another quota.
     pub quota_cpu_weight: u32,
+    /// What a project's fetched dependencies (crates, wheels) may take, MiB, unless an admin sets another quota.
+    pub quota_max_dependencies_mb: u32,
     /// Projects a user who is not a platform admin may create.
     pub quota_max_projects: u32,
     /// `auto` (bubblewrap if installed, else unsandboxed with a warning), `bwrap` or `none`.
@@ -244,8 +246,6 @@ pub struct ResadminSection {
     /// Where builds fetch Python packages: a simple index URL (a PyPI
     /// mirror); empty means PyPI.
     pub pip_index_url: String,
-    /// The most a project's fetched dependencies may take, MiB.
-    pub fetch_max_mb: u32,
 }
 
 impl Default for ResadminSection {
@@ -261,6 +261,7 @@ impl Default for ResadminSection {
             quota_max_workers: 32,
             quota_max_upload_mb: 16,
             quota_cpu_weight: 100,
+            quota_max_dependencies_mb: 1024,
             quota_max_projects: 10,
             build_isolation: "auto".into(),
             build_network: false,
@@ -268,7 +269,6 @@ impl Default for ResadminSection {
             build_uid: 65534,
             crates_registry: String::new(),
             pip_index_url: String::new(),
-            fetch_max_mb: 1024,
         }
     }
 }

@@ -359,10 +359,17 @@ pub struct Quotas {
     /// admin changes it.
     #[serde(default = "default_cpu_weight")]
     pub cpu_weight: u32,
+    /// Bytes the project's fetched dependencies (crates, wheels) may take.
+    #[serde(default = "default_max_dependencies_bytes")]
+    pub max_dependencies_bytes: u64,
 }
 
 fn default_cpu_weight() -> u32 {
     100
+}
+
+fn default_max_dependencies_bytes() -> u64 {
+    1 << 30
 }
 
 impl Default for Quotas {
@@ -372,6 +379,7 @@ impl Default for Quotas {
             max_workers: 32,
             max_upload_bytes: 16 << 20,
             cpu_weight: default_cpu_weight(),
+            max_dependencies_bytes: default_max_dependencies_bytes(),
         }
     }
 }
