@@ -183,6 +183,10 @@ const JOB_COLUMNS: &str =
 /// (`CREATE … IF NOT EXISTS` races otherwise).
 const SCHEMA_LOCK: i64 = 0x6973_6d73_6d71_7474; // "ismsmqtt"
 
+/// Now, by PostgreSQL's clock (ms since the epoch): leases are set and
+/// compared by one clock, whatever the CommServers' hosts' clocks say.
+const PG_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+
 /// Rows per multi-row INSERT: well under PostgreSQL's bound on parameters.
 const ROWS_PER_INSERT: usize = 500;
 
@@ -214,10 +218,10 @@ impl Shared {
         });
         tokio::spawn(write_loop(shared.pool.clone(), queue));
         let mut waiting: Vec<Job> = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE isms_mqtt_inbox SET lease_ms = $1 WHERE owner = $2 AND NOT dead \
+            "UPDATE isms_mqtt_inbox SET lease_ms = {PG_NOW_MS} + $1 WHERE owner = $2 AND NOT dead \
              RETURNING {JOB_COLUMNS}"
         )))
-        .bind(shared.lease_until())
+        .bind(shared.lease_ms())
         .bind(&shared.owner)
         .fetch_all(&shared.pool)
         .await?
@@ -232,14 +236,14 @@ impl Shared {
         let _ = self.ops.send(op);
     }
 
-    fn lease_until(&self) -> i64 {
-        (now_ms() + self.lease.as_millis() as u64) as i64
+    fn lease_ms(&self) -> i64 {
+        self.lease.as_millis() as i64
     }
 
     /// Records jobs, this CommServer's; answers them once committed.
     pub async fn record(&self, jobs: Vec<NewJob>) -> anyhow::Result<Vec<Job>> {
         let now = now_ms();
-        let lease = self.lease_until();
+        let lease = self.lease_ms();
         let mut tx = self.pool.begin().await?;
         let mut recorded = Vec::with_capacity(jobs.len());
         for chunk in jobs.chunks(ROWS_PER_INSERT) {
@@ -247,7 +251,7 @@ impl Shared {
                 .map(|i| {
                     let p = i * 9;
                     format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, {PG_NOW_MS} + ${})",
                         p + 1,
                         p + 2,
                         p + 3,
@@ -309,13 +313,13 @@ impl Shared {
         let now = now_ms() as i64;
         let mut revived: Vec<Job> = sqlx::query(AssertSqlSafe(format!(
             "UPDATE isms_mqtt_inbox SET dead = FALSE, error = NULL, attempts = 0, due_ms = $1, \
-             owner = $2, lease_ms = $3 \
+             owner = $2, lease_ms = {PG_NOW_MS} + $3 \
              WHERE dead AND project = $4 AND ($5::BIGINT[] IS NULL OR id = ANY($5)) \
              RETURNING {JOB_COLUMNS}"
         )))
         .bind(now)
         .bind(&self.owner)
-        .bind(self.lease_until())
+        .bind(self.lease_ms())
         .bind(project.as_str())
         .bind(id_list(ids))
         .fetch_all(&self.pool)
@@ -409,26 +413,26 @@ impl Shared {
     }
 
     async fn renew_and_take_over(&self, room: usize) -> anyhow::Result<Vec<Job>> {
-        let until = self.lease_until();
-        sqlx::query("UPDATE isms_mqtt_inbox SET lease_ms = $1 WHERE owner = $2 AND NOT dead")
-            .bind(until)
-            .bind(&self.owner)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE isms_mqtt_inbox SET lease_ms = {PG_NOW_MS} + $1 WHERE owner = $2 AND NOT dead"
+        )))
+        .bind(self.lease_ms())
+        .bind(&self.owner)
+        .execute(&self.pool)
+        .await?;
         if room == 0 {
             return Ok(Vec::new());
         }
         // Not its own: those it holds already, whatever their lease.
         let mut taken: Vec<Job> = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE isms_mqtt_inbox SET owner = $1, lease_ms = $2 WHERE id IN (\
+            "UPDATE isms_mqtt_inbox SET owner = $1, lease_ms = {PG_NOW_MS} + $2 WHERE id IN (\
                  SELECT id FROM isms_mqtt_inbox \
-                 WHERE NOT dead AND lease_ms < $3 AND owner <> $1 \
-                 ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 WHERE NOT dead AND lease_ms < {PG_NOW_MS} AND owner <> $1 \
+                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
              RETURNING {JOB_COLUMNS}"
         )))
         .bind(&self.owner)
-        .bind(until)
-        .bind(now_ms() as i64)
+        .bind(self.lease_ms())
         .bind(room as i64)
         .fetch_all(&self.pool)
         .await?
@@ -462,9 +466,13 @@ fn job(row: &PgRow) -> Option<Job> {
 async fn write_loop(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Op>) {
     let mut ops = Vec::new();
     while queue.recv_many(&mut ops, 1024).await > 0 {
-        if let Err(err) = apply(&pool, &ops).await {
-            // Lost updates only mean a job runs again: at least once.
-            tracing::error!(cause = %err, "cannot write to the shared MQTT inbox");
+        // Kept until written: a job whose `Done` were dropped would stay
+        // this CommServer's, leased and never run, until it restarts.
+        let mut wait = Duration::from_millis(100);
+        while let Err(err) = apply(&pool, &ops).await {
+            tracing::error!(cause = %err, retry_in_ms = wait.as_millis() as u64, "cannot write to the shared MQTT inbox");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
         }
         ops.clear();
     }

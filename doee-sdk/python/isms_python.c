@@ -58,6 +58,13 @@ static PyObject *host_failed(isms_ctx *ctx) {
     return NULL;
 }
 
+/* The UTF-8 of a str, or `fallback` (a str that cannot be encoded). */
+static const char *utf8_or(PyObject *text, const char *fallback) {
+    const char *utf8 = text ? PyUnicode_AsUTF8(text) : NULL;
+    if (!utf8) PyErr_Clear();
+    return utf8 ? utf8 : fallback;
+}
+
 /* `value` as JSON text (a new reference to a str), or NULL. */
 static PyObject *to_json(PyObject *value) {
     return PyObject_CallMethod(json_module, "dumps", "O", value);
@@ -147,8 +154,17 @@ static PyObject *ctx_sql(Context *self, PyObject *args) {
     PyObject *json = to_json(params);
     Py_XDECREF(empty);
     if (!json) return NULL;
+    const char *params_json = PyUnicode_AsUTF8(json);
+    if (!params_json) {
+        Py_DECREF(json);
+        return NULL;
+    }
     char *out = NULL;
-    int failed = isms_sql(ctx, query, PyUnicode_AsUTF8(json), &out);
+    int failed;
+    /* The host waits on the platform: other Python threads may run. */
+    Py_BEGIN_ALLOW_THREADS
+    failed = isms_sql(ctx, query, params_json, &out);
+    Py_END_ALLOW_THREADS
     Py_DECREF(json);
     if (failed) return host_failed(ctx);
     return from_json(ctx, out);
@@ -168,8 +184,16 @@ static PyObject *ctx_docs(Context *self, PyObject *args) {
     PyObject *json = to_json(body);
     Py_XDECREF(empty);
     if (!json) return NULL;
+    const char *body_json = PyUnicode_AsUTF8(json);
+    if (!body_json) {
+        Py_DECREF(json);
+        return NULL;
+    }
     char *out = NULL;
-    int failed = isms_doc(ctx, op, collection, PyUnicode_AsUTF8(json), &out);
+    int failed;
+    Py_BEGIN_ALLOW_THREADS
+    failed = isms_doc(ctx, op, collection, body_json, &out);
+    Py_END_ALLOW_THREADS
     Py_DECREF(json);
     if (failed) return host_failed(ctx);
     return from_json(ctx, out);
@@ -180,7 +204,12 @@ static PyObject *ctx_publish(Context *self, PyObject *args) {
     Py_buffer payload;
     if (!PyArg_ParseTuple(args, "ss*:publish", &topic, &payload)) return NULL;
     isms_ctx *ctx = current(self);
-    int failed = ctx ? isms_publish(ctx, topic, payload.buf, (size_t)payload.len) : -1;
+    int failed = -1;
+    if (ctx) {
+        Py_BEGIN_ALLOW_THREADS
+        failed = isms_publish(ctx, topic, payload.buf, (size_t)payload.len);
+        Py_END_ALLOW_THREADS
+    }
     PyBuffer_Release(&payload);
     if (!ctx) return NULL;
     if (failed) return host_failed(ctx);
@@ -227,6 +256,10 @@ static PyObject *init_isms_module(void) {
     PyObject *module = PyModule_Create(&isms_module);
     if (!module) return NULL;
     isms_error_type = PyErr_NewException("isms.Error", NULL, NULL);
+    if (!isms_error_type) {
+        Py_DECREF(module);
+        return NULL;
+    }
     Py_INCREF(isms_error_type);
     Py_INCREF(&ContextType);
     if (PyModule_AddObject(module, "Error", isms_error_type) < 0 ||
@@ -264,13 +297,13 @@ static int fail(isms_ctx *ctx, const char *when) {
         PyObject *code = value ? PyObject_GetAttrString(value, "code") : NULL;
         PyObject *text = code ? PyObject_Str(code) : NULL;
         snprintf(message, sizeof message, "%s: the Doee called sys.exit(%s)", when,
-                 text ? PyUnicode_AsUTF8(text) : "");
+                 utf8_or(text, ""));
         Py_XDECREF(text);
         Py_XDECREF(code);
     } else {
         PyObject *text = value ? PyObject_Str(value) : NULL;
-        const char *said = text ? PyUnicode_AsUTF8(text) : NULL;
-        if (said && *said) snprintf(message, sizeof message, "%s: %s: %s", when, name, said);
+        const char *said = utf8_or(text, "");
+        if (*said) snprintf(message, sizeof message, "%s: %s: %s", when, name, said);
         else snprintf(message, sizeof message, "%s: %s", when, name);
         Py_XDECREF(text);
     }
@@ -283,7 +316,7 @@ static int fail(isms_ctx *ctx, const char *when) {
                                 : NULL;
     PyObject *separator = PyUnicode_FromString("");
     PyObject *joined = lines && separator ? PyUnicode_Join(separator, lines) : NULL;
-    if (joined) isms_log(ctx, ISMS_LOG_ERROR, PyUnicode_AsUTF8(joined));
+    if (joined) isms_log(ctx, ISMS_LOG_ERROR, utf8_or(joined, "(a traceback that is not UTF-8)"));
     Py_XDECREF(joined);
     Py_XDECREF(separator);
     Py_XDECREF(lines);

@@ -53,6 +53,8 @@ use tokio::sync::mpsc;
 /// [`Gate`]); one that should start sooner counts as started, which spares
 /// the messages of a claim on the busy path of short invocations.
 const DEFER_AFTER: Duration = Duration::from_millis(10);
+/// How long a claim waits for its answer before it is sent again.
+const CLAIM_AGAIN: Duration = Duration::from_secs(1);
 /// How long a failed version preparation is remembered before trying again.
 const RETRY_PREPARE: Duration = Duration::from_secs(3);
 /// Finished tasks the done queue holds at most while Resadmin cannot take
@@ -151,8 +153,9 @@ pub struct Admin {
     workers: HashMap<WorkerId, Worker>,
     /// The pending queue: tasks waiting for a Worker, per version.
     pending: HashMap<VersionKey, VecDeque<Task>>,
-    /// The versions of the tasks claimed from the kernel, by request id.
-    claims: HashMap<MessageId, VersionKey>,
+    /// The tasks claimed from the kernel, by request id: their version,
+    /// and when the claim was (last) sent.
+    claims: HashMap<MessageId, (VersionKey, Instant)>,
     /// The running queue: tasks on a Worker.
     running: HashMap<WorkerId, Task>,
     /// Tasks sent ahead to a busy Worker, which starts them next.
@@ -241,6 +244,7 @@ impl Admin {
             }
         };
         admin.send_records();
+        admin.let_go_deferred();
         admin.stop_all();
         if let Some(cgroups) = &admin.cgroups {
             cgroups.close();
@@ -349,20 +353,20 @@ impl Admin {
         self.run_pending(&key);
         // Still last in line (or sent ahead, which counts as started). Behind
         // a deferred task it is deferred too, keeping the gates in order.
-        let waits = self.expected_wait(&key);
-        if let Some(queue) = self.pending.get_mut(&key) {
-            let behind_deferred = queue
-                .len()
-                .checked_sub(2)
-                .is_some_and(|before| queue[before].gate != Gate::Open);
-            if let Some(task) = queue.back_mut()
-                && task.responder.id() == id
-                && task.gate == Gate::Open
-                && (behind_deferred || waits >= DEFER_AFTER)
-            {
-                task.gate = Gate::Deferred;
-                task.responder.defer();
-            }
+        let waits = self.pending.get(&key).and_then(|queue| {
+            let last = queue.back()?;
+            (last.responder.id() == id && last.gate == Gate::Open).then(|| {
+                let behind_deferred = queue
+                    .len()
+                    .checked_sub(2)
+                    .is_some_and(|before| queue[before].gate != Gate::Open);
+                behind_deferred || self.expected_wait(&key) >= DEFER_AFTER
+            })
+        });
+        if waits == Some(true)
+            && let Some(task) = self.pending.get_mut(&key).and_then(VecDeque::back_mut)
+        {
+            task.defer();
         }
         self.claim_ahead(&key);
     }
@@ -484,7 +488,48 @@ impl Admin {
             if task.gate == Gate::Deferred {
                 task.gate = Gate::Claiming;
                 task.responder.claim();
-                self.claims.insert(task.responder.id(), key.clone());
+                self.claims
+                    .insert(task.responder.id(), (key.clone(), Instant::now()));
+            }
+        }
+    }
+
+    /// Claims again those whose answer is late: the kernel drops what it
+    /// cannot send a slow peer at once, and a claim never answered would
+    /// hold up its version's line. The kernel answers a claim again alike.
+    fn reclaim_late(&mut self, now: Instant) {
+        for (id, (key, sent)) in &mut self.claims {
+            if now.duration_since(*sent) < CLAIM_AGAIN {
+                continue;
+            }
+            let task = self
+                .pending
+                .get(key)
+                .and_then(|queue| queue.iter().find(|t| t.responder.id() == *id));
+            if let Some(task) = task {
+                task.responder.claim();
+                *sent = now;
+            }
+        }
+    }
+
+    /// Stopping: the deferred tasks are left to the kernel, which gives
+    /// them to another Doer, rather than answered as failed.
+    fn let_go_deferred(&mut self) {
+        for queue in self.pending.values_mut() {
+            for task in std::mem::take(queue) {
+                if task.gate == Gate::Open {
+                    queue.push_back(task);
+                } else {
+                    task.responder.let_go();
+                }
+            }
+        }
+        for version in self.versions.values_mut() {
+            if let VersionState::Preparing(waiting) = version {
+                for task in waiting.drain(..) {
+                    task.responder.let_go();
+                }
             }
         }
     }
@@ -492,7 +537,7 @@ impl Admin {
     /// The kernel's answer to a claim: the task may start, or the kernel
     /// took it back (it gave it to another Doer, or answered its origin).
     fn on_claimed(&mut self, id: MessageId, granted: bool) {
-        let Some(key) = self.claims.remove(&id) else {
+        let Some((key, _)) = self.claims.remove(&id) else {
             return;
         };
         let Some(queue) = self.pending.get_mut(&key) else {
@@ -1043,9 +1088,11 @@ impl Admin {
         }
     }
 
-    /// Reaps idle Workers, keeps `min_warm` ones, and reports load.
+    /// Reaps idle Workers, keeps `min_warm` ones, claims again what is
+    /// late, and reports load.
     fn housekeeping(&mut self) {
         let now = Instant::now();
+        self.reclaim_late(now);
         let keys: Vec<VersionKey> = self.pools.keys().cloned().collect();
         for key in keys {
             let min_warm = self.min_warm(&key);
@@ -1220,9 +1267,16 @@ impl Admin {
 
 /// `task`, with the kernel told that it waits here.
 fn deferred(mut task: Task) -> Task {
-    task.responder.defer();
-    task.gate = Gate::Deferred;
+    task.defer();
     task
+}
+
+impl Task {
+    /// Tells the kernel this task waits here (see [`Gate`]).
+    fn defer(&mut self) {
+        self.gate = Gate::Deferred;
+        self.responder.defer();
+    }
 }
 
 /// Whether [`Admin::occupy`] sends the task to the Worker.

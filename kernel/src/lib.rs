@@ -499,8 +499,11 @@ impl Kernel {
             }
             match header.encode() {
                 Ok(header) => {
-                    self.processes
-                        .keep_sent(next.item, [header.clone(), body.clone()]);
+                    // Only the Doer defers what it holds (see take_back).
+                    if target == ServiceKind::Doer {
+                        self.processes
+                            .keep_sent(next.item, [header.clone(), body.clone()]);
+                    }
                     self.outbox.push((peer, [header, body]));
                 }
                 Err(err) => tracing::error!(cause = %err, "cannot encode a header"),
@@ -694,9 +697,9 @@ impl Kernel {
             .queues
             .entry(target)
             .or_insert_with(|| ReadyQueue::new(self.queue_limits));
-        let charge = self.processes.take_back(id, |envelope| {
+        let (_, charge) = self.processes.take_back(id, |envelope, new_id| {
             queue
-                .push(envelope.project.clone(), envelope.priority, id)
+                .push(envelope.project.clone(), envelope.priority, new_id)
                 .ok()
         })?;
         queue.abandon(charge);

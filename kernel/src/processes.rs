@@ -202,37 +202,45 @@ impl ProcessTable {
         }
     }
 
-    /// Takes back a request that `peer` deferred and never claimed, to be
-    /// queued again under the key `queue` gives it: the charge of its
-    /// dispatch to settle. `None` if it is not such a request, or `queue`
-    /// refuses it.
+    /// Takes back a request its instance deferred and never claimed, to be
+    /// queued again under the key `queue` gives it for its new id: the new
+    /// id and the charge of its dispatch to settle. `None` if it is not
+    /// such a request, or `queue` refuses it. A new id, because the lost
+    /// instance may come back still holding the request: a claim or a reply
+    /// of the earlier dispatch must never match the next one.
     pub fn take_back(
         &mut self,
         id: ProcessId,
-        queue: impl FnOnce(&Envelope) -> Option<Key>,
-    ) -> Option<Charge> {
-        let process = self.records.get_mut(&id)?;
+        queue: impl FnOnce(&Envelope, ProcessId) -> Option<Key>,
+    ) -> Option<(ProcessId, Charge)> {
         let State::Running {
             deferred: true,
             sent: [header, body],
             ..
-        } = &process.state
+        } = &self.records.get(&id)?.state
         else {
             return None;
         };
         let header = isms_ipc::Header::decode(header).ok()?;
-        let key = queue(&header.envelope)?;
+        let body = body.clone();
+        let new_id = self.next_id + 1;
+        let key = queue(&header.envelope, new_id)?;
+        self.next_id = new_id;
+        let mut process = self.records.remove(&id)?;
+        self.deadlines.remove(&(process.due_ms, id));
         let queued = State::Queued {
             key,
             envelope: header.envelope,
-            body: body.clone(),
+            body,
         };
         let State::Running { peer, charge, .. } = std::mem::replace(&mut process.state, queued)
         else {
             return None;
         };
+        self.deadlines.insert((process.due_ms, new_id));
+        self.records.insert(new_id, process);
         self.release(&peer, &charge);
-        Some(charge)
+        Some((new_id, charge))
     }
 
     /// A record.

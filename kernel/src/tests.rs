@@ -771,16 +771,22 @@ fn what_a_lost_instance_had_not_started_goes_to_another() {
     answered.sort();
     assert_eq!(answered, vec![1, 2], "the started and the claimed one");
 
-    // The third waits in the kernel for the next Doer, input intact.
+    // The third waits in the kernel for the next Doer, input intact, under
+    // a new id.
     let out = register(&mut k, b"doer-b", ServiceKind::Doer, "doer-2", 3);
-    assert!(
-        matches!(&out[..], [(to, Body::Request(Request::Doer(isms_ipc::doer::Request::Invoke(invoke))), env)]
-            if to == &peer(b"doer-b") && env.id == dispatched[2] && &invoke.input[..] == b"x"
-                && env.project.as_ref().map(|p| p.as_str()) == Some("demo")),
-        "{out:?}"
-    );
-    // Its old instance is gone: a claim from there is refused; the new
-    // instance's is granted, and its answer reaches the origin.
+    let again = match &out[..] {
+        [(to, Body::Request(Request::Doer(isms_ipc::doer::Request::Invoke(invoke))), env)]
+            if to == &peer(b"doer-b")
+                && &invoke.input[..] == b"x"
+                && env.project.as_ref().map(|p| p.as_str()) == Some("demo") =>
+        {
+            env.id
+        }
+        _ => panic!("{out:?}"),
+    };
+    assert_ne!(again, dispatched[2], "a new dispatch, a new id");
+    // The lost instance's claim of its copy is refused; the new one's is
+    // granted, and its answer reaches the origin.
     control_from(&mut k, DOER, Control::Claim(dispatched[2]));
     let out = sent(&mut k);
     assert!(
@@ -790,8 +796,8 @@ fn what_a_lost_instance_had_not_started_goes_to_another() {
         )),
         "{out:?}"
     );
-    control_from(&mut k, b"doer-b", Control::Deferred(dispatched[2]));
-    control_from(&mut k, b"doer-b", Control::Claim(dispatched[2]));
+    control_from(&mut k, b"doer-b", Control::Deferred(again));
+    control_from(&mut k, b"doer-b", Control::Claim(again));
     assert!(matches!(
         &sent(&mut k)[..],
         [(_, Body::Control(Control::Claimed { granted: true, .. }), _)]
@@ -800,7 +806,7 @@ fn what_a_lost_instance_had_not_started_goes_to_another() {
         &mut k,
         b"doer-b",
         Message {
-            envelope: envelope(dispatched[2].0, ServiceKind::Doer, None, 0),
+            envelope: envelope(again.0, ServiceKind::Doer, None, 0),
             body: Body::Reply(Err(Failure::invalid("done"))),
         },
     );
@@ -808,6 +814,44 @@ fn what_a_lost_instance_had_not_started_goes_to_another() {
     assert!(
         matches!(&out[..], [(to, Body::Reply(Err(f)), env)] if to == &peer(COMM) && env.id == MessageId(3) && f.message == "done"),
         "{out:?}"
+    );
+}
+
+/// A Doer that went silent (its deferred work taken back) and registers
+/// again from the same connection gets that work again under a new id: the
+/// copy it still holds from before can neither be claimed nor answer.
+#[test]
+fn a_doer_back_from_silence_cannot_start_its_old_copy() {
+    let mut k = setup();
+    invoke(&mut k, 1, "demo", 60_000);
+    let old = sent(&mut k)[0].2.id;
+    control_from(&mut k, DOER, Control::Deferred(old));
+    advance(Duration::from_millis(2_300));
+    k.on_tick(now());
+    assert!(sent(&mut k).is_empty(), "taken back, not answered");
+    // Its next heartbeat is told to register again; it does, same peer.
+    let out = register(&mut k, DOER, ServiceKind::Doer, "doer-1", 1);
+    let new = match &out[..] {
+        [(to, Body::Request(_), env)] if to == &peer(DOER) => env.id,
+        _ => panic!("{out:?}"),
+    };
+    assert_ne!(new, old);
+    control_from(&mut k, DOER, Control::Claim(old));
+    assert!(matches!(
+        &sent(&mut k)[..],
+        [(_, Body::Control(Control::Claimed { granted: false, .. }), _)]
+    ));
+    reply_from_doer(&mut k, old);
+    assert!(sent(&mut k).is_empty(), "the old copy's answer is dropped");
+    control_from(&mut k, DOER, Control::Deferred(new));
+    control_from(&mut k, DOER, Control::Claim(new));
+    assert!(matches!(
+        &sent(&mut k)[..],
+        [(_, Body::Control(Control::Claimed { granted: true, .. }), _)]
+    ));
+    reply_from_doer(&mut k, new);
+    assert!(
+        matches!(&sent(&mut k)[..], [(to, Body::Reply(_), env)] if to == &peer(COMM) && env.id == MessageId(1))
     );
 }
 

@@ -431,7 +431,7 @@ async fn build_rust(
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     std::fs::write(&manifest_path, cargo_toml.to_string())
         .map_err(|e| format!("cannot prepare Cargo.toml: {e}"))?;
-    let needs_fetch = fetch::rust_dependencies(&cargo_toml, root)?;
+    let needs_fetch = fetch::upload_dependencies(root)?;
 
     let sysroot = rust_sysroot().await?;
     let home = fetch::project_cargo_home(&config.cargo_home, job.project.as_str())
@@ -761,8 +761,11 @@ async fn fetch_python(
     let mut sandbox = Sandbox::new(&config.sandbox)?.with_network();
     let home = fetch::project_cargo_home(&config.cargo_home, job.project.as_str())
         .map_err(|e| format!("cannot prepare the project's cache: {e}"))?;
+    let pip_cache = home.join("pip");
+    std::fs::create_dir_all(&pip_cache)
+        .map_err(|e| format!("cannot prepare the project's cache: {e}"))?;
     let src = sandbox.bind(&job.root, &sources_inside(job), true);
-    let cache = sandbox.bind(&home.join("pip"), "pip-cache", true);
+    let cache = sandbox.bind(&pip_cache, "pip-cache", true);
     prepare(&sandbox).await?;
     let index = config
         .fetch
@@ -784,16 +787,24 @@ async fn fetch_python(
         "--index-url",
         index,
         "--dest",
-        &format!("{C_OUTPUT_DIR}/wheels"),
+        "wheels",
         "--requirement",
-        &format!("{C_OUTPUT_DIR}/requirements.txt"),
+        "requirements.txt",
         "--cache-dir",
     ]
     .into_iter()
     .map(OsString::from)
     .chain([cache.into_os_string()])
     .collect();
-    let command = sandbox.command(Path::new(python::PYTHON), &args, &[], &[], &src);
+    // In the build's own directory, where nothing of the upload is: no
+    // name in the requirements can be taken for a local file.
+    let command = sandbox.command(
+        Path::new(python::PYTHON),
+        &args,
+        &[],
+        &[],
+        &src.join(C_OUTPUT_DIR),
+    );
     let (status, _) = run_step(command, log, deadline, config.timeout, None).await?;
     if !status.success() {
         let text = log.text();

@@ -34,9 +34,66 @@ pub fn within_quota(project: &str, bytes: u64, quota: u64) -> Result<(), String>
 /// The SDK's crate, which builds take from the platform, not a registry.
 const SDK_CRATE: &str = "doee-sdk";
 
-/// Checks where a Doee's Cargo.toml takes its dependencies from, and says
-/// whether it needs any from the registry (beyond the SDK).
-pub fn rust_dependencies(cargo_toml: &toml::Table, root: &Path) -> Result<bool, String> {
+/// Checks where every crate of a Doee's upload (its Cargo.toml, and any
+/// crate beside it that a path dependency may bring in) takes its
+/// dependencies from, and says whether any needs the registry.
+pub fn upload_dependencies(root: &Path) -> Result<bool, String> {
+    let mut manifests = Vec::new();
+    find_manifests(root, Path::new(""), 0, &mut manifests)?;
+    let mut from_registry = false;
+    for relative in manifests {
+        let text = std::fs::read_to_string(root.join(&relative))
+            .map_err(|e| format!("cannot read {}: {e}", relative.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| format!("{}: {}", relative.display(), e.message()))?;
+        let dir = relative.parent().unwrap_or(Path::new(""));
+        from_registry |= rust_dependencies(&table, dir)
+            .map_err(|why| why.replacen("Cargo.toml", &relative.display().to_string(), 1))?;
+    }
+    Ok(from_registry)
+}
+
+/// The Cargo.toml files under `dir` (relative to the upload), depth first.
+fn find_manifests(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    found: &mut Vec<PathBuf>,
+) -> Result<(), String> {
+    const MAX_DEPTH: usize = 16;
+    const MAX_MANIFESTS: usize = 256;
+    if depth > MAX_DEPTH {
+        return Ok(());
+    }
+    let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+        return Ok(());
+    };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let relative = dir.join(entry.file_name());
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() && entry.file_name() != "target" {
+            find_manifests(root, &relative, depth + 1, found)?;
+        } else if kind.is_file() && entry.file_name() == "Cargo.toml" {
+            found.push(relative);
+            if found.len() > MAX_MANIFESTS {
+                return Err(format!(
+                    "the upload has more than {MAX_MANIFESTS} Cargo.toml files"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks where one crate's Cargo.toml (in `dir`, relative to the upload)
+/// takes its dependencies from, and says whether it needs any from the
+/// registry (beyond the SDK).
+fn rust_dependencies(cargo_toml: &toml::Table, dir: &Path) -> Result<bool, String> {
     let mut from_registry = false;
     let mut tables: Vec<(String, &toml::Table)> = Vec::new();
     for kind in ["dependencies", "dev-dependencies", "build-dependencies"] {
@@ -96,7 +153,7 @@ pub fn rust_dependencies(cargo_toml: &toml::Table, root: &Path) -> Result<bool, 
             match spec.and_then(|s| s.get("path")) {
                 Some(path) => {
                     let path = path.as_str().unwrap_or("");
-                    if !inside(root, Path::new(path)) {
+                    if !inside(dir, Path::new(path)) {
                         return Err(format!(
                             "Cargo.toml: [{section}] {name} has the path `{path}`, outside the upload"
                         ));
@@ -112,11 +169,11 @@ pub fn rust_dependencies(cargo_toml: &toml::Table, root: &Path) -> Result<bool, 
     Ok(from_registry)
 }
 
-/// Whether `path` (relative to `root`) stays inside `root`, by its words:
-/// no absolute path, no `..` above the root. Links inside an upload were
-/// refused when it was unpacked.
-fn inside(root: &Path, path: &Path) -> bool {
-    let mut depth: usize = 0;
+/// Whether `path`, relative to `dir` (itself relative to the upload), stays
+/// inside the upload, by its words: no absolute path, no `..` above the
+/// upload. Links inside an upload were refused when it was unpacked.
+fn inside(dir: &Path, path: &Path) -> bool {
+    let mut depth = dir.components().count();
     for component in path.components() {
         match component {
             Component::Normal(_) => depth += 1,
@@ -128,7 +185,7 @@ fn inside(root: &Path, path: &Path) -> bool {
             Component::RootDir | Component::Prefix(_) => return false,
         }
     }
-    root.join(path).starts_with(root)
+    true
 }
 
 /// A project's cache of fetched dependencies, which is the `CARGO_HOME` of
@@ -196,7 +253,58 @@ mod tests {
     use super::*;
 
     fn check(text: &str) -> Result<bool, String> {
-        rust_dependencies(&text.parse().unwrap(), Path::new("/up/load"))
+        rust_dependencies(&text.parse().unwrap(), Path::new(""))
+    }
+
+    /// A crate beside the Doee's, brought in by a path, is checked too.
+    #[test]
+    fn every_crate_of_the_upload_is_checked() {
+        let root = std::env::temp_dir().join(format!("isms-fetch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("helper")).unwrap();
+        std::fs::write(
+            root.join("Cargo.toml"),
+            "[dependencies]\nhelper = { path = \"helper\" }\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("helper/Cargo.toml"),
+            "[dependencies]\nitoa = \"1\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            upload_dependencies(&root),
+            Ok(true),
+            "helper needs the registry"
+        );
+        std::fs::write(
+            root.join("helper/Cargo.toml"),
+            "[dependencies]\nx = { git = \"https://example.com/x\" }\n",
+        )
+        .unwrap();
+        let err = upload_dependencies(&root).unwrap_err();
+        assert!(
+            err.contains("helper/Cargo.toml: [dependencies] x comes from git"),
+            "{err}"
+        );
+        std::fs::write(
+            root.join("helper/Cargo.toml"),
+            "[dependencies]\ny = { path = \"../..\" }\n",
+        )
+        .unwrap();
+        let err = upload_dependencies(&root).unwrap_err();
+        assert!(err.contains("outside the upload"), "{err}");
+        std::fs::write(
+            root.join("helper/Cargo.toml"),
+            "[dependencies]\nz = { path = \"..\" }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            upload_dependencies(&root),
+            Ok(false),
+            "the upload's root is inside"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

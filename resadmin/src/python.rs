@@ -89,17 +89,49 @@ pub fn requirements(root: &Path) -> Result<Vec<String>, String> {
                 "is an option; list packages by name (the index is the platform's: resadmin.pip_index_url)",
             );
         }
-        if line.contains("://")
-            || line.contains('@')
-            || !line.starts_with(|c: char| c.is_ascii_alphanumeric())
-        {
+        if !is_index_requirement(line) {
             return refuse(
-                "is not a package of the index: paths, URLs and direct references are refused",
+                "is not a package of the index: paths, files, URLs and direct references are refused",
             );
         }
         found.push(line.to_string());
     }
     Ok(found)
+}
+
+/// Whether `line` is a requirement pip can only look up in the index: a
+/// name, extras, version specifiers and an environment marker, and nothing
+/// pip would take for a local file or directory (which it would build,
+/// running its `setup.py`).
+fn is_index_requirement(line: &str) -> bool {
+    let (requirement, marker) = line.split_once(';').unwrap_or((line, ""));
+    let name_end = requirement
+        .find(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c)))
+        .unwrap_or(requirement.len());
+    let (name, rest) = requirement.split_at(name_end);
+    let rest = rest.trim_start();
+    let (extras, specifiers) = match rest.strip_prefix('[') {
+        Some(inner) => match inner.split_once(']') {
+            Some((extras, after)) => (extras, after),
+            None => return false,
+        },
+        None => ("", rest),
+    };
+    const ARCHIVES: &[&str] = &[
+        ".zip", ".whl", ".tar", ".gz", ".tgz", ".bz2", ".tbz", ".xz", ".txz", ".tlz", ".lz",
+        ".lzma",
+    ];
+    let lower = name.to_ascii_lowercase();
+    name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && !ARCHIVES.iter().any(|suffix| lower.ends_with(suffix))
+        && extras
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-, ".contains(c))
+        && specifiers
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+*!=<>~, ".contains(c))
+        && !marker.contains(['/', '\\', '@'])
 }
 
 /// Unpacks the fetched wheels into `site-packages`, checks the upload's
@@ -169,6 +201,12 @@ mod tests {
             ("./local\n", "not a package of the index"),
             ("pkg @ https://example.com/pkg.whl\n", "direct references"),
             ("https://example.com/x.tar.gz\n", "URLs"),
+            ("evil.zip\n", "files"),
+            ("pkg-1.0.tar.gz\n", "files"),
+            ("sub/dir\n", "not a package of the index"),
+            ("C:evil\n", "not a package of the index"),
+            ("pkg[extra\n", "not a package of the index"),
+            ("pkg ; sys_platform == '/tmp'\n", "not a package"),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(says), "{text}: {err}");

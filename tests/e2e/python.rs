@@ -189,7 +189,7 @@ def execute(ctx, data):
     );
     for wheel in ["python_dateutil-", "ujson-"] {
         assert!(
-            deployed.contains(&format!("Saved ./.isms-build/wheels/{wheel}")),
+            deployed.contains(&format!("Saved ./wheels/{wheel}")),
             "{deployed}"
         );
     }
