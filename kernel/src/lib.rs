@@ -341,10 +341,7 @@ impl Kernel {
             let refused = unplaceable(target, &envelope.placement);
             return self.answer(&peer, envelope.id, target, Err(refused));
         }
-        let queue = self
-            .queues
-            .entry(target)
-            .or_insert_with(|| ReadyQueue::new(self.queue_limits));
+        let queue = queue_for(&mut self.queues, self.queue_limits, target);
         let id = self.processes.next_id();
         match queue.push(envelope.project.clone(), envelope.priority, id) {
             Ok(key) => {
@@ -693,10 +690,7 @@ impl Kernel {
     /// returns its target if it was one.
     fn take_back(&mut self, id: ProcessId) -> Option<ServiceKind> {
         let target = self.processes.get_mut(id)?.target();
-        let queue = self
-            .queues
-            .entry(target)
-            .or_insert_with(|| ReadyQueue::new(self.queue_limits));
+        let queue = queue_for(&mut self.queues, self.queue_limits, target);
         let (_, charge) = self.processes.take_back(id, |envelope, new_id| {
             queue
                 .push(envelope.project.clone(), envelope.priority, new_id)
@@ -762,6 +756,17 @@ impl Kernel {
             .map(|i| i.registration.instance.clone())
             .unwrap_or_else(|| String::from_utf8_lossy(peer).into_owned())
     }
+}
+
+/// The ready queue of `target`, made on first use.
+fn queue_for(
+    queues: &mut HashMap<ServiceKind, ReadyQueue<ProcessId>>,
+    limits: QueueLimits,
+    target: ServiceKind,
+) -> &mut ReadyQueue<ProcessId> {
+    queues
+        .entry(target)
+        .or_insert_with(|| ReadyQueue::new(limits))
 }
 
 /// The answer to work placed where no instance is up.

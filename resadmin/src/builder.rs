@@ -434,7 +434,7 @@ async fn build_rust(
     let needs_fetch = fetch::upload_dependencies(root)?;
 
     let sysroot = rust_sysroot().await?;
-    let home = fetch::project_cargo_home(&config.cargo_home, job.project.as_str())
+    let home = fetch::project_cache(&config.cargo_home, job.project.as_str())
         .map_err(|e| format!("cannot prepare the project's cargo home: {e}"))?;
     let cargo_config = home.join("config.toml");
     std::fs::write(&cargo_config, fetch::cargo_config(&config.fetch))
@@ -563,26 +563,49 @@ async fn fetch_rust(
     );
     let (status, _) = run_step(command, log, deadline, config.timeout, None).await?;
     if !status.success() {
-        let text = log.text();
-        let why = text
-            .lines()
-            .skip_while(|line| *line != started)
-            .find(|line| line.starts_with("error"))
-            .unwrap_or("see the log above")
-            .trim_start_matches("error: ");
+        let why = complaint(log, &started, "error: ");
         return Err(format!("cannot fetch the dependencies: {why}"));
     }
-    let (crates, bytes) = fetch::cache_size(home);
-    log.push(&format!(
-        "fetched: the project's cache holds {crates} crates, {:.1} MB",
-        bytes as f64 / 1e6
-    ));
-    fetch::within_quota(job.project.as_str(), bytes, job.max_dependencies_bytes)
+    let (crates, _) = fetch::cache_size(home);
+    settle_cache(job, home, log, &format!("{crates} crates in all")).await
 }
 
 /// The log line that starts a fetch (`{}`: where from).
 const FETCH_STARTED: &str =
     "fetching dependencies from {} (with network; nothing of the upload runs)";
+
+/// The last complaint a fetch tool wrote (lines starting with `prefix`)
+/// since `started`: cargo and pip both name the package there.
+fn complaint(log: &Log, started: &str, prefix: &str) -> String {
+    log.text()
+        .lines()
+        .skip_while(|line| *line != started)
+        .filter_map(|line| line.strip_prefix(prefix))
+        .last()
+        .unwrap_or("see the log above")
+        .to_string()
+}
+
+/// Says how big the project's cache of dependencies is after a fetch, and
+/// refuses it past the project's quota. A cache over its quota is emptied,
+/// so that the next build fetches only what it needs.
+async fn settle_cache(job: &Job, home: &Path, log: &Log, fetched: &str) -> Result<(), String> {
+    let measured = home.to_path_buf();
+    let (_, bytes) = tokio::task::spawn_blocking(move || fetch::cache_size(&measured))
+        .await
+        .unwrap_or_default();
+    log.push(&format!(
+        "fetched: {fetched}; the project's cache holds {:.1} MB",
+        bytes as f64 / 1e6
+    ));
+    let within = fetch::within_quota(job.project.as_str(), bytes, job.max_dependencies_bytes);
+    if within.is_err() {
+        for dir in ["registry", "git", "pip"] {
+            let _ = std::fs::remove_dir_all(home.join(dir));
+        }
+    }
+    within
+}
 
 /// Where a C or C++ build writes its shared object, in the version's
 /// directory (a Doee cannot upload it: it is removed before the build).
@@ -759,7 +782,7 @@ async fn fetch_python(
     deadline: Instant,
 ) -> Result<(), String> {
     let mut sandbox = Sandbox::new(&config.sandbox)?.with_network();
-    let home = fetch::project_cargo_home(&config.cargo_home, job.project.as_str())
+    let home = fetch::project_cache(&config.cargo_home, job.project.as_str())
         .map_err(|e| format!("cannot prepare the project's cache: {e}"))?;
     let pip_cache = home.join("pip");
     std::fs::create_dir_all(&pip_cache)
@@ -807,26 +830,14 @@ async fn fetch_python(
     );
     let (status, _) = run_step(command, log, deadline, config.timeout, None).await?;
     if !status.success() {
-        let text = log.text();
-        let why = text
-            .lines()
-            .skip_while(|line| *line != started)
-            .filter(|line| line.starts_with("ERROR: "))
-            .last()
-            .map(|line| line.trim_start_matches("ERROR: ").to_string())
-            .unwrap_or_else(|| "see the log above".into());
+        let why = complaint(log, &started, "ERROR: ");
         return Err(format!(
             "cannot fetch the requirements: {why} (only wheels are taken: a package published as source only cannot be used)"
         ));
     }
-    let (_, bytes) = fetch::cache_size(&job.root.join(C_OUTPUT_DIR).join("wheels"));
-    let (_, cached) = fetch::cache_size(&home);
-    log.push(&format!(
-        "fetched: {:.1} MB of wheels; the project's cache holds {:.1} MB",
-        bytes as f64 / 1e6,
-        cached as f64 / 1e6
-    ));
-    fetch::within_quota(job.project.as_str(), cached, job.max_dependencies_bytes)
+    let (wheels, bytes) = fetch::cache_size(&job.root.join(C_OUTPUT_DIR).join("wheels"));
+    let fetched = format!("{wheels} wheels, {:.1} MB", bytes as f64 / 1e6);
+    settle_cache(job, &home, log, &fetched).await
 }
 
 /// Hands the sandbox's writable directories to the build's uid.

@@ -188,10 +188,10 @@ fn inside(dir: &Path, path: &Path) -> bool {
     true
 }
 
-/// A project's cache of fetched dependencies, which is the `CARGO_HOME` of
-/// its fetches (writable) and builds (read-only); made readable by the
-/// builds' uid.
-pub fn project_cargo_home(cargo_home: &Path, project: &str) -> std::io::Result<PathBuf> {
+/// A project's cache of fetched dependencies: the `CARGO_HOME` of its Rust
+/// fetches (writable) and builds (read-only), and its pip cache (`pip/`);
+/// made readable by the builds' uid.
+pub fn project_cache(cargo_home: &Path, project: &str) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let projects = cargo_home.join("projects");
     let home = projects.join(project);
@@ -222,8 +222,8 @@ pub fn cargo_config(config: &FetchConfig) -> String {
     text
 }
 
-/// The crates in a cargo home's download cache, and the bytes the whole
-/// cache holds.
+/// The packages (crates, wheels) in a directory tree, and the bytes it
+/// holds.
 pub fn cache_size(cargo_home: &Path) -> (usize, u64) {
     fn walk(dir: &Path, crates: &mut usize, bytes: &mut u64) {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -237,7 +237,11 @@ pub fn cache_size(cargo_home: &Path) -> (usize, u64) {
                 walk(&entry.path(), crates, bytes);
             } else {
                 *bytes += meta.len();
-                if entry.path().extension().is_some_and(|e| e == "crate") {
+                if entry
+                    .path()
+                    .extension()
+                    .is_some_and(|e| e == "crate" || e == "whl")
+                {
                     *crates += 1;
                 }
             }

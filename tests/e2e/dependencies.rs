@@ -71,7 +71,7 @@ fn a_rust_doee_uses_crates_from_the_registry() {
     );
     assert!(deployed.contains("Downloaded serde_json"), "{deployed}");
     assert!(
-        deployed.contains("fetched: the project's cache holds"),
+        deployed.contains("; the project's cache holds"),
         "{deployed}"
     );
     let r = p.trigger("/deps/reading", br#"{"celsius": 100}"#);
