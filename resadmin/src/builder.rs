@@ -636,20 +636,7 @@ async fn build_c(
     prepare(sandbox).await?;
 
     let output = format!("{C_OUTPUT_DIR}/doee.so");
-    let mut args: Vec<OsString> = [
-        "-shared",
-        "-fPIC",
-        "-O2",
-        "-Wall",
-        // Only the ABI's symbols are exported (ISMS_DOEE_C marks them).
-        "-fvisibility=hidden",
-        "-I",
-    ]
-    .into_iter()
-    .map(OsString::from)
-    .collect();
-    args.push(include.into_os_string());
-    args.extend(["-o".into(), OsString::from(&output)]);
+    let mut args = shared_object_args(include, &output);
     // "./" keeps a source named like an option from being one.
     args.extend(
         job.manifest
@@ -730,21 +717,8 @@ async fn build_python(
     if !status.success() {
         return Err("the Doee's Python files do not compile; see the log above".into());
     }
-    let mut args: Vec<OsString> = [
-        "-shared",
-        "-fPIC",
-        "-O2",
-        "-Wall",
-        "-fvisibility=hidden",
-        "-I",
-    ]
-    .into_iter()
-    .map(OsString::from)
-    .collect();
-    args.push(include.into_os_string());
-    args.push("-I".into());
-    args.push(host.include.clone().into_os_string());
-    args.extend(["-o".into(), format!("{C_OUTPUT_DIR}/runtime.so").into()]);
+    let mut args = shared_object_args(include, &format!("{C_OUTPUT_DIR}/runtime.so"));
+    args.extend(["-I".into(), host.include.clone().into_os_string()]);
     args.push(runtime.into_os_string());
     args.extend(
         [
@@ -838,6 +812,26 @@ async fn fetch_python(
     let (wheels, bytes) = fetch::cache_size(&job.root.join(C_OUTPUT_DIR).join("wheels"));
     let fetched = format!("{wheels} wheels, {:.1} MB", bytes as f64 / 1e6);
     settle_cache(job, &home, log, &fetched).await
+}
+
+/// The compiler's arguments for a Doee's shared object at `output`, with
+/// the SDK's headers at `include`: sources and libraries come after.
+fn shared_object_args(include: PathBuf, output: &str) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "-shared",
+        "-fPIC",
+        "-O2",
+        "-Wall",
+        // Only the ABI's symbols are exported (ISMS_DOEE_C marks them).
+        "-fvisibility=hidden",
+        "-I",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    args.push(include.into_os_string());
+    args.extend(["-o".into(), output.into()]);
+    args
 }
 
 /// Hands the sandbox's writable directories to the build's uid.

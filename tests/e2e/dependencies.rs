@@ -29,17 +29,6 @@ fn rust_doee(p: &Platform, name: &str, dependencies: &str, lib: &str) -> std::pa
     dir
 }
 
-/// What a failed deploy printed.
-fn refused(p: &Platform, dir: &std::path::Path) -> String {
-    let output = p.try_deploy(dir, "deps");
-    assert!(!output.status.success(), "the deploy succeeded");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 const JSON_DOEE: &str = r#"
 use doee_sdk::{Context, Doee, Error, export_doee};
 
@@ -91,7 +80,7 @@ fn a_rust_doee_uses_crates_from_the_registry() {
 fn dependencies_that_cannot_be_had_are_refused_by_name() {
     let p = platform();
     let dir = rust_doee(&p, "missing", "isms-no-such-crate-7f3a = \"1\"", "");
-    let said = refused(&p, &dir);
+    let said = p.deploy_refused(&dir, "deps");
     assert!(
         said.contains("cannot fetch the dependencies") && said.contains("isms-no-such-crate-7f3a"),
         "{said}"
@@ -111,7 +100,7 @@ fn dependencies_that_cannot_be_had_are_refused_by_name() {
         ),
     ] {
         let dir = rust_doee(&p, name, dependency, "");
-        let said = refused(&p, &dir);
+        let said = p.deploy_refused(&dir, "deps");
         assert!(said.contains(says), "{said}");
         assert!(
             !said.contains("fetching dependencies"),
@@ -129,7 +118,7 @@ fn dependencies_past_the_bound_are_refused_naming_it() {
     p.login_admin();
     p.run(&["project", "create", "deps"]);
     let dir = rust_doee(&p, "reading", "serde_json = \"1\"", JSON_DOEE);
-    let said = refused(&p, &dir);
+    let said = p.deploy_refused(&dir, "deps");
     assert!(
         said.contains("past project `deps`'s quota max_dependencies_bytes of 1048576"),
         "{said}"

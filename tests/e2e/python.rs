@@ -129,13 +129,7 @@ fn broken_python_is_refused_clearly() {
     copy_dir(&fixtures().join("python"), &dir);
     p.deploy(&dir, "plant");
     std::fs::write(dir.join("helper.py"), "def shout(word)\n    return word\n").unwrap();
-    let output = p.try_deploy(&dir, "plant");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(!output.status.success(), "{said}");
+    let said = p.deploy_refused(&dir, "plant");
     assert!(said.contains("helper.py, line 1"), "{said}");
     assert_eq!(call(&p, "hello").text(), "Hello, world! (PYTHON)");
 
@@ -224,13 +218,7 @@ fn what_is_not_a_wheel_is_refused_and_nothing_of_the_upload_runs() {
             requirements,
         );
         std::fs::write(dir.join("setup.py"), marker_setup).unwrap();
-        let output = p.try_deploy(&dir, "plant");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(!output.status.success(), "{said}");
+        let said = p.deploy_refused(&dir, "plant");
         assert!(said.contains(says), "{requirements}: {said}");
         if requirements.starts_with("docopt") {
             assert!(said.contains("only wheels are taken"), "{said}");

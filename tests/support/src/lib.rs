@@ -536,6 +536,19 @@ impl Platform {
         ])
     }
 
+    /// As [`Platform::try_deploy`], asserting it fails; what it printed
+    /// (stdout, then stderr).
+    pub fn deploy_refused(&self, dir: &Path, project: &str) -> String {
+        let output = self.try_deploy(dir, project);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!output.status.success(), "the deploy succeeded: {said}");
+        said
+    }
+
     /// As [`Platform::try_deploy`], asserting it succeeds; what it printed.
     pub fn deploy(&self, dir: &Path, project: &str) -> String {
         let output = self.try_deploy(dir, project);
