@@ -110,3 +110,60 @@ fn a_silent_doer_is_marked_down_and_comes_back() {
         "the same process came back, no restart"
     );
 }
+
+/// The default, one-host platform: a Doer killed with invocations queued
+/// inside it (not started) runs them once its supervisor has started it
+/// again; only what it was running, or had sent ahead to its Worker,
+/// answers 503.
+#[test]
+fn what_a_killed_doer_had_not_started_runs_when_it_is_back() {
+    let p = Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR")).start();
+    p.login_admin();
+    p.run(&["project", "create", "ops"]);
+    p.deploy_misbehave(
+        "ops",
+        "slow",
+        "by-input",
+        "[resources]\nconcurrency = 1\ntimeout_ms = 30000\n",
+    );
+    // Warm, and known to run long enough for a line to be deferred.
+    assert_eq!(p.trigger("/ops/slow", b"sleep:300 warm").status, 200);
+    let url = format!("{}/ops/slow", p.triggers);
+    let calls: Vec<_> = (0..5)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let input = format!("sleep:1000 #{i}");
+                let r = isms_test_support::http::request("POST", &url, &[], input.as_bytes());
+                (input, r)
+            })
+        })
+        .collect();
+    // Three wait inside it: its heartbeat says so, and the kernel, which
+    // reads that heartbeat after the deferrals sent before it, knows.
+    eventually(
+        Duration::from_secs(10),
+        "three to wait inside the Doer",
+        || {
+            let doer = p.service("doer");
+            (doer["in_flight"].as_u64()? == 5 && doer["inner_queue"].as_u64()? == 3).then_some(())
+        },
+    );
+    let pid = p.pid_of("doer");
+    // SAFETY: killing a process of our own platform.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let mut unavailable = 0;
+    for call in calls {
+        let (input, r) = call.join().unwrap();
+        match r.status {
+            200 => assert_eq!(r.text(), input),
+            503 => unavailable += 1,
+            other => panic!("{input}: {other} {}", r.text()),
+        }
+    }
+    eprintln!("{unavailable} of 5 answered 503; the rest ran on the restarted Doer");
+    assert!(
+        (1..=2).contains(&unavailable),
+        "the running one and the one sent ahead may fail, no more"
+    );
+}
