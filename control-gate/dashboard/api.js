@@ -111,6 +111,7 @@ export async function call(method, p, { json, body, signal, raw } = {}) {
 
 export const get = (p, options) => call('GET', p, options);
 export const post = (p, json, options) => call('POST', p, { ...options, json });
+export const put = (p, json, options) => call('PUT', p, { ...options, json });
 export const del = (p, options) => call('DELETE', p, options);
 
 /** Encodes a path segment (project, Doee, collection names). */

@@ -7,6 +7,7 @@ import { doeesTab, doeeView, triggersTab } from './doees.js';
 import { invocationsTab, logsTab } from './activity.js';
 import { dataTab } from './data.js';
 import { mqttTab } from './mqtt.js';
+import { secretsTab } from './secrets.js';
 
 const TABS = [
   ['doees', 'Doees'],
@@ -15,6 +16,7 @@ const TABS = [
   ['invocations', 'Invocations'],
   ['logs', 'Logs'],
   ['data', 'SQL and documents'],
+  ['secrets', 'Secrets'],
   ['members', 'Members'],
 ];
 
@@ -70,6 +72,7 @@ export async function projectView(main, view, { project, tab, doee }) {
     case 'invocations': return invocationsTab(body, context);
     case 'logs': return logsTab(body, context);
     case 'data': return dataTab(body, context);
+    case 'secrets': return secretsTab(body, context);
     case 'members': return membersTab(body, context);
     default: return doeesTab(body, context);
   }

@@ -12,7 +12,7 @@ use isms_ipc::resadmin::{
     Deployed, DoeeInfo, InvocationRecord, InvocationStatus, LogEntry, LogSource, Member,
     ProjectDetail, ProjectInfo, Quotas, Session, TokenInfo, UserInfo, VersionInfo,
 };
-use isms_ipc::resadmin::{DeviceInfo, NewDevice};
+use isms_ipc::resadmin::{DeviceInfo, NewDevice, SecretInfo};
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/auth/login`.
@@ -340,6 +340,32 @@ pub struct DeadLettersBody {
 pub struct DeviceBody {
     /// The device's name.
     pub name: String,
+}
+
+/// The body of `PUT .../secrets/{secret}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretBody {
+    /// The value.
+    pub value: String,
+}
+
+/// A project's secret, by name: never its value.
+#[derive(Serialize)]
+pub struct SecretView {
+    /// Its name.
+    pub name: String,
+    /// When its value was last set (ms since the epoch).
+    pub updated_ms: u64,
+}
+
+impl From<SecretInfo> for SecretView {
+    fn from(s: SecretInfo) -> Self {
+        SecretView {
+            name: s.name.to_string(),
+            updated_ms: s.updated_ms,
+        }
+    }
 }
 
 /// An MQTT device.

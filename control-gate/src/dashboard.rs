@@ -49,6 +49,7 @@ const ASSETS: &[Asset] = &[
     asset!("activity.js", JS),
     asset!("data.js", JS),
     asset!("mqtt.js", JS),
+    asset!("secrets.js", JS),
     asset!("system.js", JS),
 ];
 

@@ -109,6 +109,9 @@ impl Gate {
             E::ListDevices => self.list_devices(call).await,
             E::CreateDevice => self.create_device(call).await,
             E::DeleteDevice => self.delete_device(call).await,
+            E::ListSecrets => self.list_secrets(call).await,
+            E::SetSecret => self.set_secret(call).await,
+            E::DeleteSecret => self.delete_secret(call).await,
         }
     }
 }

@@ -61,6 +61,9 @@ pub enum Endpoint {
     ListDevices,
     CreateDevice,
     DeleteDevice,
+    ListSecrets,
+    SetSecret,
+    DeleteSecret,
     Services,
 }
 
@@ -263,6 +266,25 @@ pub const ROUTES: &[(&str, &str, Endpoint, Access)] = &[
         "DELETE",
         "/api/v1/projects/{project}/devices/{device}",
         Endpoint::DeleteDevice,
+        DEVELOPER,
+    ),
+    // Names only, and developers only: a viewer learns nothing of them.
+    (
+        "GET",
+        "/api/v1/projects/{project}/secrets",
+        Endpoint::ListSecrets,
+        DEVELOPER,
+    ),
+    (
+        "PUT",
+        "/api/v1/projects/{project}/secrets/{secret}",
+        Endpoint::SetSecret,
+        DEVELOPER,
+    ),
+    (
+        "DELETE",
+        "/api/v1/projects/{project}/secrets/{secret}",
+        Endpoint::DeleteSecret,
         DEVELOPER,
     ),
     ("GET", "/api/v1/system/services", Endpoint::Services, USER),

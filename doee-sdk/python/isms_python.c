@@ -216,6 +216,22 @@ static PyObject *ctx_publish(Context *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *ctx_secret(Context *self, PyObject *args) {
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s:secret", &name)) return NULL;
+    isms_ctx *ctx = current(self);
+    if (!ctx) return NULL;
+    char *out = NULL;
+    int failed;
+    Py_BEGIN_ALLOW_THREADS
+    failed = isms_secret(ctx, name, &out);
+    Py_END_ALLOW_THREADS
+    if (failed) return host_failed(ctx);
+    PyObject *value = PyUnicode_FromString(out ? out : "");
+    if (out) isms_free(ctx, out);
+    return value;
+}
+
 static PyMethodDef ctx_methods[] = {
     {"param", (PyCFunction)ctx_param, METH_VARARGS, "A parameter of the manifest's [params], or None."},
     {"meta", (PyCFunction)ctx_meta, METH_VARARGS, "A fact about the invocation (\"method\", \"path\", ...), or None."},
@@ -225,6 +241,7 @@ static PyMethodDef ctx_methods[] = {
     {"sql", (PyCFunction)ctx_sql, METH_VARARGS, "sql(query, params=[]): the rows, as a list of dicts."},
     {"docs", (PyCFunction)ctx_docs, METH_VARARGS, "docs(op, collection, body={}): a document operation."},
     {"publish", (PyCFunction)ctx_publish, METH_VARARGS, "publish(topic, payload): an MQTT message."},
+    {"secret", (PyCFunction)ctx_secret, METH_VARARGS, "secret(name): a secret of the project, as str."},
     {NULL, NULL, 0, NULL},
 };
 

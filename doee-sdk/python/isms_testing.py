@@ -30,8 +30,9 @@ Error = sys.modules["isms"].Error
 class FakeContext:
     """Stands in for the platform's context in unit tests."""
 
-    def __init__(self, params=None, meta=None, topics=None):
+    def __init__(self, params=None, meta=None, topics=None, secrets=None):
         self._params = dict(params or {})
+        self._secrets = dict(secrets or {})
         self._meta = dict(meta or {})
         self._topics = list(topics or [])
         self.status = 200
@@ -47,6 +48,11 @@ class FakeContext:
 
     def meta(self, key):
         return self._meta.get(key)
+
+    def secret(self, name):
+        if name not in self._secrets:
+            raise Error(f"project has no secret {name}")
+        return self._secrets[name]
 
     def set_status(self, status):
         if not 100 <= status <= 999:

@@ -98,4 +98,8 @@ pub struct HostApi {
     pub last_error: unsafe extern "C" fn(*mut Ctx) -> *const c_char,
     /// Releases a string the host returned through an `out` pointer.
     pub free: unsafe extern "C" fn(*mut Ctx, *mut c_void),
+    /// A secret of the project, read now; on 0, `*out` holds its value. On
+    /// non-zero (no such secret), `*out` is NULL and `last_error` explains.
+    /// Appended: a host whose `size` ends before it has none.
+    pub secret: unsafe extern "C" fn(*mut Ctx, *const c_char, *mut *mut c_char) -> c_int,
 }

@@ -229,6 +229,20 @@ impl Context {
         }
     }
 
+    /// A secret of the project (`isms secret set`), read at this call, so a
+    /// value set since takes effect at once. Keep it out of logs and
+    /// outputs: the platform never shows it, but cannot stop a Doee.
+    pub fn secret(&mut self, name: &str) -> Result<String, Error> {
+        if (self.api().size as usize) < size_of::<abi::HostApi>() {
+            return Err(Error::new("this platform has no secrets"));
+        }
+        let name = lossy_cstring(name);
+        let mut out: *mut c_char = std::ptr::null_mut();
+        // SAFETY: a valid string and a valid out pointer; the host has the entry.
+        let code = unsafe { (self.api().secret)(self.raw, name.as_ptr(), &mut out) };
+        self.take_result(code, out)
+    }
+
     fn take_result(&mut self, code: c_int, out: *mut c_char) -> Result<String, Error> {
         if code != abi::OK || out.is_null() {
             return Err(self.last_error());

@@ -53,6 +53,7 @@ struct Host {
     sql: Option<SqlHandler>,
     doc: Option<DocHandler>,
     publish: Option<PublishHandler>,
+    secrets: HashMap<String, String>,
 }
 
 static TEST_API: abi::HostApi = abi::HostApi {
@@ -70,6 +71,7 @@ static TEST_API: abi::HostApi = abi::HostApi {
     publish: host_publish,
     last_error: host_last_error,
     free: host_free,
+    secret: host_secret,
 };
 
 impl Default for TestContext {
@@ -94,6 +96,7 @@ impl TestContext {
             sql: None,
             doc: None,
             publish: None,
+            secrets: HashMap::new(),
         });
         TestContext { host }
             .meta("trigger", "http")
@@ -103,6 +106,14 @@ impl TestContext {
     /// Sets a manifest parameter.
     pub fn param(mut self, name: &str, value: &str) -> Self {
         self.host.params.insert(cstring(name), cstring(value));
+        self
+    }
+
+    /// Sets a project secret seen through [`Context::secret`].
+    pub fn secret(mut self, name: &str, value: &str) -> Self {
+        self.host
+            .secrets
+            .insert(name.to_string(), value.to_string());
         self
     }
 
@@ -277,6 +288,21 @@ unsafe extern "C" fn host_sql(
         Some(handler) => handler(query, params),
         None => Err("no SQL handler: use TestContext::on_sql".to_string()),
     };
+    finish(host, result, out)
+}
+
+unsafe extern "C" fn host_secret(
+    ctx: *mut abi::Ctx,
+    name: *const c_char,
+    out: *mut *mut c_char,
+) -> c_int {
+    // SAFETY: ABI contract.
+    let (host, name) = unsafe { (host(ctx), text(name)) };
+    let result = host
+        .secrets
+        .get(name)
+        .cloned()
+        .ok_or_else(|| format!("no secret {name}: use TestContext::secret"));
     finish(host, result, out)
 }
 

@@ -42,7 +42,7 @@ use isms_ipc::{
     Connection, Deadline, Delivery, Event, Failure, FailureKind, Inbound, Incoming, InvocationId,
     MessageId, ProjectName, Reply, Request, Responder, Scope,
 };
-use isms_ipc::{commserver, dbriver};
+use isms_ipc::{SecretName, commserver, dbriver, resadmin};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
@@ -948,6 +948,14 @@ impl Admin {
                     .call(&scope, commserver::Publish { topic, payload })
                     .await
                     .map(|()| String::new()),
+                // Read at each call: a secret set since takes effect at once.
+                HostCall::Secret { name } => match SecretName::new(name) {
+                    Ok(name) => conn
+                        .call(&scope, resadmin::ReadSecret { name })
+                        .await
+                        .map(|value| value.0),
+                    Err(err) => Err(Failure::invalid(err)),
+                },
             };
             handle.send(ToWorker::HostReply(answer.map_err(|f| f.message)));
         });

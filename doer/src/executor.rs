@@ -279,6 +279,7 @@ static HOST_API: HostApi = HostApi {
     publish: host_publish,
     last_error: host_last_error,
     free: host_free,
+    secret: host_secret,
 };
 
 fn cstring(s: &str) -> CString {
@@ -588,6 +589,19 @@ unsafe extern "C" fn host_sql(
     let result = host.host_call(HostCall::Sql {
         query: query.to_string(),
         params: params.to_string(),
+    });
+    finish_call(host, result, out)
+}
+
+unsafe extern "C" fn host_secret(
+    ctx: *mut Ctx,
+    name: *const c_char,
+    out: *mut *mut c_char,
+) -> c_int {
+    // SAFETY: ABI contract.
+    let (host, name) = unsafe { (host(ctx), text(name)) };
+    let result = host.host_call(HostCall::Secret {
+        name: name.to_string(),
     });
     finish_call(host, result, out)
 }

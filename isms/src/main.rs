@@ -108,6 +108,13 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Set, list or delete a project's secrets (values from stdin).
+    Secret {
+        #[command(subcommand)]
+        command: cli::secret::SecretCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// A project's MQTT dead letters: list, run again, purge.
     Mqtt {
         #[command(subcommand)]
@@ -242,6 +249,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token { command, api } => runtime()?.block_on(cli::token::run(command, &api))?,
         Command::Device { command, api } => runtime()?.block_on(cli::device::run(command, &api))?,
         Command::Mqtt { command, api } => runtime()?.block_on(cli::mqtt::run(command, &api))?,
+        Command::Secret { command, api } => runtime()?.block_on(cli::secret::run(command, &api))?,
         Command::Deploy(args) => runtime()?.block_on(cli::deploy::run(args))?,
         Command::Invoke(args) => runtime()?.block_on(cli::invoke::run(args))?,
     }

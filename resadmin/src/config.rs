@@ -14,8 +14,11 @@ pub struct ResadminConfig {
     pub build_target_dir: PathBuf,
     /// Where builds' `CARGO_HOME`s are, one per project.
     pub cargo_home: PathBuf,
-    /// Where builds fetch dependencies from, and how much.
+    /// Where builds fetch dependencies from.
     pub fetch: crate::fetch::FetchConfig,
+    /// The key that seals project secrets: a file of 64 hex digits, made
+    /// (0600) on first use if missing.
+    pub secrets_key_file: PathBuf,
     /// The longest a build may take.
     pub build_timeout: Duration,
     /// The sandbox builds run in.
@@ -43,6 +46,7 @@ impl ResadminConfig {
             build_target_dir: dir.join("target"),
             cargo_home: dir.join("cargo-home"),
             fetch: crate::fetch::FetchConfig::default(),
+            secrets_key_file: dir.join("secrets.key"),
             build_timeout: Duration::from_secs(600),
             build_sandbox: sandbox::SandboxConfig::default(),
             token_ttl: Duration::from_secs(30 * 24 * 3600),

@@ -27,6 +27,7 @@ pub mod python;
 mod routes;
 pub mod sandbox;
 pub mod sdk;
+mod secrets;
 pub mod stats;
 pub mod store;
 mod topics;
@@ -54,6 +55,7 @@ struct State {
     builder: builder::Builder,
     conn: Connection,
     stats: stats::Stats,
+    sealer: secrets::Sealer,
 }
 
 /// Resadmin with its state open, ready to join the kernel.
@@ -61,6 +63,7 @@ pub struct Prepared {
     store: Store,
     config: ResadminConfig,
     sdk_dir: PathBuf,
+    sealer: secrets::Sealer,
 }
 
 /// Opens the state, creates the initial admin and installs the SDK: all
@@ -103,10 +106,17 @@ pub async fn prepare(config: ResadminConfig) -> anyhow::Result<Prepared> {
     }
     accounts::create_initial_admin(&store, &config).await?;
     let sdk_dir = sdk::install(&config.dir()).context("cannot install the Doee SDK")?;
+    let sealer = secrets::Sealer::open_or_create(&config.secrets_key_file).with_context(|| {
+        format!(
+            "cannot open the key of project secrets {}",
+            config.secrets_key_file.display()
+        )
+    })?;
     Ok(Prepared {
         store,
         config,
         sdk_dir,
+        sealer,
     })
 }
 
@@ -122,6 +132,7 @@ impl Prepared {
             store,
             config,
             sdk_dir,
+            sealer,
         } = self;
         let builder = builder::Builder::start(
             store.clone(),
@@ -158,6 +169,7 @@ impl Prepared {
             builder,
             conn,
             stats: stats::Stats::default(),
+            sealer,
         });
         tracing::info!("Resadmin ready");
         tokio::pin!(shutdown);
@@ -348,6 +360,23 @@ impl State {
                 .device_login(&r.username, &r.password)
                 .await
                 .map(R::DeviceLogin),
+            Request::SetSecret(r) => self
+                .set_secret(project()?, r.name, r.value)
+                .await
+                .map(R::SetSecret),
+            Request::ListSecrets(_) => store
+                .secrets(&project()?)
+                .await
+                .map_err(db_failure)
+                .map(R::ListSecrets),
+            Request::DeleteSecret(r) => self
+                .delete_secret(project()?, r.name)
+                .await
+                .map(R::DeleteSecret),
+            Request::ReadSecret(r) => self
+                .read_secret(project()?, r.name)
+                .await
+                .map(R::ReadSecret),
         }
     }
 }

@@ -332,6 +332,18 @@ try {
     await shot(page, '09-members');
   });
 
+  await step('set a secret: its name is listed, its value shown nowhere', page, async () => {
+    const value = `dashboard-secret-${process.pid}`;
+    await page.getByRole('link', { name: 'Secrets' }).click();
+    await see(page.getByText('No secrets yet.'));
+    await page.getByLabel('Name', { exact: true }).fill('WEATHER_KEY');
+    await page.getByLabel('Value', { exact: true }).fill(value);
+    await page.getByRole('button', { name: 'Set secret' }).click();
+    await see(page.locator('table td', { hasText: 'WEATHER_KEY' }));
+    if ((await page.content()).includes(value)) throw new Error('the value is on the page');
+    await shot(page, '09-secrets');
+  });
+
   await step('an MQTT project: create it and deploy a Doee on MQTT triggers', page, async () => {
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Projects' }).click();
     await page.getByLabel('Name').fill('plant');

@@ -498,6 +498,32 @@ fn every_schema_matches_real_answers() {
     api.refused("POST", &format!("{letters}/purge"), dev, r#"{"ids":"all"}"#);
     api.call("DELETE", &format!("{devices}/sensor"), dev, "", 204);
     api.call("DELETE", &format!("{devices}/sensor"), dev, "", 404);
+
+    // Secrets: set, listed by name, refused when malformed, deleted.
+    let secrets = "/api/v1/projects/plant/secrets";
+    api.call(
+        "PUT",
+        &format!("{secrets}/API_TOKEN"),
+        dev,
+        r#"{"value":"v"}"#,
+        204,
+    );
+    api.call("GET", secrets, dev, "", 200);
+    api.answer(
+        "PUT",
+        &format!("{secrets}/9LIVES"),
+        dev,
+        br#"{"value":"v"}"#,
+        400,
+    );
+    api.refused(
+        "PUT",
+        &format!("{secrets}/API_TOKEN"),
+        dev,
+        r#"{"value":"v","more":1}"#,
+    );
+    api.call("DELETE", &format!("{secrets}/API_TOKEN"), dev, "", 204);
+    api.call("DELETE", &format!("{secrets}/API_TOKEN"), dev, "", 404);
     client.disconnect();
 
     // Removal, and the end of a session.

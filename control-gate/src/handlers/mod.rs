@@ -9,5 +9,6 @@ mod invocations;
 mod logs;
 mod mqtt;
 mod projects;
+mod secrets;
 pub mod system;
 mod users;

@@ -71,6 +71,8 @@ typedef struct isms_host_api {
     int (*publish)(isms_ctx *ctx, const char *topic, const uint8_t *data, size_t len);
     const char *(*last_error)(isms_ctx *ctx);
     void (*free)(isms_ctx *ctx, void *p);
+    /* Appended: a host whose `size` ends before it has none. */
+    int (*secret)(isms_ctx *ctx, const char *name, char **out);
 } isms_host_api;
 
 /* What the host hands to every entry point. Treat it as opaque: the host
@@ -141,6 +143,18 @@ static inline int isms_doc(isms_ctx *ctx, const char *op, const char *collection
 static inline int isms_publish(isms_ctx *ctx, const char *topic, const void *data,
                                size_t len) {
     return ctx->api->publish(ctx, topic, (const uint8_t *)data, len);
+}
+
+/* Reads a secret of the project (`isms secret set`), now: a value set
+ * since takes effect at once. Returns 0 and sets *out to the value (release
+ * it with isms_free), or non-zero with *out NULL and the reason in
+ * isms_last_error() (no such secret). Keep values out of logs and output. */
+static inline int isms_secret(isms_ctx *ctx, const char *name, char **out) {
+    if (ctx->api->size < offsetof(isms_host_api, secret) + sizeof(ctx->api->secret)) {
+        *out = NULL;
+        return ISMS_FAILED;
+    }
+    return ctx->api->secret(ctx, name, out);
 }
 
 /* Why the last failed isms_sql, isms_doc or isms_publish failed (never

@@ -135,6 +135,14 @@ public:
         }
     }
 
+    // A secret of the project, read now; throws isms::Error if there is no
+    // such secret. Keep it out of logs and output.
+    std::string secret(std::string_view name) {
+        char *out = nullptr;
+        int code = isms_secret(raw_, std::string(name).c_str(), &out);
+        return take(code, out);
+    }
+
     // The C context, for the functions of <isms/doee.h>.
     isms_ctx *raw() const { return raw_; }
 

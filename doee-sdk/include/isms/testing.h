@@ -83,6 +83,7 @@ typedef struct isms_test {
     void *doc_user;
     isms_test_publish_fn publish;
     void *publish_user;
+    isms_test_list secrets;
 } isms_test;
 
 static inline char *isms_test_strdup_(const char *s) {
@@ -272,6 +273,13 @@ static inline int isms_test_api_publish_(isms_ctx *ctx, const char *topic, const
     return ISMS_OK;
 }
 
+static inline int isms_test_api_secret_(isms_ctx *ctx, const char *name, char **out) {
+    isms_test *t = isms_test_host_(ctx);
+    const char *value = isms_test_list_get_(&t->secrets, name ? name : "");
+    isms_test_set_last_error_(t, value ? "" : "no such secret: use isms_test_secret");
+    return isms_test_answer_(t, value, out);
+}
+
 static inline const char *isms_test_api_last_error_(isms_ctx *ctx) {
     isms_test *t = isms_test_host_(ctx);
     return t->last_error ? t->last_error : "";
@@ -298,6 +306,7 @@ static inline const isms_host_api *isms_test_api_(void) {
         isms_test_api_publish_,
         isms_test_api_last_error_,
         isms_test_api_free_,
+        isms_test_api_secret_,
     };
     return &api;
 }
@@ -321,6 +330,11 @@ static inline isms_test *isms_test_new(void) {
 /* Sets a manifest parameter, seen through isms_param. */
 static inline void isms_test_param(isms_test *t, const char *name, const char *value) {
     isms_test_list_set_(&t->params, name, value, 1);
+}
+
+/* Sets a project secret, seen through isms_secret. */
+static inline void isms_test_secret(isms_test *t, const char *name, const char *value) {
+    isms_test_list_set_(&t->secrets, name, value, 1);
 }
 
 /* Sets an invocation fact, seen through isms_meta. */
@@ -448,6 +462,8 @@ static inline void isms_test_free(isms_test *t) {
     isms_test_list_clear_(&t->meta);
     isms_test_list_clear_(&t->headers);
     isms_test_list_clear_(&t->logs);
+    isms_test_list_clear_(&t->secrets);
+    free(t->secrets.items);
     free(t->params.items);
     free(t->meta.items);
     free(t->headers.items);

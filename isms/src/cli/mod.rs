@@ -11,6 +11,7 @@ pub mod logs;
 pub mod mqtt;
 pub mod new;
 pub mod project;
+pub mod secret;
 pub mod sql;
 pub mod status;
 pub mod token;

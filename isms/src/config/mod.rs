@@ -219,6 +219,9 @@ impl Config {
                     ("kernel", "listen", _) => "ipc://<data-dir>/run/kernel.sock".to_string(),
                     ("resadmin", "build_target_dir", _) => "<data-dir>/resadmin/target".to_string(),
                     ("resadmin", "cargo_home", _) => "<data-dir>/resadmin/cargo-home".to_string(),
+                    ("resadmin", "secrets_key_file", _) => {
+                        "<data-dir>/resadmin/secrets.key".to_string()
+                    }
                     ("control_gate", "dashboard_dir", _) => "the copy built into isms".to_string(),
                     (_, _, other) => other.to_string(),
                 };
@@ -333,6 +336,9 @@ impl Config {
         }
         if !self.resadmin.cargo_home.is_empty() {
             resadmin.cargo_home = PathBuf::from(&self.resadmin.cargo_home);
+        }
+        if !self.resadmin.secrets_key_file.is_empty() {
+            resadmin.secrets_key_file = PathBuf::from(&self.resadmin.secrets_key_file);
         }
         resadmin.archive.max_compressed = u64::from(self.control_gate.max_upload_mb) << 20;
         resadmin.records_max_age =

@@ -246,6 +246,9 @@ pub struct ResadminSection {
     /// Where builds fetch Python packages: a simple index URL (a PyPI
     /// mirror); empty means PyPI.
     pub pip_index_url: String,
+    /// The key sealing project secrets (64 hex digits, made 0600 if
+    /// missing); empty means `<data-dir>/resadmin/secrets.key`.
+    pub secrets_key_file: String,
 }
 
 impl Default for ResadminSection {
@@ -269,6 +272,7 @@ impl Default for ResadminSection {
             build_uid: 65534,
             crates_registry: String::new(),
             pip_index_url: String::new(),
+            secrets_key_file: String::new(),
         }
     }
 }

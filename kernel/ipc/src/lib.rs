@@ -33,8 +33,8 @@ pub use message::{
     ProtocolError, RawMessage, Registration,
 };
 pub use names::{
-    Deadline, DeviceName, DoeeName, InvocationId, MessageId, Priority, ProjectName, ServiceKind,
-    Username,
+    Deadline, DeviceName, DoeeName, InvocationId, MessageId, Priority, ProjectName, SecretName,
+    SecretValue, ServiceKind, Username,
 };
 
 use serde::{Deserialize, Serialize};

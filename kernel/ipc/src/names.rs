@@ -228,6 +228,71 @@ name_type!(
     "device name"
 );
 
+/// A secret's name, unique within its project: `[A-Za-z_][A-Za-z0-9_]{0,63}`,
+/// as environment variables are named (`API_TOKEN`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SecretName(String);
+
+impl SecretName {
+    /// Validates `name`.
+    pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
+        let name = name.into();
+        let refuse = |rule| {
+            Err(NameError {
+                what: "secret name",
+                name: name.chars().take(80).collect(),
+                rule,
+            })
+        };
+        if name.is_empty() || name.len() > 64 {
+            return refuse("must be 1 to 64 characters");
+        }
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return refuse("may contain only A-Z, a-z, 0-9 and _");
+        }
+        if name.starts_with(|c: char| c.is_ascii_digit()) {
+            return refuse("must not start with a digit");
+        }
+        Ok(SecretName(name))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SecretName {
+    type Error = NameError;
+    fn try_from(name: String) -> Result<Self, NameError> {
+        Self::new(name)
+    }
+}
+
+impl From<SecretName> for String {
+    fn from(name: SecretName) -> String {
+        name.0
+    }
+}
+
+impl fmt::Display for SecretName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A secret's value: never printed, not even in a debug log.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretValue(pub String);
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretValue(…)")
+    }
+}
+
 /// The scheduling class of a request: the kernel serves every queued `High`
 /// request before any `Normal` one, and `Normal` before `Low`.
 #[derive(

@@ -13,7 +13,10 @@
 use crate::Payload;
 use crate::connection::Scope;
 use crate::doer::{Invoke, LogLevel, LogLine, Trigger};
-use crate::names::{Deadline, DeviceName, DoeeName, InvocationId, Priority, ProjectName, Username};
+use crate::names::{
+    Deadline, DeviceName, DoeeName, InvocationId, Priority, ProjectName, SecretName, SecretValue,
+    Username,
+};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -235,6 +238,39 @@ crate::protocol! {
         /// The device's secret.
         password: String,
     } -> DeviceGrant, from [CommServer];
+
+    /// Sets a secret of the envelope's project; a value replaces the last.
+    SetSecret {
+        /// Its name.
+        name: SecretName,
+        /// Its value (64 KiB at most).
+        value: SecretValue,
+    } -> (), from [ControlGate];
+
+    /// The envelope's project's secrets: their names, never their values.
+    ListSecrets {} -> Vec<SecretInfo>, from [ControlGate];
+
+    /// Deletes a secret of the envelope's project.
+    DeleteSecret {
+        /// Its name.
+        name: SecretName,
+    } -> (), from [ControlGate];
+
+    /// A secret's value, for a Doee of the envelope's project (the Doer's
+    /// host call): the one way a value leaves Resadmin.
+    ReadSecret {
+        /// Its name.
+        name: SecretName,
+    } -> SecretValue, from [Doer];
+}
+
+/// A project's secret, without its value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    /// Its name.
+    pub name: SecretName,
+    /// When its value was last set (ms since the epoch).
+    pub updated_ms: u64,
 }
 
 /// A device just created.

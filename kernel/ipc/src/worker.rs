@@ -122,6 +122,11 @@ pub enum HostCall {
         /// The payload.
         payload: Payload,
     },
+    /// `ctx.secret(name)`.
+    Secret {
+        /// The secret's name.
+        name: String,
+    },
 }
 
 impl ToWorker {

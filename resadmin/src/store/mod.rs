@@ -94,6 +94,14 @@ ALTER TABLE versions ADD COLUMN deployed_by TEXT NOT NULL DEFAULT '';
         created_ms  INTEGER NOT NULL,
         PRIMARY KEY (project, name)
     );",
+    // Project secrets, sealed (see crate::secrets): nonce, ciphertext, tag.
+    "CREATE TABLE secrets (
+        project    TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+        name       TEXT NOT NULL,
+        sealed     BLOB NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (project, name)
+    );",
 ];
 
 /// A database error, already worded for a person.

@@ -70,6 +70,9 @@ def execute(ctx, data: bytes):
             return "CONNECTED"
         except OSError as e:
             return f"refused: {e.strerror or e}"
+    if word == "secret":
+        value = ctx.secret(rest)
+        return f"{len(value)} bytes ending in {value[-2:]}"
     if word == "nothing":
         return None
     return data

@@ -55,6 +55,14 @@ impl Doee for Misbehave {
                 ctx.log(doee_sdk::Level::Info, "responded");
                 Ok(format!("{} via {}", ctx.meta("method").unwrap_or("?"), ctx.meta("trigger").unwrap_or("?")).into_bytes())
             }
+            // The secret the input names, described without showing it:
+            // its length and last two characters.
+            "secret" => {
+                let name = String::from_utf8_lossy(input).trim().to_string();
+                let value = ctx.secret(&name)?;
+                let tail: String = value.chars().rev().take(2).collect::<Vec<_>>().into_iter().rev().collect();
+                Ok(format!("{} bytes ending in {tail}", value.len()).into_bytes())
+            }
             "panic" => panic!("misbehave panics on purpose"),
             "segfault" => {
                 // SAFETY: it is not; that is the point.
