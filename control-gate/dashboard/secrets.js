@@ -33,8 +33,10 @@ export async function secretsTab(body, { project, may, signal }) {
     ])));
   };
 
-  const name = h('input', { type: 'text', name: 'secret-name', required: true, autocapitalize: 'none', spellcheck: 'false', pattern: NAME.source });
-  const value = h('input', { type: 'password', name: 'secret-value', required: true, autocomplete: 'off' });
+  const name = h('input', { type: 'text', name: 'secret-name', required: true, autocapitalize: 'none', spellcheck: 'false', autocomplete: 'off', pattern: NAME.source });
+  // new-password: a browser neither fills in the user's login nor offers
+  // to save the value as one.
+  const value = h('input', { type: 'password', name: 'secret-value', required: true, autocomplete: 'new-password' });
   const save = h('button', { type: 'submit' }, 'Set secret');
   const form = h('form.inline-form', { 'aria-labelledby': 'set-secret' },
     h('h3#set-secret', 'Set a secret'),

@@ -221,6 +221,10 @@ static PyObject *ctx_secret(Context *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "s:secret", &name)) return NULL;
     isms_ctx *ctx = current(self);
     if (!ctx) return NULL;
+    if (!isms_has_secrets(ctx)) {
+        PyErr_SetString(isms_error_type, "this platform has no secrets");
+        return NULL;
+    }
     char *out = NULL;
     int failed;
     Py_BEGIN_ALLOW_THREADS

@@ -233,7 +233,8 @@ impl Context {
     /// value set since takes effect at once. Keep it out of logs and
     /// outputs: the platform never shows it, but cannot stop a Doee.
     pub fn secret(&mut self, name: &str) -> Result<String, Error> {
-        if (self.api().size as usize) < size_of::<abi::HostApi>() {
+        let needed = std::mem::offset_of!(abi::HostApi, secret) + size_of::<usize>();
+        if (self.api().size as usize) < needed {
             return Err(Error::new("this platform has no secrets"));
         }
         let name = lossy_cstring(name);

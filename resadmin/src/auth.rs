@@ -28,7 +28,7 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
 pub fn new_token() -> Result<(String, String), String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
-    let token = format!("isms_{}", hex(&bytes));
+    let token = format!("isms_{}", isms_ipc::hex::encode(&bytes));
     let hash = token_hash(&token);
     Ok((token, hash))
 }
@@ -48,10 +48,6 @@ pub fn random_password() -> Result<String, String> {
         .iter()
         .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
         .collect())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -106,12 +106,7 @@ pub async fn prepare(config: ResadminConfig) -> anyhow::Result<Prepared> {
     }
     accounts::create_initial_admin(&store, &config).await?;
     let sdk_dir = sdk::install(&config.dir()).context("cannot install the Doee SDK")?;
-    let sealer = secrets::Sealer::open_or_create(&config.secrets_key_file).with_context(|| {
-        format!(
-            "cannot open the key of project secrets {}",
-            config.secrets_key_file.display()
-        )
-    })?;
+    let sealer = secrets::open_sealer(&store, &config.secrets_key_file).await?;
     Ok(Prepared {
         store,
         config,

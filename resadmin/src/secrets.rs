@@ -17,8 +17,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use sqlx::Row;
 use std::path::Path;
 
-/// The longest value a secret may have.
-pub const MAX_VALUE_BYTES: usize = 64 << 10;
+/// The longest value a secret may have: a JSON body of the API, escaped,
+/// must still fit the Control Gate's 64 KiB.
+pub const MAX_VALUE_BYTES: usize = 32 << 10;
 
 /// Seals and opens secret values with the platform's key.
 pub struct Sealer {
@@ -26,61 +27,96 @@ pub struct Sealer {
     random: SystemRandom,
 }
 
+/// The platform's sealer: its key file opened (made, 0600, only while no
+/// secret is stored) and checked against a stored secret, so a key lost or
+/// replaced stops Resadmin at start, saying so, rather than failing every
+/// Doee that reads a secret later.
+pub async fn open_sealer(store: &Store, path: &Path) -> anyhow::Result<Sealer> {
+    let sample = store.any_sealed_secret().await?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => anyhow::bail!(
+            "cannot read the key of project secrets {}: {err}",
+            path.display()
+        ),
+    };
+    let key = match text {
+        Some(text) => isms_ipc::hex::decode32(text.trim()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} is not a key of project secrets (64 hex digits)",
+                path.display()
+            )
+        })?,
+        None if sample.is_some() => anyhow::bail!(
+            "the key of project secrets {} is missing, and secrets sealed with it are stored: \
+             restore the key file (it belongs with the data directory's backups)",
+            path.display()
+        ),
+        None => {
+            let mut key = [0u8; 32];
+            SystemRandom::new()
+                .fill(&mut key)
+                .map_err(|_| anyhow::anyhow!("no random numbers for a key"))?;
+            isms_ipc::secret_file::write(
+                path,
+                format!("{}\n", isms_ipc::hex::encode(&key)).as_bytes(),
+            )?;
+            key
+        }
+    };
+    let sealer = Sealer::new(&key)?;
+    if let Some((project, name, sealed)) = sample
+        && sealer.open(&project, &name, &sealed).is_none()
+    {
+        anyhow::bail!(
+            "the key of project secrets {} does not open the stored secrets: was it replaced? \
+             Restore the key they were sealed with",
+            path.display()
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata(path)?.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), "the key of project secrets is readable by others than its owner: chmod 600 it");
+    }
+    Ok(sealer)
+}
+
 impl Sealer {
-    /// The key in `path` (64 hex digits), made there first if missing.
-    pub fn open_or_create(path: &Path) -> std::io::Result<Sealer> {
-        let random = SystemRandom::new();
-        let hex = match std::fs::read_to_string(path) {
-            Ok(text) => text.trim().to_string(),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                random
-                    .fill(&mut key)
-                    .map_err(|_| std::io::Error::other("no random numbers for a key"))?;
-                let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-                isms_ipc::secret_file::write(path, format!("{hex}\n").as_bytes())?;
-                hex
-            }
-            Err(err) => return Err(err),
-        };
-        let bytes: Option<Vec<u8>> = (hex.len() == 64)
-            .then(|| {
-                (0..32)
-                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
-                    .collect()
-            })
-            .flatten();
-        let key = bytes
-            .and_then(|bytes| UnboundKey::new(&CHACHA20_POLY1305, &bytes).ok())
-            .ok_or_else(|| {
-                std::io::Error::other(format!(
-                    "{} is not a secrets key (64 hex digits)",
-                    path.display()
-                ))
-            })?;
+    /// A sealer with `key`.
+    pub fn new(key: &[u8; 32]) -> anyhow::Result<Sealer> {
+        let key = UnboundKey::new(&CHACHA20_POLY1305, key)
+            .map_err(|_| anyhow::anyhow!("not a ChaCha20-Poly1305 key"))?;
         Ok(Sealer {
             key: LessSafeKey::new(key),
-            random,
+            random: SystemRandom::new(),
         })
     }
 
     /// `value` sealed for `project`'s secret `name`: nonce, then ciphertext
     /// and tag.
-    pub fn seal(&self, project: &ProjectName, name: &SecretName, value: &[u8]) -> Vec<u8> {
+    pub fn seal(
+        &self,
+        project: &ProjectName,
+        name: &SecretName,
+        value: &[u8],
+    ) -> Result<Vec<u8>, Failure> {
         let mut nonce = [0u8; NONCE_LEN];
-        // SystemRandom fails only where the OS has no random source at all.
-        let _ = self.random.fill(&mut nonce);
+        self.random
+            .fill(&mut nonce)
+            .map_err(|_| Failure::internal("no random numbers to seal a secret with"))?;
         let mut sealed = value.to_vec();
         let aad = associated(project, name);
-        let sealed_ok = self.key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad.as_bytes()),
-            &mut sealed,
-        );
-        debug_assert!(sealed_ok.is_ok(), "sealing fails only past 256 GiB");
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_bytes()),
+                &mut sealed,
+            )
+            .map_err(|_| Failure::internal("cannot seal the secret"))?;
         let mut out = nonce.to_vec();
         out.extend(sealed);
-        out
+        Ok(out)
     }
 
     /// The value `sealed` holds for `project`'s secret `name`, if it opens.
@@ -143,6 +179,22 @@ impl Store {
             .collect())
     }
 
+    /// One stored secret, sealed, to check the key against.
+    pub async fn any_sealed_secret(
+        &self,
+    ) -> StoreResult<Option<(ProjectName, SecretName, Vec<u8>)>> {
+        let row = sqlx::query("SELECT project, name, sealed FROM secrets LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|row| {
+            Some((
+                ProjectName::new(row.get::<String, _>(0)).ok()?,
+                SecretName::new(row.get::<String, _>(1)).ok()?,
+                row.get::<Vec<u8>, _>(2),
+            ))
+        }))
+    }
+
     /// A secret's sealed value.
     pub async fn sealed_secret(
         &self,
@@ -178,6 +230,11 @@ impl State {
         name: SecretName,
         value: SecretValue,
     ) -> Result<(), Failure> {
+        if value.0.contains('\0') {
+            return Err(Failure::invalid(format!(
+                "the value of {name} holds a NUL character, which a Doee could not read whole"
+            )));
+        }
         if value.0.len() > MAX_VALUE_BYTES {
             return Err(Failure::new(
                 FailureKind::TooLarge,
@@ -187,7 +244,7 @@ impl State {
                 ),
             ));
         }
-        let sealed = self.sealer.seal(&project, &name, value.0.as_bytes());
+        let sealed = self.sealer.seal(&project, &name, value.0.as_bytes())?;
         self.store
             .set_secret(&project, &name, &sealed)
             .await
@@ -245,16 +302,7 @@ mod tests {
 
     #[test]
     fn a_sealed_value_opens_only_for_its_project_and_name_and_key() {
-        let dir = std::env::temp_dir().join(format!("isms-secrets-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let key = dir.join("secrets.key");
-        let sealer = Sealer::open_or_create(&key).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        let sealer = Sealer::new(&[7u8; 32]).unwrap();
         let (demo, other) = (
             ProjectName::new("demo").unwrap(),
             ProjectName::new("other").unwrap(),
@@ -263,11 +311,11 @@ mod tests {
             SecretName::new("API_TOKEN").unwrap(),
             SecretName::new("B").unwrap(),
         );
-        let sealed = sealer.seal(&demo, &token, b"s3cr3t-value");
+        let sealed = sealer.seal(&demo, &token, b"s3cr3t-value").unwrap();
         assert!(!sealed.windows(6).any(|w| w == b"s3cr3t"), "not in clear");
         assert_ne!(
             sealed,
-            sealer.seal(&demo, &token, b"s3cr3t-value"),
+            sealer.seal(&demo, &token, b"s3cr3t-value").unwrap(),
             "a fresh nonce each time"
         );
         assert_eq!(
@@ -280,14 +328,57 @@ mod tests {
             "another project's row"
         );
         assert_eq!(sealer.open(&demo, &name2, &sealed), None, "another name");
-        // The same key file opens it again; another key does not.
-        let again = Sealer::open_or_create(&key).unwrap();
-        assert_eq!(again.open(&demo, &token, &sealed).unwrap(), b"s3cr3t-value");
-        let stranger = Sealer::open_or_create(&dir.join("other.key")).unwrap();
-        assert_eq!(stranger.open(&demo, &token, &sealed), None);
-        std::fs::write(&key, "not a key").unwrap();
-        let err = Sealer::open_or_create(&key).err().unwrap().to_string();
-        assert!(err.contains("is not a secrets key"), "{err}");
+        let stranger = Sealer::new(&[8u8; 32]).unwrap();
+        assert_eq!(stranger.open(&demo, &token, &sealed), None, "another key");
+    }
+
+    /// A key lost or replaced stops Resadmin at start, saying which; a
+    /// key is made only while no secret is stored.
+    #[tokio::test]
+    async fn a_lost_or_replaced_key_is_refused_at_start() {
+        let dir = std::env::temp_dir().join(format!("isms-secrets-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir).await.unwrap();
+        let key = dir.join("secrets.key");
+        let sealer = open_sealer(&store, &key).await.unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        sqlx::query("INSERT INTO projects (name, created_ms) VALUES ('demo', 0)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let (demo, token) = (
+            ProjectName::new("demo").unwrap(),
+            SecretName::new("T").unwrap(),
+        );
+        let sealed = sealer.seal(&demo, &token, b"v").unwrap();
+        store.set_secret(&demo, &token, &sealed).await.unwrap();
+        assert!(sealer_opens(&store, &key).await, "the same key opens them");
+
+        let original = std::fs::read(&key).unwrap();
+        std::fs::remove_file(&key).unwrap();
+        let err = open_sealer(&store, &key).await.err().unwrap().to_string();
+        assert!(
+            err.contains("is missing, and secrets sealed with it are stored"),
+            "{err}"
+        );
+        assert!(!key.exists(), "no new key made over stored secrets");
+        std::fs::write(&key, format!("{}\n", isms_ipc::hex::encode(&[9u8; 32]))).unwrap();
+        let err = open_sealer(&store, &key).await.err().unwrap().to_string();
+        assert!(err.contains("does not open the stored secrets"), "{err}");
+        std::fs::write(&key, "é".repeat(32)).unwrap();
+        let err = open_sealer(&store, &key).await.err().unwrap().to_string();
+        assert!(err.contains("is not a key of project secrets"), "{err}");
+        std::fs::write(&key, original).unwrap();
+        assert!(sealer_opens(&store, &key).await);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    async fn sealer_opens(store: &Store, key: &Path) -> bool {
+        open_sealer(store, key).await.is_ok()
     }
 }

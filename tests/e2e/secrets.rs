@@ -98,6 +98,14 @@ fn secrets_reach_their_projects_doees_and_nothing_else() {
     );
     assert_eq!(bad.status, 400, "{}", bad.text());
     assert!(bad.text().contains("secret name"), "{}", bad.text());
+    let nul = p.call_api(
+        "PUT",
+        "/api/v1/projects/demo/secrets/WITH_NUL",
+        Some(&token),
+        br#"{"value":"a\u0000b"}"#,
+    );
+    assert_eq!(nul.status, 400, "{}", nul.text());
+    assert!(nul.text().contains("NUL"), "{}", nul.text());
 
     // Nowhere in clear: not in any answer above, the metrics, the logs,
     // the records, or any file of the data directory.

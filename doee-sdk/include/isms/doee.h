@@ -145,14 +145,22 @@ static inline int isms_publish(isms_ctx *ctx, const char *topic, const void *dat
     return ctx->api->publish(ctx, topic, (const uint8_t *)data, len);
 }
 
+/* Whether this platform has secrets (isms_secret). */
+
 /* Reads a secret of the project (`isms secret set`), now: a value set
  * since takes effect at once. Returns 0 and sets *out to the value (release
  * it with isms_free), or non-zero with *out NULL and the reason in
  * isms_last_error() (no such secret). Keep values out of logs and output. */
+static inline int isms_has_secrets(isms_ctx *ctx) {
+    return ctx->api->size >= offsetof(isms_host_api, secret) + sizeof(ctx->api->secret);
+}
+
 static inline int isms_secret(isms_ctx *ctx, const char *name, char **out) {
-    if (ctx->api->size < offsetof(isms_host_api, secret) + sizeof(ctx->api->secret)) {
+    if (out != NULL) {
         *out = NULL;
-        return ISMS_FAILED;
+    }
+    if (!isms_has_secrets(ctx) || out == NULL) {
+        return ISMS_FAILED; /* a platform without secrets (isms_has_secrets) */
     }
     return ctx->api->secret(ctx, name, out);
 }

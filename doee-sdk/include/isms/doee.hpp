@@ -138,6 +138,9 @@ public:
     // A secret of the project, read now; throws isms::Error if there is no
     // such secret. Keep it out of logs and output.
     std::string secret(std::string_view name) {
+        if (!isms_has_secrets(raw_)) {
+            throw Error("this platform has no secrets");
+        }
         char *out = nullptr;
         int code = isms_secret(raw_, std::string(name).c_str(), &out);
         return take(code, out);

@@ -9,7 +9,8 @@ use std::io::Read;
 /// `isms secret`'s subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum SecretCommand {
-    /// Set a secret from standard input (one trailing newline is dropped):
+    /// Set a secret from standard input, 32 KiB at most (one trailing
+    /// newline is dropped):
     /// `printf %s "$TOKEN" | isms secret set demo API_TOKEN`.
     Set {
         /// The project.
@@ -36,13 +37,20 @@ pub async fn run(command: SecretCommand, api: &ApiArgs) -> anyhow::Result<()> {
     let api = Api::new(api)?;
     match command {
         SecretCommand::Set { project, name } => {
-            let mut value = String::new();
+            const MAX: u64 = 32 << 10;
+            let mut bytes = Vec::new();
             std::io::stdin()
-                .take(64 << 10 | 1)
-                .read_to_string(&mut value)
-                .context("cannot read the secret's value from standard input (UTF-8 text)")?;
+                .take(MAX + 3)
+                .read_to_end(&mut bytes)
+                .context("cannot read the secret's value from standard input")?;
+            let value = String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("the secret's value is not UTF-8 text"))?;
             let value = value.strip_suffix('\n').unwrap_or(&value);
             let value = value.strip_suffix('\r').unwrap_or(value);
+            anyhow::ensure!(
+                value.len() as u64 <= MAX,
+                "the secret's value is past {MAX} bytes"
+            );
             api.put_json(
                 &format!("/api/v1/projects/{project}/secrets/{name}"),
                 &serde_json::json!({ "value": value }),

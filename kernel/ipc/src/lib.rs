@@ -17,6 +17,7 @@ pub mod commserver;
 pub mod connection;
 pub mod dbriver;
 pub mod doer;
+pub mod hex;
 pub mod kernel;
 pub mod link;
 pub mod message;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// From the Doer to a Worker.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToWorker {
     /// Load the Doee and call its `initialize`; sent once, first.
     Load(Load),
@@ -127,6 +127,19 @@ pub enum HostCall {
         /// The secret's name.
         name: String,
     },
+}
+
+// By hand: a host reply may carry a secret's value, never to be printed.
+impl std::fmt::Debug for ToWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ToWorker::Load(load) => f.debug_tuple("Load").field(load).finish(),
+            ToWorker::Execute(execute) => f.debug_tuple("Execute").field(execute).finish(),
+            ToWorker::HostReply(Ok(_)) => f.write_str("HostReply(Ok(…))"),
+            ToWorker::HostReply(Err(why)) => f.debug_tuple("HostReply").field(why).finish(),
+            ToWorker::Stop => f.write_str("Stop"),
+        }
+    }
 }
 
 impl ToWorker {
