@@ -446,8 +446,7 @@ async fn build_rust(
     if needs_fetch {
         fetch_rust(job, config, &sysroot, &home, log, deadline).await?;
     }
-    let toolchain = sandbox.bind(&sysroot, "toolchain", false);
-    let src = sandbox.bind(root, &sources_inside(job), true);
+    let cargo = Cargo::bind(sandbox, job, config, &sysroot, &home, false);
     // One target directory per project: shared by its builds, so rebuilds
     // take seconds, but never with another project's build scripts.
     let target = sandbox.bind(
@@ -455,41 +454,20 @@ async fn build_rust(
         "target",
         true,
     );
-    let sdk = sandbox.bind(&config.sdk_dir, "sdk", false);
-    let cargo_home = sandbox.bind(&home, "cargo-home", false);
     prepare(sandbox).await?;
-
-    let args: Vec<OsString> = [
-        "rustc",
-        "--release",
-        "--lib",
-        "--crate-type",
-        "cdylib",
-        "--offline",
-        "--message-format",
-        "json-render-diagnostics",
-    ]
-    .into_iter()
-    .map(OsString::from)
-    .chain([
-        "--manifest-path".into(),
-        src.join("Cargo.toml").into_os_string(),
-        "--config".into(),
-        sdk_patch(&sdk),
-    ])
-    .collect();
-    let env = [
-        ("CARGO_TARGET_DIR", target.into_os_string()),
-        ("CARGO_HOME", cargo_home.into_os_string()),
-        ("CARGO_TERM_COLOR", "never".into()),
-        ("RUSTC", toolchain.join("bin/rustc").into_os_string()),
-    ];
-    let command = sandbox.command(
-        &toolchain.join("bin/cargo"),
-        &args,
-        &env,
-        &[toolchain.join("bin")],
-        &src,
+    let command = cargo.command(
+        sandbox,
+        &[
+            "rustc",
+            "--release",
+            "--lib",
+            "--crate-type",
+            "cdylib",
+            "--offline",
+            "--message-format",
+            "json-render-diagnostics",
+        ],
+        vec![("CARGO_TARGET_DIR", target.into_os_string())],
     );
     let (status, artifact) = run_step(
         command,
@@ -506,6 +484,67 @@ async fn build_rust(
     sandbox
         .host_path(&artifact)
         .ok_or_else(|| format!("cargo reported {} outside the build", artifact.display()))
+}
+
+/// Where cargo sees the toolchain, the Doee's crate, the SDK and the
+/// project's cargo home in a build's sandbox.
+struct Cargo {
+    toolchain: PathBuf,
+    src: PathBuf,
+    sdk: PathBuf,
+    home: PathBuf,
+}
+
+impl Cargo {
+    /// Binds what cargo needs: the sources writable (cargo writes the
+    /// Cargo.lock it makes), the cargo home only for a fetch.
+    fn bind(
+        sandbox: &mut Sandbox,
+        job: &Job,
+        config: &BuildConfig,
+        sysroot: &Path,
+        home: &Path,
+        home_writable: bool,
+    ) -> Cargo {
+        Cargo {
+            toolchain: sandbox.bind(sysroot, "toolchain", false),
+            src: sandbox.bind(&job.root, &sources_inside(job), true),
+            sdk: sandbox.bind(&config.sdk_dir, "sdk", false),
+            home: sandbox.bind(home, "cargo-home", home_writable),
+        }
+    }
+
+    /// `cargo <args>` on the Doee's crate, with the SDK patched in, in the
+    /// sandbox, with `env` added to its environment.
+    fn command(
+        &self,
+        sandbox: &Sandbox,
+        args: &[&str],
+        mut env: Vec<(&'static str, OsString)>,
+    ) -> Command {
+        let args: Vec<OsString> = args
+            .iter()
+            .map(OsString::from)
+            .chain([
+                "--manifest-path".into(),
+                self.src.join("Cargo.toml").into_os_string(),
+                "--config".into(),
+                sdk_patch(&self.sdk),
+            ])
+            .collect();
+        env.extend([
+            ("CARGO_HOME", self.home.clone().into_os_string()),
+            ("CARGO_TERM_COLOR", "never".into()),
+            ("RUSTC", self.toolchain.join("bin/rustc").into_os_string()),
+        ]);
+        sandbox.command(
+            &self.toolchain.join("bin/cargo"),
+            &args,
+            &env,
+            &[self.toolchain.join("bin")],
+            &self.src,
+        )
+    }
 }
 
 /// The cargo `--config` that takes the SDK crate from the platform.
@@ -529,11 +568,7 @@ async fn fetch_rust(
     deadline: Instant,
 ) -> Result<(), String> {
     let mut sandbox = Sandbox::new(&config.sandbox)?.with_network();
-    let toolchain = sandbox.bind(sysroot, "toolchain", false);
-    // Writable: cargo writes the Cargo.lock it makes.
-    let src = sandbox.bind(&job.root, &sources_inside(job), true);
-    let sdk = sandbox.bind(&config.sdk_dir, "sdk", false);
-    let cargo_home = sandbox.bind(home, "cargo-home", true);
+    let cargo = Cargo::bind(&mut sandbox, job, config, sysroot, home, true);
     prepare(&sandbox).await?;
     let registry = config
         .fetch
@@ -542,25 +577,7 @@ async fn fetch_rust(
         .unwrap_or("crates.io");
     let started = FETCH_STARTED.replace("{}", registry);
     log.push(&started);
-    let args = [
-        "fetch".into(),
-        "--manifest-path".into(),
-        src.join("Cargo.toml").into_os_string(),
-        "--config".into(),
-        sdk_patch(&sdk),
-    ];
-    let env = [
-        ("CARGO_HOME", cargo_home.into_os_string()),
-        ("CARGO_TERM_COLOR", "never".into()),
-        ("RUSTC", toolchain.join("bin/rustc").into_os_string()),
-    ];
-    let command = sandbox.command(
-        &toolchain.join("bin/cargo"),
-        &args,
-        &env,
-        &[toolchain.join("bin")],
-        &src,
-    );
+    let command = cargo.command(&sandbox, &["fetch"], Vec::new());
     let (status, _) = run_step(command, log, deadline, config.timeout, None).await?;
     if !status.success() {
         let why = complaint(log, &started, "error: ");
