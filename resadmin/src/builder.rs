@@ -575,8 +575,7 @@ async fn fetch_rust(
         .crates_registry
         .as_deref()
         .unwrap_or("crates.io");
-    let started = FETCH_STARTED.replace("{}", registry);
-    log.push(&started);
+    let started = announce_fetch(log, registry);
     let command = cargo.command(&sandbox, &["fetch"], Vec::new());
     let (status, _) = run_step(command, log, deadline, config.timeout, None).await?;
     if !status.success() {
@@ -587,9 +586,14 @@ async fn fetch_rust(
     settle_cache(job, home, log, &format!("{crates} crates in all")).await
 }
 
-/// The log line that starts a fetch (`{}`: where from).
-const FETCH_STARTED: &str =
-    "fetching dependencies from {} (with network; nothing of the upload runs)";
+/// Logs the line that starts a fetch from `from`, and returns it (what the
+/// tool says after it is its own).
+fn announce_fetch(log: &Log, from: &str) -> String {
+    let line =
+        format!("fetching dependencies from {from} (with network; nothing of the upload runs)");
+    log.push(&line);
+    line
+}
 
 /// The last complaint a fetch tool wrote (lines starting with `prefix`)
 /// since `started`: cargo and pip both name the package there.
@@ -786,8 +790,7 @@ async fn fetch_python(
         .pip_index_url
         .as_deref()
         .unwrap_or("https://pypi.org/simple");
-    let started = FETCH_STARTED.replace("{}", index);
-    log.push(&started);
+    let started = announce_fetch(log, index);
     let args: Vec<OsString> = [
         "-I",
         "-m",

@@ -295,16 +295,7 @@ fn a_cut_link_fails_what_ran_moves_what_waited_and_heals() {
     }
     let ran_before = fleet.ran_on("ops").len();
     let url = format!("{}/ops/queued", p.triggers);
-    let calls: Vec<_> = (0..8)
-        .map(|i| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let input = format!("sleep:1500 #{i}");
-                let r = http::request("POST", &url, &[], input.as_bytes());
-                (input, r)
-            })
-        })
-        .collect();
+    let calls = http::Echoes::send(&url, (0..8).map(|i| format!("sleep:1500 #{i}")));
     // More than edge-a runs and sends ahead.
     let held = eventually(
         Duration::from_secs(20),
@@ -316,15 +307,7 @@ fn a_cut_link_fails_what_ran_moves_what_waited_and_heals() {
     );
     a.cut();
     let cut = Instant::now();
-    let mut unavailable = 0;
-    for call in calls {
-        let (input, r) = call.join().unwrap();
-        match r.status {
-            200 => assert_eq!(r.text(), input),
-            503 => unavailable += 1,
-            other => panic!("{input}: {other} {}", r.text()),
-        }
-    }
+    let unavailable = calls.unavailable();
     eprintln!(
         "edge-a held {held} when cut; {unavailable} answered 503, all answered {:?} after the cut",
         cut.elapsed()

@@ -2,7 +2,7 @@
 //! Controller reports the restart, and invocations work again in seconds.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 
-use isms_test_support::{Options, eventually};
+use isms_test_support::{Options, eventually, http};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -129,16 +129,7 @@ fn what_a_killed_doer_had_not_started_runs_when_it_is_back() {
     // Warm, and known to run long enough for a line to be deferred.
     assert_eq!(p.trigger("/ops/slow", b"sleep:300 warm").status, 200);
     let url = format!("{}/ops/slow", p.triggers);
-    let calls: Vec<_> = (0..5)
-        .map(|i| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let input = format!("sleep:1000 #{i}");
-                let r = isms_test_support::http::request("POST", &url, &[], input.as_bytes());
-                (input, r)
-            })
-        })
-        .collect();
+    let calls = http::Echoes::send(&url, (0..5).map(|i| format!("sleep:1000 #{i}")));
     // Three wait inside it: its heartbeat says so, and the kernel, which
     // reads that heartbeat after the deferrals sent before it, knows.
     eventually(
@@ -152,15 +143,7 @@ fn what_a_killed_doer_had_not_started_runs_when_it_is_back() {
     let pid = p.pid_of("doer");
     // SAFETY: killing a process of our own platform.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    let mut unavailable = 0;
-    for call in calls {
-        let (input, r) = call.join().unwrap();
-        match r.status {
-            200 => assert_eq!(r.text(), input),
-            503 => unavailable += 1,
-            other => panic!("{input}: {other} {}", r.text()),
-        }
-    }
+    let unavailable = calls.unavailable();
     eprintln!("{unavailable} of 5 answered 503; the rest ran on the restarted Doer");
     assert!(
         (1..=2).contains(&unavailable),

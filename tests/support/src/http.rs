@@ -91,3 +91,40 @@ pub fn try_request(
         body,
     })
 }
+
+/// POSTs to a Doee that echoes its input, each from a thread of its own,
+/// at once: what [`Echoes::unavailable`] settles.
+pub struct Echoes(Vec<std::thread::JoinHandle<(String, Response)>>);
+
+impl Echoes {
+    /// Sends each of `inputs` to `url`.
+    pub fn send(url: &str, inputs: impl IntoIterator<Item = String>) -> Echoes {
+        Echoes(
+            inputs
+                .into_iter()
+                .map(|input| {
+                    let url = url.to_string();
+                    std::thread::spawn(move || {
+                        let r = request("POST", &url, &[], input.as_bytes());
+                        (input, r)
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Waits for every answer: each is its input echoed (200) or 503 (its
+    /// Doer was lost); anything else fails. How many were 503.
+    pub fn unavailable(self) -> usize {
+        let mut unavailable = 0;
+        for call in self.0 {
+            let (input, r) = call.join().unwrap();
+            match r.status {
+                200 => assert_eq!(r.text(), input),
+                503 => unavailable += 1,
+                other => panic!("{input}: {other} {}", r.text()),
+            }
+        }
+        unavailable
+    }
+}
