@@ -4,7 +4,8 @@
 //! `POST http://<http_addr>/<project>/<route>` becomes an `Invoke` through
 //! the kernel; the Doee's output, status and headers become the response.
 //! MQTT messages on a trigger's filter are recorded in an inbox, then run
-//! (see [`mqtt`]). Triggers come from Resadmin and are reloaded when a
+//! (see [`mqtt`]). Schedules fire at their moments (see [`schedules`]).
+//! Triggers come from Resadmin and are reloaded when a
 //! deploy, rollback or delete changes them.
 
 pub mod broker;
@@ -12,6 +13,7 @@ pub mod http;
 pub mod inbox;
 pub mod mqtt;
 pub mod routes;
+pub mod schedules;
 pub mod store;
 
 use inbox::Inbox;
@@ -198,11 +200,14 @@ impl Prepared {
             door,
         ));
         let limits = config.http;
+        let queue_allowance = config.queue_allowance;
         let server = http::Server::new(config, conn.clone(), routes.clone());
         let http = isms_http::serve(listener, limits, Arc::new(server));
         let reloads = routes.clone().keep_loaded(conn.clone());
         let dispatch = triggers.clone().dispatch();
+        let schedules = schedules::keep_firing(routes.clone(), conn.clone(), queue_allowance);
         tokio::pin!(shutdown);
+        tokio::pin!(schedules);
         tokio::pin!(reloads);
         tokio::pin!(dispatch);
         tokio::pin!(http);
@@ -213,6 +218,7 @@ impl Prepared {
                 () = &mut reloads => anyhow::bail!("the route loader stopped"),
                 () = &mut door_runs => anyhow::bail!("MQTT stopped"),
                 () = &mut dispatch => anyhow::bail!("the MQTT dispatcher stopped"),
+                () = &mut schedules => anyhow::bail!("the schedules stopped"),
                 () = &mut http => anyhow::bail!("the HTTP server stopped"),
                 inbound = incoming.next() => match inbound {
                     Some(Inbound::Event(Event::DeploymentsChanged { project })) => {

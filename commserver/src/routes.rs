@@ -1,7 +1,9 @@
 //! The table of active triggers and topic namespaces, loaded from Resadmin.
 
 use isms_ipc::connection::Scope;
-use isms_ipc::resadmin::{HttpRoute, MqttRoute, RouteTable, Routes as RoutesRequest};
+use isms_ipc::resadmin::{
+    HttpRoute, MqttRoute, RouteTable, Routes as RoutesRequest, ScheduleRoute,
+};
 use isms_ipc::topic::{self, Namespace};
 use isms_ipc::{Connection, DoeeName, ProjectName};
 use std::collections::{BTreeSet, HashMap};
@@ -19,6 +21,8 @@ struct Table {
     mqtt: Vec<Arc<MqttRoute>>,
     /// Each project's topic namespaces.
     topics: HashMap<ProjectName, Vec<Namespace>>,
+    /// Schedules.
+    schedules: Vec<Arc<ScheduleRoute>>,
 }
 
 impl Table {
@@ -39,6 +43,7 @@ impl Table {
                 .collect();
             table.topics.insert(project.project, namespaces);
         }
+        table.schedules = loaded.schedules.into_iter().map(Arc::new).collect();
         for route in loaded.mqtt {
             // Checked at deploy too; checked again here because grants change.
             let inside = table
@@ -153,6 +158,12 @@ impl Routes {
         })
     }
 
+    /// Every schedule; none until loaded.
+    pub fn schedules(&self) -> Vec<Arc<ScheduleRoute>> {
+        self.snapshot()
+            .map_or_else(Vec::new, |table| table.schedules.clone())
+    }
+
     /// Changes whenever a new table is loaded.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
@@ -206,9 +217,10 @@ impl Routes {
             {
                 Ok(loaded) => {
                     let table = Table::new(loaded);
-                    let (http, mqtt) = (
+                    let (http, mqtt, schedules) = (
                         table.http.values().map(HashMap::len).sum::<usize>(),
                         table.mqtt.len(),
+                        table.schedules.len(),
                     );
                     if let Ok(mut current) = self.table.write() {
                         *current = Some(Arc::new(table));
@@ -218,7 +230,7 @@ impl Routes {
                     }
                     self.served.fetch_max(loading_for, Ordering::SeqCst);
                     self.generation.send_modify(|g| *g += 1);
-                    tracing::info!(http, mqtt, "routes loaded");
+                    tracing::info!(http, mqtt, schedules, "routes loaded");
                     retry = Duration::from_millis(100);
                     self.reload.notified().await;
                 }

@@ -264,13 +264,22 @@ export async function doeeView(body, context, name) {
 function triggersOf(project, doee) {
   const http = doee.triggers.http;
   const mqtt = doee.triggers.mqtt;
+  const schedules = doee.triggers.schedule;
   return h('section', { 'aria-labelledby': `trig-${doee.name}` },
     h('h2', { id: `trig-${doee.name}` }, 'Triggers'),
-    !http.length && !mqtt.length ? empty('No triggers.', 'Declare them in doee.toml under [[triggers.http]] or [[triggers.mqtt]].') : null,
+    !http.length && !mqtt.length && !schedules.length
+      ? empty('No triggers.', 'Declare them in doee.toml under [[triggers.http]], [[triggers.mqtt]] or [[triggers.schedule]].') : null,
     http.map((t) => h('div.trigger',
       h('p', h('span.method', t.methods.join(', ')), ' ', h('code', `/${project}${t.route}`)),
       copyLine(curlLine(project, t.route, t.methods), `curl line for ${t.route}`))),
-    mqtt.map((t) => h('p.trigger', 'MQTT ', h('code', t.topic), t.reply_topic ? [' → replies on ', h('code', t.reply_topic)] : null)));
+    mqtt.map((t) => h('p.trigger', 'MQTT ', h('code', t.topic), t.reply_topic ? [' → replies on ', h('code', t.reply_topic)] : null)),
+    schedules.map((t) => h('p.trigger', 'Schedule ', h('code', t.description), ' · next ', nextFiring(t))));
+}
+
+/** When a schedule fires next, and how many firings it skipped. */
+function nextFiring(t) {
+  const next = t.next_ms == null ? 'never' : formatTime(t.next_ms);
+  return t.skipped ? `${next} (${t.skipped} skipped)` : next;
 }
 
 /** Runs the active version once (POST …/invoke, like `isms invoke`). */
@@ -308,9 +317,11 @@ export async function triggersTab(body, { project, signal }) {
   const doees = await get(`projects/${seg(project)}/doees`, { signal });
   const http = [];
   const mqtt = [];
+  const schedules = [];
   for (const d of doees) {
     for (const t of d.triggers.http) http.push({ doee: d.name, ...t });
     for (const t of d.triggers.mqtt) mqtt.push({ doee: d.name, ...t });
+    for (const t of d.triggers.schedule) schedules.push({ doee: d.name, ...t });
   }
   const base = triggersBase();
   fill(body,
@@ -332,5 +343,15 @@ export async function triggersTab(body, { project, signal }) {
         h('code', t.topic), t.reply_topic ? h('code', t.reply_topic) : '—',
         h('a', { href: `#/projects/${seg(project)}/doees/${seg(t.doee)}` }, t.doee),
       ]))
-      : empty('No MQTT filters.', 'A Doee declares them in its doee.toml under [[triggers.mqtt]].'));
+      : empty('No MQTT filters.', 'A Doee declares them in its doee.toml under [[triggers.mqtt]].'),
+    h('h2', 'Schedules'),
+    schedules.length
+      ? table('Schedules', ['Schedule', 'Next firing', 'Last firing', 'Skipped', 'Doee'], schedules.map((t) => [
+        h('code', t.description),
+        t.next_ms == null ? 'never' : formatTime(t.next_ms),
+        t.last_ms == null ? '—' : formatTime(t.last_ms),
+        String(t.skipped),
+        h('a', { href: `#/projects/${seg(project)}/doees/${seg(t.doee)}` }, t.doee),
+      ]), { className: 'schedules' })
+      : empty('No schedules.', 'A Doee declares them in its doee.toml under [[triggers.schedule]], with cron = "*/5 * * * *" or every = "30s".'));
 }

@@ -8,11 +8,11 @@
 use isms_ipc::commserver::DeadLetter;
 use isms_ipc::doer::Trigger;
 use isms_ipc::kernel::ServiceStatus;
+use isms_ipc::resadmin::{CatchUp, DeviceInfo, NewDevice, Overlap, ScheduleInfo, SecretInfo, When};
 use isms_ipc::resadmin::{
     Deployed, DoeeInfo, InvocationRecord, InvocationStatus, LogEntry, LogSource, Member,
     ProjectDetail, ProjectInfo, Quotas, Session, TokenInfo, UserInfo, VersionInfo,
 };
-use isms_ipc::resadmin::{DeviceInfo, NewDevice, SecretInfo};
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/auth/login`.
@@ -135,6 +135,64 @@ pub struct TriggersView {
     pub http: Vec<HttpTriggerView>,
     /// MQTT filters.
     pub mqtt: Vec<MqttTriggerView>,
+    /// Schedules.
+    pub schedule: Vec<ScheduleTriggerView>,
+}
+
+/// A schedule, with its next firing.
+#[derive(Serialize)]
+pub struct ScheduleTriggerView {
+    /// How it reads: `every 30s`, `cron "*/5 * * * *" (UTC)`.
+    pub description: String,
+    /// The cron expression, for a cron schedule.
+    pub cron: Option<String>,
+    /// Its time zone, for a cron schedule.
+    pub timezone: Option<String>,
+    /// The period in ms, for an `every` schedule.
+    pub every_ms: Option<u64>,
+    /// Handed to the Doee at each firing.
+    pub input: String,
+    /// `last` or `none`.
+    pub catch_up: &'static str,
+    /// `skip` or `queue`.
+    pub overlap: &'static str,
+    /// Its next firing (ms since the epoch), if any.
+    pub next_ms: Option<u64>,
+    /// Its last firing that ran, if any.
+    pub last_ms: Option<u64>,
+    /// Firings skipped because the previous one still ran.
+    pub skipped: u64,
+}
+
+impl From<ScheduleInfo> for ScheduleTriggerView {
+    fn from(info: ScheduleInfo) -> Self {
+        let trigger = info.trigger;
+        let (cron, timezone, every_ms) = match &trigger.when {
+            When::Cron {
+                expression,
+                timezone,
+            } => (Some(expression.clone()), Some(timezone.clone()), None),
+            When::Every { ms } => (None, None, Some(*ms)),
+        };
+        ScheduleTriggerView {
+            description: trigger.when.to_string(),
+            cron,
+            timezone,
+            every_ms,
+            input: trigger.input,
+            catch_up: match trigger.catch_up {
+                CatchUp::Last => "last",
+                CatchUp::None => "none",
+            },
+            overlap: match trigger.overlap {
+                Overlap::Skip => "skip",
+                Overlap::Queue => "queue",
+            },
+            next_ms: info.next_ms,
+            last_ms: info.last_ms,
+            skipped: info.skipped,
+        }
+    }
 }
 
 /// An HTTP route.
@@ -181,6 +239,7 @@ impl From<DoeeInfo> for DoeeView {
                         reply_topic: t.reply_topic,
                     })
                     .collect(),
+                schedule: d.triggers.schedule.into_iter().map(Into::into).collect(),
             },
             placement: d.placement.into_iter().collect(),
             versions: d
@@ -527,6 +586,7 @@ fn trigger_detail(trigger: &Trigger) -> serde_json::Value {
         } => serde_json::json!({ "method": method, "path": path, "query": query }),
         Trigger::Mqtt { topic } => serde_json::json!({ "topic": topic }),
         Trigger::Cli => serde_json::json!({}),
+        Trigger::Schedule { slot_ms } => serde_json::json!({ "scheduled_ms": slot_ms }),
     }
 }
 

@@ -172,8 +172,10 @@ impl Context {
         unsafe { borrow_str((self.api().param)(self.raw, name.as_ptr())) }
     }
 
-    /// A fact about the current invocation: `trigger` (`http` or `mqtt`),
-    /// `topic`, `method`, `path`, `query`, `invocation_id`, `project`, `doee`.
+    /// A fact about the current invocation: `trigger` (`http`, `mqtt`,
+    /// `schedule` or `cli`), `topic`, `method`, `path`, `query`, `scheduled`
+    /// (a schedule's firing: its moment, ms since the epoch),
+    /// `invocation_id`, `project`, `doee`.
     pub fn meta(&self, key: &str) -> Option<&str> {
         let key = CString::new(key).ok()?;
         // SAFETY: as in `param`.

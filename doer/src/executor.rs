@@ -391,7 +391,7 @@ struct Meta {
 }
 
 impl Meta {
-    const KEYS: [&'static str; 9] = [
+    const KEYS: [&'static str; 10] = [
         "project",
         "doee",
         "version",
@@ -401,6 +401,7 @@ impl Meta {
         "path",
         "query",
         "topic",
+        "scheduled",
     ];
     /// Keys before this index hold for the Worker's whole life.
     const FIXED: usize = 3;
@@ -443,6 +444,7 @@ impl Meta {
                 self.put(7, query);
             }
             Trigger::Mqtt { topic } => self.put(8, topic),
+            Trigger::Schedule { slot_ms } => self.put(9, &slot_ms.to_string()),
             Trigger::Cli => {}
         }
     }

@@ -4,8 +4,8 @@
 //! (who may do what to which project), `accounts` (the initial admin,
 //! logins, users, tokens), `projects` (creation within quotas, members,
 //! deletion), `deploy` (the deploy pipeline), `doees` (deployed Doees:
-//! rollback, deletion, what the Doer runs), `routes` and `topics`, and
-//! MQTT devices. What it keeps: `store` (the SQLite state and records).
+//! rollback, deletion, what the Doer runs), `routes` and `topics`, MQTT
+//! devices, `secrets` and `schedules` (which firing ran). What it keeps: `store` (the SQLite state and records).
 //! What it builds with: `manifest` (`doee.toml` validation), `archive`
 //! (bounded unpacking of uploads), `builder` (the build queue),
 //! `sandbox` (the bubblewrap sandbox builds run in), `auth` (passwords
@@ -26,6 +26,7 @@ mod projects;
 pub mod python;
 mod routes;
 pub mod sandbox;
+mod schedules;
 pub mod sdk;
 mod secrets;
 pub mod stats;
@@ -372,6 +373,8 @@ impl State {
                 .read_secret(project()?, r.name)
                 .await
                 .map(R::ReadSecret),
+            Request::ClaimFiring(r) => self.claim_firing(&project()?, r).await.map(R::ClaimFiring),
+            Request::FiringDone(r) => self.firing_done(&project()?, r).await.map(R::FiringDone),
         }
     }
 }

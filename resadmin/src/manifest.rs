@@ -41,7 +41,7 @@ impl Language {
 /// HTTP methods a route may allow.
 pub const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
-pub use isms_ipc::resadmin::{HttpTrigger, MqttTrigger};
+pub use isms_ipc::resadmin::{CatchUp, HttpTrigger, MqttTrigger, Overlap, ScheduleTrigger, When};
 use isms_ipc::topic;
 
 /// A validated manifest.
@@ -63,6 +63,9 @@ pub struct Manifest {
     pub http: Vec<HttpTrigger>,
     /// MQTT triggers.
     pub mqtt: Vec<MqttTrigger>,
+    /// Schedules. (Stored manifests from before have none.)
+    #[serde(default)]
+    pub schedule: Vec<ScheduleTrigger>,
     /// Labels a Doer must have to run it (`[placement] labels`); empty
     /// means any Doer. (Stored manifests from before have none.)
     #[serde(default)]
@@ -129,6 +132,19 @@ struct RawTriggers {
     http: Vec<RawHttp>,
     #[serde(default)]
     mqtt: Vec<RawMqtt>,
+    #[serde(default)]
+    schedule: Vec<RawSchedule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawSchedule {
+    cron: Option<String>,
+    every: Option<String>,
+    timezone: Option<String>,
+    input: Option<String>,
+    catch_up: Option<String>,
+    overlap: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -324,6 +340,22 @@ impl Manifest {
                 reply_topic: trigger.reply_topic,
             });
         }
+        let mut schedule = Vec::new();
+        for (i, trigger) in raw.triggers.schedule.into_iter().enumerate() {
+            let trigger = parse_schedule(i, trigger)?;
+            // A schedule is named by its timing (its firings are claimed
+            // under it): two alike would be one.
+            if schedule
+                .iter()
+                .any(|s: &ScheduleTrigger| s.when == trigger.when)
+            {
+                return invalid(format!(
+                    "`triggers.schedule[{i}]` repeats {}: one schedule per timing",
+                    trigger.when
+                ));
+            }
+            schedule.push(trigger);
+        }
         let mut placement = Vec::new();
         for (name, value) in raw.placement.labels {
             isms_ipc::names::check_label(&name, &value)
@@ -339,9 +371,89 @@ impl Manifest {
             resources,
             http,
             mqtt,
+            schedule,
             placement,
         })
     }
+}
+
+/// The longest `input` of a schedule.
+const MAX_SCHEDULE_INPUT: usize = 64 * 1024;
+
+fn parse_schedule(i: usize, raw: RawSchedule) -> Result<ScheduleTrigger, ManifestError> {
+    let field = |name: &str| format!("`triggers.schedule[{i}].{name}`");
+    let when = match (raw.cron, raw.every) {
+        (Some(expression), None) => {
+            let timezone = raw.timezone.unwrap_or_else(|| "UTC".to_string());
+            isms_schedule::check_cron(&expression, &timezone).map_err(|fault| match fault {
+                isms_schedule::CronFault::Expression(why) => {
+                    ManifestError(format!("{} \"{expression}\": {why}", field("cron")))
+                }
+                isms_schedule::CronFault::Timezone(why) => {
+                    ManifestError(format!("{}: {why}", field("timezone")))
+                }
+            })?;
+            When::Cron {
+                expression,
+                timezone,
+            }
+        }
+        (None, Some(every)) => {
+            if raw.timezone.is_some() {
+                return invalid(format!(
+                    "{} applies to `cron` only (`every` counts from the epoch, in no time zone)",
+                    field("timezone")
+                ));
+            }
+            let ms = isms_schedule::parse_every(&every)
+                .map_err(|why| ManifestError(format!("{}: {why}", field("every"))))?;
+            When::Every { ms }
+        }
+        (Some(_), Some(_)) => {
+            return invalid(format!(
+                "`triggers.schedule[{i}]` has both `cron` and `every`: keep one"
+            ));
+        }
+        (None, None) => {
+            return invalid(format!(
+                "`triggers.schedule[{i}]` needs `cron = \"*/5 * * * *\"` or `every = \"30s\"`"
+            ));
+        }
+    };
+    let input = raw.input.unwrap_or_default();
+    if input.len() > MAX_SCHEDULE_INPUT {
+        return invalid(format!(
+            "{} is longer than {} KiB",
+            field("input"),
+            MAX_SCHEDULE_INPUT / 1024
+        ));
+    }
+    let catch_up = match raw.catch_up.as_deref() {
+        None | Some("last") => CatchUp::Last,
+        Some("none") => CatchUp::None,
+        Some(other) => {
+            return invalid(format!(
+                "{}: \"{other}\" is not \"none\" or \"last\"",
+                field("catch_up")
+            ));
+        }
+    };
+    let overlap = match raw.overlap.as_deref() {
+        None | Some("skip") => Overlap::Skip,
+        Some("queue") => Overlap::Queue,
+        Some(other) => {
+            return invalid(format!(
+                "{}: \"{other}\" is not \"skip\" or \"queue\"",
+                field("overlap")
+            ));
+        }
+    };
+    Ok(ScheduleTrigger {
+        when,
+        input,
+        catch_up,
+        overlap,
+    })
 }
 
 /// A TOML error with the key at fault and its line. An error read from the
@@ -441,6 +553,15 @@ methods = ["POST"]
 [[triggers.mqtt]]
 topic = "greenhouse/+/temp"
 reply_topic = "greenhouse/alerts"
+
+[[triggers.schedule]]
+cron = "*/5 * * * *"
+
+[[triggers.schedule]]
+every = "30s"
+input = "tick"
+overlap = "queue"
+catch_up = "none"
 "#;
 
     #[test]
@@ -451,6 +572,26 @@ reply_topic = "greenhouse/alerts"
         assert_eq!(m.params, vec![("limit".into(), "25".into())]);
         assert_eq!(m.http[0].methods, vec!["POST"]);
         assert_eq!(m.mqtt[0].reply_topic.as_deref(), Some("greenhouse/alerts"));
+        assert_eq!(
+            m.schedule,
+            [
+                ScheduleTrigger {
+                    when: When::Cron {
+                        expression: "*/5 * * * *".into(),
+                        timezone: "UTC".into()
+                    },
+                    input: String::new(),
+                    catch_up: CatchUp::Last,
+                    overlap: Overlap::Skip,
+                },
+                ScheduleTrigger {
+                    when: When::Every { ms: 30_000 },
+                    input: "tick".into(),
+                    catch_up: CatchUp::None,
+                    overlap: Overlap::Queue,
+                }
+            ]
+        );
     }
 
     #[test]
@@ -514,6 +655,50 @@ reply_topic = "greenhouse/alerts"
             (
                 "name = \"x\"\nlanguage = \"rust\"\n[[triggers.mqtt]]\ntopic = \"a\"\nreply_topic = \"b/+\"",
                 "`triggers.mqtt[0].reply_topic`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.schedule]]\ncron = \"*/5 * * *\"",
+                "`triggers.schedule[0].cron` \"*/5 * * *\": has 4 fields",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.schedule]]\ncron = \"0 25 * * *\"",
+                "`triggers.schedule[0].cron`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.schedule]]\ncron = \"0 7 * * *\"\ntimezone = \"Europe/Nowhere\"",
+                "`triggers.schedule[0].timezone`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.schedule]]\nevery = \"30s\"\ntimezone = \"UTC\"",
+                "`triggers.schedule[0].timezone` applies to `cron` only",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.schedule]]\nevery = \"often\"",
+                "`triggers.schedule[0].every`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.schedule]]\nevery = \"10ms\"",
+                "`triggers.schedule[0].every`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.schedule]]\nevery = \"1s\"\ncron = \"* * * * *\"",
+                "both `cron` and `every`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.schedule]]\ninput = \"x\"",
+                "needs `cron",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.schedule]]\nevery = \"60s\"\n[[triggers.schedule]]\nevery = \"1m\"",
+                "`triggers.schedule[1]` repeats every 60s",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.schedule]]\nevery = \"1s\"\ncatch_up = \"all\"",
+                "`triggers.schedule[0].catch_up`",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.schedule]]\nevery = \"1s\"\noverlap = \"kill\"",
+                "`triggers.schedule[0].overlap`",
             ),
             (
                 "name = \"x\"\nlanguage = \"rust\"\n[params]\n\"a b\" = \"1\"",

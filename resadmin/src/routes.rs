@@ -1,10 +1,10 @@
-//! Routes: the table of active versions' HTTP and MQTT triggers the
+//! Routes: the table of active versions' HTTP, MQTT and schedule triggers the
 //! CommServer and the Control Gate load, and the check that keeps two Doees
 //! of a project from claiming one HTTP route.
 
 use crate::manifest::Manifest;
 use crate::{State, db_failure};
-use isms_ipc::resadmin::{HttpRoute, MqttRoute, RouteTable, Target};
+use isms_ipc::resadmin::{HttpRoute, MqttRoute, RouteTable, ScheduleRoute, Target};
 use isms_ipc::{Failure, FailureKind, ProjectName};
 
 impl State {
@@ -37,6 +37,12 @@ impl State {
                 table.mqtt.push(MqttRoute {
                     filter: trigger.topic,
                     reply_topic: trigger.reply_topic,
+                    target: target.clone(),
+                });
+            }
+            for trigger in manifest.schedule {
+                table.schedules.push(ScheduleRoute {
+                    trigger,
                     target: target.clone(),
                 });
             }

@@ -176,6 +176,7 @@ impl Model {
                 })
                 .collect(),
             // Placement has tests of its own below.
+            schedule: Vec::new(),
             placement: Vec::new(),
         }
     }

@@ -234,12 +234,19 @@ try {
     await shot(page, '03-deployed');
   });
 
-  await step('triggers show the route with a curl line', page, async () => {
+  await step('triggers show the route with a curl line, and the schedule with its next firing', page, async () => {
     await page.getByRole('link', { name: 'Triggers' }).click();
     const curl = await see(page.getByLabel('curl line for /hello'));
     const line = await curl.inputValue();
     const expected = `curl -d 'world' ${URL_TRIGGERS}/${PROJECT}/hello`;
     if (line !== expected) throw new Error(`curl line is "${line}", expected "${expected}"`);
+    const schedule = page.locator('table.schedules tbody tr', { hasText: 'cron "0 0 1 1 *" (Europe/Berlin)' });
+    await see(schedule);
+    // Midnight of New Year in Berlin, shown in the browser's time zone (UTC here).
+    const next = await schedule.locator('td').nth(1).innerText();
+    if (!/(12\/31\/\d{4}|\d{4}-12-31|31\.12\.\d{4}).*(11:00:00\s?PM|23:00:00)/.test(next)) {
+      throw new Error(`the next firing shown is "${next}"`);
+    }
     await shot(page, '04-triggers');
   });
 

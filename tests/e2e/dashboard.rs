@@ -215,6 +215,12 @@ fn the_dashboard_works_in_a_real_browser() {
     p.run(&["new", "hello", "--lang", "rust"]);
     let v1 = p.root.join("hello");
     std::fs::write(v1.join("src/lib.rs"), GREETER).unwrap();
+    // A schedule the Triggers tab shows with its next firing (New Year's
+    // midnight in Berlin: it does not fire during the test).
+    let mut manifest = std::fs::read_to_string(v1.join("doee.toml")).unwrap();
+    manifest
+        .push_str("\n[[triggers.schedule]]\ncron = \"0 0 1 1 *\"\ntimezone = \"Europe/Berlin\"\n");
+    std::fs::write(v1.join("doee.toml"), manifest).unwrap();
     let v2 = p.root.join("hello-v2");
     copy_dir(&v1, &v2);
     let manifest = std::fs::read_to_string(v2.join("doee.toml")).unwrap();

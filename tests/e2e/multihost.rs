@@ -598,6 +598,27 @@ fn a_commserver_on_another_host_serves_http_and_mqtt_triggers() {
             .find(|(topic, _)| topic == "plant/out")
     });
     assert_eq!(reply.1, "plant/d1/in 21.5");
+
+    // Both CommServers keep every schedule; each firing runs once.
+    p.deploy_misbehave(
+        "plant",
+        "tick",
+        "scheduled",
+        "[[triggers.schedule]]\nevery = \"1s\"\n",
+    );
+    let mut moments = eventually(Duration::from_secs(30), "five firings", || {
+        let moments: Vec<u64> = fleet
+            .records("plant")
+            .iter()
+            .filter(|r| r["doee"] == "tick")
+            .map(|r| r["trigger_detail"]["scheduled_ms"].as_u64().unwrap())
+            .collect();
+        (moments.len() >= 5).then_some(moments)
+    });
+    moments.sort_unstable();
+    let fired = moments.len();
+    moments.dedup();
+    assert_eq!(moments.len(), fired, "a moment ran twice: {moments:?}");
 }
 
 /// `isms join-key --rotate` cuts off every host that joined with the old

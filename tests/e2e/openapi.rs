@@ -86,7 +86,8 @@ fn misbehave(name: &str, mode: &str, timeout_ms: u32, source: Option<&str>) -> V
     let manifest = format!(
         "name = \"{name}\"\nlanguage = \"rust\"\n\n[params]\nmode = \"{mode}\"\n\n\
          [resources]\ntimeout_ms = {timeout_ms}\n\n\
-         [[triggers.http]]\nroute = \"/{name}\"\nmethods = [\"POST\"]\n"
+         [[triggers.http]]\nroute = \"/{name}\"\nmethods = [\"POST\"]\n\n\
+         [[triggers.schedule]]\ncron = \"0 0 1 1 *\"\n"
     );
     let code = match source {
         Some(source) => source.as_bytes().to_vec(),

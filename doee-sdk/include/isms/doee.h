@@ -86,9 +86,10 @@ static inline const char *isms_param(isms_ctx *ctx, const char *name) {
     return ctx->api->param(ctx, name);
 }
 
-/* A fact about the current invocation, or NULL: "trigger" ("http" or
- * "mqtt"), "topic", "method", "path", "query", "invocation_id", "project",
- * "doee", "version". */
+/* A fact about the current invocation, or NULL: "trigger" ("http",
+ * "mqtt", "schedule" or "cli"), "topic", "method", "path", "query",
+ * "scheduled" (a schedule's firing: its moment, ms since the epoch),
+ * "invocation_id", "project", "doee", "version". */
 static inline const char *isms_meta(isms_ctx *ctx, const char *key) {
     return ctx->api->meta(ctx, key);
 }

@@ -98,6 +98,19 @@ pub async fn run(command: DoeeCommand, api: &ApiArgs) -> anyhow::Result<()> {
                         .to_string())
             );
             println!("triggers: {}", triggers(&doee["triggers"]));
+            let schedules = doee["triggers"]["schedule"].as_array().cloned();
+            for s in schedules.into_iter().flatten() {
+                let time = |key: &str| s[key].as_u64().map_or("-".to_string(), format_time);
+                println!(
+                    "schedule {}: next {}, last {}, skipped {} (catch_up {}, overlap {})",
+                    s["description"].as_str().unwrap_or("?"),
+                    time("next_ms"),
+                    time("last_ms"),
+                    s["skipped"].as_u64().unwrap_or(0),
+                    s["catch_up"].as_str().unwrap_or("?"),
+                    s["overlap"].as_str().unwrap_or("?"),
+                );
+            }
             println!();
             println!(
                 "{:>7}  {:<10} {:<20} {:<16} SHA256",
@@ -138,7 +151,7 @@ pub async fn run(command: DoeeCommand, api: &ApiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `POST,GET /route, mqtt greenhouse/+/temp`.
+/// `POST,GET /route, mqtt greenhouse/+/temp, every 30s`.
 fn triggers(triggers: &serde_json::Value) -> String {
     let mut parts = Vec::new();
     for http in triggers["http"].as_array().into_iter().flatten() {
@@ -156,6 +169,9 @@ fn triggers(triggers: &serde_json::Value) -> String {
     }
     for mqtt in triggers["mqtt"].as_array().into_iter().flatten() {
         parts.push(format!("mqtt {}", mqtt["topic"].as_str().unwrap_or("?")));
+    }
+    for schedule in triggers["schedule"].as_array().into_iter().flatten() {
+        parts.push(schedule["description"].as_str().unwrap_or("?").to_string());
     }
     if parts.is_empty() {
         "-".into()

@@ -44,15 +44,22 @@ pub enum Trigger {
     },
     /// `isms invoke` or the API.
     Cli,
+    /// A schedule's firing.
+    Schedule {
+        /// The moment it was due, ms since the epoch (the Doee's
+        /// `meta("scheduled")`).
+        slot_ms: u64,
+    },
 }
 
 impl Trigger {
-    /// `http`, `mqtt` or `cli`: the Doee's `meta("trigger")`.
+    /// `http`, `mqtt`, `cli` or `schedule`: the Doee's `meta("trigger")`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Trigger::Http { .. } => "http",
             Trigger::Mqtt { .. } => "mqtt",
             Trigger::Cli => "cli",
+            Trigger::Schedule { .. } => "schedule",
         }
     }
 }

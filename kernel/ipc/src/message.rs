@@ -20,7 +20,8 @@ use std::fmt;
 /// 2: a request's header names the request, not only its service.
 /// 3: registrations name their host and labels; links from other hosts.
 /// 4: requests deferred inside a service, and claimed before they start.
-pub const PROTOCOL_VERSION: u8 = 4;
+/// 5: schedule triggers.
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// What is written on every message's envelope.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -256,6 +256,37 @@ crate::protocol! {
         name: SecretName,
     } -> (), from [ControlGate];
 
+    /// Claims the firing of a schedule due at `slot_ms`, durably, before
+    /// it runs: of several CommServers, the first to claim a firing runs it
+    /// and the others hear `Taken`.
+    ClaimFiring {
+        /// The Doee (of the envelope's project) whose schedule it is.
+        doee: DoeeName,
+        /// The schedule's timing, which names it.
+        when: When,
+        /// The moment the firing was due (ms since the epoch).
+        slot_ms: u64,
+        /// A missed firing run after downtime (`catch_up = "last"`): a
+        /// schedule Resadmin has not seen fire before missed nothing, and
+        /// one already fired at or after `slot_ms` missed nothing either.
+        late: bool,
+        /// What to do while the previous firing still runs.
+        overlap: Overlap,
+        /// How long this firing may run: past it the schedule counts as
+        /// idle again even if nobody said it ended.
+        run_ms: u64,
+    } -> Firing, from [CommServer];
+
+    /// The firing claimed for `slot_ms` ended.
+    FiringDone {
+        /// The Doee (of the envelope's project).
+        doee: DoeeName,
+        /// The schedule's timing.
+        when: When,
+        /// The firing's moment.
+        slot_ms: u64,
+    } -> (), from [CommServer];
+
     /// A secret's value, for a Doee of the envelope's project (the Doer's
     /// host call): the one way a value leaves Resadmin.
     ReadSecret {
@@ -568,6 +599,99 @@ pub struct Triggers {
     pub http: Vec<HttpTrigger>,
     /// MQTT filters.
     pub mqtt: Vec<MqttTrigger>,
+    /// Schedules, with their next firing.
+    pub schedule: Vec<ScheduleInfo>,
+}
+
+/// A schedule of a manifest (`[[triggers.schedule]]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleTrigger {
+    /// When it fires.
+    pub when: When,
+    /// Handed to the Doee at each firing.
+    pub input: String,
+    /// What to run after downtime.
+    pub catch_up: CatchUp,
+    /// What a firing does while the previous one still runs.
+    pub overlap: Overlap,
+}
+
+/// When a schedule fires.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum When {
+    /// At the moments a cron expression matches, read in a time zone.
+    Cron {
+        /// Five fields, or six with seconds first.
+        expression: String,
+        /// An IANA time zone (`UTC`, `Europe/Berlin`).
+        timezone: String,
+    },
+    /// At each multiple of a period since the Unix epoch, so every
+    /// CommServer computes the same moments.
+    Every {
+        /// The period, ms.
+        ms: u64,
+    },
+}
+
+impl std::fmt::Display for When {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            When::Cron {
+                expression,
+                timezone,
+            } => write!(f, "cron \"{expression}\" ({timezone})"),
+            When::Every { ms } if ms % 1000 == 0 => write!(f, "every {}s", ms / 1000),
+            When::Every { ms } => write!(f, "every {ms}ms"),
+        }
+    }
+}
+
+/// Which firings missed while the platform was down run when it is back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatchUp {
+    /// None of them.
+    None,
+    /// The last one, once.
+    #[default]
+    Last,
+}
+
+/// What a firing does while the previous one still runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Overlap {
+    /// Nothing: it is skipped, and counted.
+    #[default]
+    Skip,
+    /// It waits for the previous one to end.
+    Queue,
+}
+
+/// A schedule as `isms doee show` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    /// The manifest's schedule.
+    pub trigger: ScheduleTrigger,
+    /// Its next firing (ms since the epoch), if it has one.
+    pub next_ms: Option<u64>,
+    /// Its last firing that ran (ms since the epoch), if any.
+    pub last_ms: Option<u64>,
+    /// Firings skipped because the previous one still ran.
+    pub skipped: u64,
+}
+
+/// What a [`ClaimFiring`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Firing {
+    /// Run it: it is this CommServer's.
+    Run,
+    /// Another CommServer claimed it, or it is not to run (a missed firing
+    /// of a schedule new to Resadmin).
+    Taken,
+    /// The previous firing still runs: skipped, and counted.
+    Skipped,
+    /// The previous firing still runs and this one queues: ask again.
+    Wait,
 }
 
 /// An HTTP route of a manifest.
@@ -803,6 +927,17 @@ pub struct RouteTable {
     pub mqtt: Vec<MqttRoute>,
     /// Each project's topic namespaces, `<project>/#` first.
     pub topics: Vec<ProjectTopics>,
+    /// Schedules.
+    pub schedules: Vec<ScheduleRoute>,
+}
+
+/// A schedule of the active version of a Doee.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRoute {
+    /// The schedule.
+    pub trigger: ScheduleTrigger,
+    /// What it runs.
+    pub target: Target,
 }
 
 /// An MQTT trigger of the active version of a Doee.

@@ -174,9 +174,11 @@ impl Store {
                     let manifest: Manifest = serde_json::from_str(row.get::<&str, _>(6))
                         .map_err(|_| decode_err("manifest"))?;
                     language = manifest.language.as_str().to_string();
+                    let states = self.schedule_states(project, &name).await?;
                     triggers = Triggers {
                         http: manifest.http,
                         mqtt: manifest.mqtt,
+                        schedule: crate::schedules::describe(manifest.schedule, &states, now_ms()),
                     };
                     placement = manifest.placement;
                 }

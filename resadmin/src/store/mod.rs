@@ -102,6 +102,19 @@ ALTER TABLE versions ADD COLUMN deployed_by TEXT NOT NULL DEFAULT '';
         updated_ms INTEGER NOT NULL,
         PRIMARY KEY (project, name)
     );",
+    // Schedules' firings (see crate::schedules), named by their timing.
+    "CREATE TABLE schedules (
+        project          TEXT NOT NULL,
+        doee             TEXT NOT NULL,
+        timing           TEXT NOT NULL,
+        last_ms          INTEGER NOT NULL,
+        fired_ms         INTEGER,
+        running_ms       INTEGER NOT NULL DEFAULT 0,
+        running_until_ms INTEGER NOT NULL DEFAULT 0,
+        skipped          INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (project, doee, timing),
+        FOREIGN KEY (project, doee) REFERENCES doees(project, name) ON DELETE CASCADE
+    );",
 ];
 
 /// A database error, already worded for a person.

@@ -325,6 +325,12 @@ impl Platform {
     /// starts it again on the same data directory and ports and waits until
     /// it is up.
     pub fn crash_and_restart(&mut self) {
+        self.crash_and_restart_after(Duration::ZERO);
+    }
+
+    /// As [`Platform::crash_and_restart`], with the platform down for
+    /// `down` before it starts again.
+    pub fn crash_and_restart_after(&mut self, down: Duration) {
         let supervisor = self.child.id();
         let mut all = descendants(supervisor);
         all.push(supervisor);
@@ -338,6 +344,7 @@ impl Platform {
                 procs::gone(pid).then_some(())
             });
         }
+        std::thread::sleep(down);
         self.output.lock().unwrap().clear();
         self.child = self.options.spawn(&self.data_dir, self.ports, &self.output);
         self.wait_until_up();

@@ -63,6 +63,15 @@ impl Doee for Misbehave {
                 let tail: String = value.chars().rev().take(2).collect::<Vec<_>>().into_iter().rev().collect();
                 Ok(format!("{} bytes ending in {tail}", value.len()).into_bytes())
             }
+            // A schedule's firing: `sleep:<ms>` input sleeps first; the
+            // output names the trigger and the firing's moment.
+            "scheduled" => {
+                let text = String::from_utf8_lossy(input).to_string();
+                if let Some(ms) = text.strip_prefix("sleep:") {
+                    std::thread::sleep(std::time::Duration::from_millis(ms.trim().parse()?));
+                }
+                Ok(format!("{} {}", ctx.meta("trigger").unwrap_or("?"), ctx.meta("scheduled").unwrap_or("?")).into_bytes())
+            }
             "panic" => panic!("misbehave panics on purpose"),
             "segfault" => {
                 // SAFETY: it is not; that is the point.
