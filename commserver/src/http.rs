@@ -3,6 +3,7 @@
 //! shared with the Control Gate's API.
 
 use crate::CommServerConfig;
+use crate::pipeline;
 use crate::routes::{Lookup, Routes};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -104,14 +105,25 @@ impl isms_http::Handler for Server {
             query,
         };
         let target = &found.target;
-        let (scope, invoke) = target.invoke(id, trigger, input, self.config.queue_allowance);
-        if respond_async {
+        // A pipeline answers when its last stage has (a preference the
+        // server may decline, RFC 7240).
+        if respond_async && found.pipeline.is_empty() {
+            let (scope, invoke) = target.invoke(id, trigger, input, self.config.queue_allowance);
             return self
                 .invoke_async(scope, target.project.clone(), invoke)
                 .await;
         }
-        let outcome = self.conn.call(&scope, invoke).await;
-        let mut reply = invocation_reply(id, outcome);
+        let ran = pipeline::run(
+            &self.conn,
+            target,
+            &found.pipeline,
+            id,
+            trigger,
+            input,
+            self.config.queue_allowance,
+        )
+        .await;
+        let mut reply = invocation_reply(ran.id, ran.outcome);
         if method == Method::HEAD {
             *reply.body_mut() = Full::new(Bytes::new());
         }

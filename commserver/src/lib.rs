@@ -12,6 +12,7 @@ pub mod broker;
 pub mod http;
 pub mod inbox;
 pub mod mqtt;
+pub mod pipeline;
 pub mod routes;
 pub mod schedules;
 pub mod store;

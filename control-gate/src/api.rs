@@ -202,6 +202,8 @@ pub struct HttpTriggerView {
     pub route: String,
     /// Allowed methods.
     pub methods: Vec<String>,
+    /// Doees run in turn instead of this one; empty: this one.
+    pub pipeline: Vec<String>,
 }
 
 /// An MQTT trigger.
@@ -211,6 +213,8 @@ pub struct MqttTriggerView {
     pub topic: String,
     /// Where the output goes.
     pub reply_topic: Option<String>,
+    /// Doees run in turn instead of this one; empty: this one.
+    pub pipeline: Vec<String>,
 }
 
 impl From<DoeeInfo> for DoeeView {
@@ -228,6 +232,7 @@ impl From<DoeeInfo> for DoeeView {
                     .map(|t| HttpTriggerView {
                         route: t.route,
                         methods: t.methods,
+                        pipeline: t.pipeline.iter().map(ToString::to_string).collect(),
                     })
                     .collect(),
                 mqtt: d
@@ -237,6 +242,7 @@ impl From<DoeeInfo> for DoeeView {
                     .map(|t| MqttTriggerView {
                         topic: t.topic,
                         reply_topic: t.reply_topic,
+                        pipeline: t.pipeline.iter().map(ToString::to_string).collect(),
                     })
                     .collect(),
                 schedule: d.triggers.schedule.into_iter().map(Into::into).collect(),
@@ -587,6 +593,9 @@ fn trigger_detail(trigger: &Trigger) -> serde_json::Value {
         Trigger::Mqtt { topic } => serde_json::json!({ "topic": topic }),
         Trigger::Cli => serde_json::json!({}),
         Trigger::Schedule { slot_ms } => serde_json::json!({ "scheduled_ms": slot_ms }),
+        Trigger::Chain { parent, depth } => {
+            serde_json::json!({ "parent": parent.to_string(), "depth": depth })
+        }
     }
 }
 

@@ -236,6 +236,32 @@ static PyObject *ctx_secret(Context *self, PyObject *args) {
     return value;
 }
 
+static PyObject *ctx_invoke(Context *self, PyObject *args) {
+    const char *doee;
+    Py_buffer input;
+    if (!PyArg_ParseTuple(args, "ss*:invoke", &doee, &input)) return NULL;
+    isms_ctx *ctx = current(self);
+    if (ctx && !isms_can_invoke(ctx)) {
+        PyBuffer_Release(&input);
+        PyErr_SetString(isms_error_type, "this platform cannot invoke Doees");
+        return NULL;
+    }
+    uint8_t *out = NULL;
+    size_t len = 0;
+    int failed = -1;
+    if (ctx) {
+        Py_BEGIN_ALLOW_THREADS
+        failed = isms_invoke(ctx, doee, input.buf, (size_t)input.len, &out, &len);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&input);
+    if (!ctx) return NULL;
+    if (failed) return host_failed(ctx);
+    PyObject *output = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)len);
+    isms_free(ctx, out);
+    return output;
+}
+
 static PyMethodDef ctx_methods[] = {
     {"param", (PyCFunction)ctx_param, METH_VARARGS, "A parameter of the manifest's [params], or None."},
     {"meta", (PyCFunction)ctx_meta, METH_VARARGS, "A fact about the invocation (\"method\", \"path\", ...), or None."},
@@ -246,6 +272,7 @@ static PyMethodDef ctx_methods[] = {
     {"docs", (PyCFunction)ctx_docs, METH_VARARGS, "docs(op, collection, body={}): a document operation."},
     {"publish", (PyCFunction)ctx_publish, METH_VARARGS, "publish(topic, payload): an MQTT message."},
     {"secret", (PyCFunction)ctx_secret, METH_VARARGS, "secret(name): a secret of the project, as str."},
+    {"invoke", (PyCFunction)ctx_invoke, METH_VARARGS, "invoke(doee, data): another Doee's output, as bytes."},
     {NULL, NULL, 0, NULL},
 };
 

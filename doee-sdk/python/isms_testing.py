@@ -30,9 +30,11 @@ Error = sys.modules["isms"].Error
 class FakeContext:
     """Stands in for the platform's context in unit tests."""
 
-    def __init__(self, params=None, meta=None, topics=None, secrets=None):
+    def __init__(self, params=None, meta=None, topics=None, secrets=None, doees=None):
         self._params = dict(params or {})
         self._secrets = dict(secrets or {})
+        # invoke(name, data) calls doees[name](data): fakes of the callees.
+        self._doees = dict(doees or {})
         self._meta = dict(meta or {})
         self._topics = list(topics or [])
         self.status = 200
@@ -53,6 +55,14 @@ class FakeContext:
         if name not in self._secrets:
             raise Error(f"project has no secret {name}")
         return self._secrets[name]
+
+    def invoke(self, doee, data):
+        if doee not in self._doees:
+            raise Error(f"no Doee {doee} in this fake: pass doees={{'{doee}': ...}}")
+        if isinstance(data, str):
+            data = data.encode()
+        output = self._doees[doee](bytes(data))
+        return output.encode() if isinstance(output, str) else bytes(output)
 
     def set_status(self, status):
         if not 100 <= status <= 999:

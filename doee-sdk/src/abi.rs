@@ -102,4 +102,16 @@ pub struct HostApi {
     /// non-zero (no such secret), `*out` is NULL and `last_error` explains.
     /// Appended: a host whose `size` ends before it has none.
     pub secret: unsafe extern "C" fn(*mut Ctx, *const c_char, *mut *mut c_char) -> c_int,
+    /// Runs another Doee of the project with an input and waits for it; on
+    /// 0, `*out` holds its output (`*out_len` bytes, then a NUL), released
+    /// with `free`. On non-zero, `*out` is NULL and `last_error` explains
+    /// (naming the callee's invocation). Appended, like `secret`.
+    pub invoke: unsafe extern "C" fn(
+        *mut Ctx,
+        *const c_char,
+        *const u8,
+        usize,
+        *mut *mut u8,
+        *mut usize,
+    ) -> c_int,
 }

@@ -246,6 +246,40 @@ impl Context {
         self.take_result(code, out)
     }
 
+    /// Runs another Doee of the project with `input` and waits for its
+    /// output; its failure is this call's error, naming its invocation. The
+    /// callee is recorded as this invocation's child; calls nest at most
+    /// `doer.max_chain_depth` deep (8), so a cycle fails there.
+    pub fn invoke(&mut self, doee: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
+        let needed = std::mem::offset_of!(abi::HostApi, invoke) + size_of::<usize>();
+        if (self.api().size as usize) < needed {
+            return Err(Error::new("this platform cannot invoke Doees"));
+        }
+        let doee = lossy_cstring(doee);
+        let mut out: *mut u8 = std::ptr::null_mut();
+        let mut len = 0usize;
+        // SAFETY: a valid string, a slice that outlives the call and valid
+        // out pointers; the host has the entry.
+        let code = unsafe {
+            (self.api().invoke)(
+                self.raw,
+                doee.as_ptr(),
+                input.as_ptr(),
+                input.len(),
+                &mut out,
+                &mut len,
+            )
+        };
+        if code != abi::OK || out.is_null() {
+            return Err(self.last_error());
+        }
+        // SAFETY: the host returned an owned buffer of `len` bytes.
+        let output = unsafe { std::slice::from_raw_parts(out, len) }.to_vec();
+        // SAFETY: `out` came from this host and is released exactly once.
+        unsafe { (self.api().free)(self.raw, out.cast()) };
+        Ok(output)
+    }
+
     fn take_result(&mut self, code: c_int, out: *mut c_char) -> Result<String, Error> {
         if code != abi::OK || out.is_null() {
             return Err(self.last_error());

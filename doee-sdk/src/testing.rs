@@ -32,6 +32,7 @@ use std::ffi::{CStr, CString, c_char, c_int, c_void};
 type SqlHandler = Box<dyn FnMut(&str, &str) -> Result<String, String>>;
 type DocHandler = Box<dyn FnMut(&str, &str, &str) -> Result<String, String>>;
 type PublishHandler = Box<dyn FnMut(&str, &[u8]) -> Result<(), String>>;
+type InvokeHandler = Box<dyn FnMut(&str, &[u8]) -> Result<Vec<u8>, String>>;
 
 /// A fake host for one Doee, recording what the Doee did.
 pub struct TestContext {
@@ -53,7 +54,10 @@ struct Host {
     sql: Option<SqlHandler>,
     doc: Option<DocHandler>,
     publish: Option<PublishHandler>,
+    invoke: Option<InvokeHandler>,
     secrets: HashMap<String, String>,
+    /// Outputs of `invoke` handed to the Doee, by address, until freed.
+    buffers: HashMap<usize, Vec<u8>>,
 }
 
 static TEST_API: abi::HostApi = abi::HostApi {
@@ -72,6 +76,7 @@ static TEST_API: abi::HostApi = abi::HostApi {
     last_error: host_last_error,
     free: host_free,
     secret: host_secret,
+    invoke: host_invoke,
 };
 
 impl Default for TestContext {
@@ -96,7 +101,9 @@ impl TestContext {
             sql: None,
             doc: None,
             publish: None,
+            invoke: None,
             secrets: HashMap::new(),
+            buffers: HashMap::new(),
         });
         TestContext { host }
             .meta("trigger", "http")
@@ -129,6 +136,16 @@ impl TestContext {
         handler: impl FnMut(&str, &str) -> Result<String, String> + 'static,
     ) -> Self {
         self.host.sql = Some(Box::new(handler));
+        self
+    }
+
+    /// Answers [`Context::invoke`] with `handler(doee, input)`: the callee's
+    /// output, or its error.
+    pub fn on_invoke(
+        mut self,
+        handler: impl FnMut(&str, &[u8]) -> Result<Vec<u8>, String> + 'static,
+    ) -> Self {
+        self.host.invoke = Some(Box::new(handler));
         self
     }
 
@@ -368,9 +385,56 @@ unsafe extern "C" fn host_last_error(ctx: *mut abi::Ctx) -> *const c_char {
     unsafe { host(ctx) }.last_error.as_ptr()
 }
 
-unsafe extern "C" fn host_free(_ctx: *mut abi::Ctx, p: *mut c_void) {
-    if !p.is_null() {
-        // SAFETY: every string handed out went through `CString::into_raw`.
+unsafe extern "C" fn host_invoke(
+    ctx: *mut abi::Ctx,
+    doee: *const c_char,
+    data: *const u8,
+    len: usize,
+    out: *mut *mut u8,
+    out_len: *mut usize,
+) -> c_int {
+    // SAFETY: ABI contract.
+    let (host, doee) = unsafe { (host(ctx), text(doee)) };
+    let input = if len == 0 {
+        &[][..]
+    } else {
+        // SAFETY: ABI contract.
+        unsafe { std::slice::from_raw_parts(data, len) }
+    };
+    let result = match host.invoke.as_mut() {
+        Some(handler) => handler(doee, input),
+        None => Err("no invoke handler: use TestContext::on_invoke".to_string()),
+    };
+    match result {
+        Ok(mut output) => {
+            let length = output.len();
+            output.push(0);
+            let p = output.as_mut_ptr();
+            host.buffers.insert(p as usize, output);
+            // SAFETY: the Doee's valid out pointers.
+            unsafe {
+                *out = p;
+                *out_len = length;
+            }
+            abi::OK
+        }
+        Err(message) => {
+            // SAFETY: as above.
+            unsafe { *out = std::ptr::null_mut() };
+            host.last_error = cstring(&message);
+            abi::FAILED
+        }
+    }
+}
+
+unsafe extern "C" fn host_free(ctx: *mut abi::Ctx, p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: ABI contract.
+    let host = unsafe { host(ctx) };
+    if host.buffers.remove(&(p as usize)).is_none() {
+        // SAFETY: every other string handed out went through `CString::into_raw`.
         drop(unsafe { CString::from_raw(p.cast()) });
     }
 }
@@ -441,6 +505,25 @@ mod tests {
         }
         let err = TestContext::new().execute(&mut Sql, b"").unwrap_err();
         assert!(err.message().contains("on_sql"), "{err}");
+    }
+
+    #[test]
+    fn invoke_gets_the_handlers_output_bytes_and_all() {
+        #[derive(Default)]
+        struct Caller;
+        impl Doee for Caller {
+            fn execute(&mut self, ctx: &mut Context, input: &[u8]) -> Result<Vec<u8>, Error> {
+                ctx.invoke("store", input)
+            }
+        }
+        let mut host = TestContext::new().on_invoke(|doee, input| match doee {
+            "store" => Ok([input, b"\0stored"].concat()),
+            other => Err(format!("no {other}")),
+        });
+        let out = host.execute(&mut Caller, b"21.5").unwrap();
+        assert_eq!(out, b"21.5\0stored");
+        let err = TestContext::new().execute(&mut Caller, b"").unwrap_err();
+        assert!(err.message().contains("on_invoke"), "{err}");
     }
 
     #[test]

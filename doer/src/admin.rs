@@ -67,6 +67,8 @@ const RECORD_EVERY: Duration = Duration::from_millis(100);
 pub enum Input {
     /// A version finished preparing.
     Prepared(VersionKey, Result<Prepared, String>),
+    /// A Worker's `ctx.invoke` was answered: it takes its slot back.
+    CalleeReturned(WorkerId),
 }
 
 /// One invocation inside the Doer.
@@ -131,6 +133,17 @@ struct Worker {
     handle: worker::Handle,
     state: WorkerState,
     fresh: bool,
+    /// Waiting for a Doee it called (`ctx.invoke`): meanwhile its slot is
+    /// lent to the callee (it counts against no limit), so Workers that
+    /// all wait for callees cannot leave those callees without one.
+    calling: bool,
+}
+
+impl Worker {
+    /// Whether it holds one of the Doer's slots.
+    fn holds_slot(&self) -> bool {
+        self.state != WorkerState::Stopping && !self.calling
+    }
 }
 
 #[derive(Default)]
@@ -334,6 +347,11 @@ impl Admin {
                         tracing::warn!(version = %key, %why, "cannot prepare version");
                         self.version_failed(key, why, waiting);
                     }
+                }
+            }
+            Input::CalleeReturned(id) => {
+                if let Some(worker) = self.workers.get_mut(&id) {
+                    worker.calling = false;
                 }
             }
         }
@@ -609,7 +627,12 @@ impl Admin {
             return false;
         };
         let prepared = prepared.clone();
-        let live = self.count(key, |s| s != WorkerState::Stopping);
+        let live = self.pools.get(key).map_or(0, |pool| {
+            pool.workers
+                .iter()
+                .filter(|id| self.workers.get(id).is_some_and(Worker::holds_slot))
+                .count()
+        });
         if live >= prepared.resources.concurrency as usize {
             return false;
         }
@@ -679,6 +702,7 @@ impl Admin {
                         handle,
                         state: WorkerState::Starting,
                         fresh: true,
+                        calling: false,
                     },
                 );
                 self.pools.entry(key.clone()).or_default().workers.push(id);
@@ -706,17 +730,14 @@ impl Admin {
     }
 
     fn live_workers(&self) -> usize {
-        self.workers
-            .values()
-            .filter(|w| w.state != WorkerState::Stopping)
-            .count()
+        self.workers.values().filter(|w| w.holds_slot()).count()
     }
 
     /// The live Workers, as the slot policy sees them.
     fn slots(&self) -> Vec<Slot<'_>> {
         self.workers
             .iter()
-            .filter(|(_, w)| w.state != WorkerState::Stopping)
+            .filter(|(_, w)| w.holds_slot())
             .map(|(&worker, w)| Slot {
                 project: &w.key.project,
                 worker,
@@ -732,7 +753,7 @@ impl Admin {
     fn held_by(&self, project: &ProjectName) -> usize {
         self.workers
             .values()
-            .filter(|w| w.state != WorkerState::Stopping && &w.key.project == project)
+            .filter(|w| w.holds_slot() && &w.key.project == project)
             .count()
     }
 
@@ -911,6 +932,9 @@ impl Admin {
     /// project of the Worker it came from: the Doee cannot name another.
     /// The Worker waits for the answer; its invocation's timeout bounds it.
     fn on_host_call(&mut self, id: WorkerId, call: HostCall) {
+        if let HostCall::Invoke { doee, input } = call {
+            return self.on_invoke(id, doee, input);
+        }
         let Some(worker) = self.workers.get(&id) else {
             return;
         };
@@ -956,8 +980,49 @@ impl Admin {
                         .map(|value| value.0),
                     Err(err) => Err(Failure::invalid(err)),
                 },
+                HostCall::Invoke { .. } => unreachable!("handled by on_invoke"),
             };
-            handle.send(ToWorker::HostReply(answer.map_err(|f| f.message)));
+            handle.send(ToWorker::HostReply(
+                answer.map(Bytes::from).map_err(|f| f.message),
+            ));
+        });
+    }
+
+    /// A Doee calls another of its project (`ctx.invoke`): the callee is
+    /// resolved to its active version and invoked through the kernel as
+    /// the caller's child, one level deeper, within the caller's deadline.
+    /// The caller's slot is lent to the callee until the answer comes.
+    fn on_invoke(&mut self, id: WorkerId, doee: String, input: Bytes) {
+        let (Some(worker), Some(task)) = (self.workers.get_mut(&id), self.running.get(&id)) else {
+            return;
+        };
+        let handle = worker.handle.clone();
+        let depth = task.trigger.depth().saturating_add(1);
+        if depth > self.config.max_chain_depth {
+            let why = format!(
+                "calling `{doee}` would make a chain {depth} deep, past doer.max_chain_depth ({}): \
+                 do these Doees call each other in a cycle?",
+                self.config.max_chain_depth
+            );
+            return handle.send(ToWorker::HostReply(Err(why)));
+        }
+        let doee = match isms_ipc::DoeeName::new(doee) {
+            Ok(doee) => doee,
+            Err(err) => return handle.send(ToWorker::HostReply(Err(err.to_string()))),
+        };
+        worker.calling = true;
+        let project = worker.key.project.clone();
+        let (parent, deadline) = (task.id, task.deadline);
+        let allowance = self.config.start_timeout;
+        let conn = self.conn.clone();
+        let inputs = self.inputs.clone();
+        tokio::spawn(async move {
+            let answer = call_doee(
+                &conn, project, doee, parent, depth, deadline, input, allowance,
+            )
+            .await;
+            handle.send(ToWorker::HostReply(answer));
+            let _ = inputs.send(Input::CalleeReturned(id));
         });
     }
 
@@ -1293,6 +1358,43 @@ enum Handover {
     SendNow,
     /// It was prefetched: the Worker has it already.
     AlreadySent,
+}
+
+/// Runs `doee`'s active version for a caller's `ctx.invoke`: its output,
+/// or why not, naming the callee's invocation.
+#[allow(clippy::too_many_arguments)]
+async fn call_doee(
+    conn: &Connection,
+    project: ProjectName,
+    doee: isms_ipc::DoeeName,
+    parent: InvocationId,
+    depth: u8,
+    deadline: Deadline,
+    input: Bytes,
+    allowance: Duration,
+) -> Result<Bytes, String> {
+    let resolve = Scope::project(project, deadline.remaining());
+    let target = conn
+        .call(&resolve, resadmin::Resolve { doee: doee.clone() })
+        .await
+        .map_err(|f| format!("cannot call `{doee}`: {}", f.message))?;
+    let id = InvocationId::generate();
+    let (mut scope, invoke) = target.invoke(id, Trigger::Chain { parent, depth }, input, allowance);
+    // The caller's remaining time bounds the callee.
+    scope.deadline = scope.deadline.min(deadline);
+    match conn.call(&scope, invoke).await {
+        Ok(outcome) => match outcome.result {
+            Ok(response) => Ok(response.body),
+            Err(failure) => Err(format!(
+                "`{doee}` failed (invocation {id}): {}",
+                failure.message()
+            )),
+        },
+        Err(failure) => Err(format!(
+            "`{doee}` did not run (invocation {id}): {}",
+            failure.message
+        )),
+    }
 }
 
 fn execute(task: &Task) -> ToWorker {

@@ -280,6 +280,7 @@ static HOST_API: HostApi = HostApi {
     last_error: host_last_error,
     free: host_free,
     secret: host_secret,
+    invoke: host_invoke,
 };
 
 fn cstring(s: &str) -> CString {
@@ -363,7 +364,7 @@ impl Host {
     }
 
     /// Forwards a Doee's request to the platform and waits for the answer.
-    fn host_call(&mut self, call: HostCall) -> Result<String, String> {
+    fn host_call(&mut self, call: HostCall) -> Result<Bytes, String> {
         self.send(&FromWorker::HostCall(call))?;
         loop {
             match recv(&mut self.link)? {
@@ -391,7 +392,7 @@ struct Meta {
 }
 
 impl Meta {
-    const KEYS: [&'static str; 10] = [
+    const KEYS: [&'static str; 11] = [
         "project",
         "doee",
         "version",
@@ -402,6 +403,7 @@ impl Meta {
         "query",
         "topic",
         "scheduled",
+        "parent",
     ];
     /// Keys before this index hold for the Worker's whole life.
     const FIXED: usize = 3;
@@ -445,6 +447,7 @@ impl Meta {
             }
             Trigger::Mqtt { topic } => self.put(8, topic),
             Trigger::Schedule { slot_ms } => self.put(9, &slot_ms.to_string()),
+            Trigger::Chain { parent, .. } => self.put(10, &parent.to_string()),
             Trigger::Cli => {}
         }
     }
@@ -560,12 +563,12 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-fn finish_call(host: &mut Host, result: Result<String, String>, out: *mut *mut c_char) -> c_int {
+fn finish_call(host: &mut Host, result: Result<Bytes, String>, out: *mut *mut c_char) -> c_int {
     match result {
         Ok(value) => {
             if !out.is_null() {
                 // SAFETY: `out` is the Doee's valid out pointer.
-                unsafe { *out = cstring(&value).into_raw() };
+                unsafe { *out = malloc_copy(&value).cast() };
             }
             abi::OK
         }
@@ -646,7 +649,7 @@ unsafe extern "C" fn host_publish(
         topic: topic.to_string(),
         payload,
     });
-    finish_call(host, result.map(|_| String::new()), std::ptr::null_mut())
+    finish_call(host, result, std::ptr::null_mut())
 }
 
 unsafe extern "C" fn host_last_error(ctx: *mut Ctx) -> *const c_char {
@@ -654,9 +657,52 @@ unsafe extern "C" fn host_last_error(ctx: *mut Ctx) -> *const c_char {
     unsafe { host(ctx) }.last_error.as_ptr()
 }
 
-unsafe extern "C" fn host_free(_ctx: *mut Ctx, p: *mut c_void) {
-    if !p.is_null() {
-        // SAFETY: every string the host hands out comes from CString::into_raw.
-        drop(unsafe { CString::from_raw(p.cast()) });
+/// `bytes` in a buffer of the C heap with a NUL after them (text results
+/// are C strings; an invoke's output may hold NULs and comes with its
+/// length), which the Doee releases with `isms_free`.
+fn malloc_copy(bytes: &[u8]) -> *mut u8 {
+    // SAFETY: a fresh allocation of len + 1 bytes, filled before use.
+    unsafe {
+        let p = libc::malloc(bytes.len() + 1).cast::<u8>();
+        if p.is_null() {
+            std::process::abort();
+        }
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+        *p.add(bytes.len()) = 0;
+        p
     }
+}
+
+unsafe extern "C" fn host_free(_ctx: *mut Ctx, p: *mut c_void) {
+    // SAFETY: every buffer the host hands out comes from malloc_copy.
+    unsafe { libc::free(p) };
+}
+
+unsafe extern "C" fn host_invoke(
+    ctx: *mut Ctx,
+    doee: *const c_char,
+    data: *const u8,
+    len: usize,
+    out: *mut *mut u8,
+    out_len: *mut usize,
+) -> c_int {
+    // SAFETY: ABI contract.
+    let (host, doee) = unsafe { (host(ctx), text(doee)) };
+    let input = if len == 0 || data.is_null() {
+        Bytes::new()
+    } else {
+        // SAFETY: ABI contract.
+        Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(data, len) })
+    };
+    let result = host.host_call(HostCall::Invoke {
+        doee: doee.to_string(),
+        input,
+    });
+    let length = result.as_ref().map_or(0, Bytes::len);
+    let code = finish_call(host, result, out.cast());
+    if !out_len.is_null() {
+        // SAFETY: the Doee's valid out pointer.
+        unsafe { *out_len = length };
+    }
+    code
 }

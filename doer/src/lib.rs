@@ -62,6 +62,8 @@ pub struct DoerConfig {
     pub start_timeout: Duration,
     /// Output bytes kept in each invocation's record.
     pub record_output_bytes: usize,
+    /// How deep Doees may call Doees (`ctx.invoke`).
+    pub max_chain_depth: u8,
 }
 
 impl DoerConfig {
@@ -84,6 +86,7 @@ impl DoerConfig {
             max_output_bytes: 16 << 20,
             start_timeout: Duration::from_secs(10),
             record_output_bytes: 64 << 10,
+            max_chain_depth: 8,
         }
     }
 

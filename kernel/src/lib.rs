@@ -345,7 +345,11 @@ impl Kernel {
         let id = self.processes.next_id();
         match queue.push(envelope.project.clone(), envelope.priority, id) {
             Ok(key) => {
-                self.processes.admit(peer, envelope, request, body, key);
+                self.processes
+                    .admit(peer.clone(), envelope, request, body, key);
+                if target == ServiceKind::Doer && origin == ServiceKind::Doer {
+                    return self.dispatch_chained(peer, key, now.instant);
+                }
                 self.dispatch(target, now.instant);
             }
             Err(refused) => {
@@ -479,32 +483,78 @@ impl Kernel {
                 }
                 _ => peer,
             };
-            let counted = remote::is_link(&peer);
-            let Some((request, mut envelope, body)) =
-                self.processes
-                    .run(next.item, &peer, now, next.charge, counted)
-            else {
-                continue;
-            };
-            envelope.id = MessageId(next.item);
-            let header = isms_ipc::Header {
-                envelope,
-                kind: Kind::Request(request),
-            };
-            if let Some(instance) = self.services.instance_mut(&peer) {
-                instance.in_flight += 1;
-            }
-            match header.encode() {
-                Ok(header) => {
-                    // Only the Doer defers what it holds (see take_back).
-                    if target == ServiceKind::Doer {
-                        self.processes
-                            .keep_sent(next.item, [header.clone(), body.clone()]);
-                    }
-                    self.outbox.push((peer, [header, body]));
+            self.send_request(target, peer, next, now);
+        }
+    }
+
+    /// A Doee's call of another (`ctx.invoke`): its caller holds a Worker
+    /// and waits for it, so it goes at once to the caller's own Doer, which
+    /// lends it the waiting Worker's slot, whatever the queues hold —
+    /// behind them it could wait for Workers that all wait for it. (To
+    /// another Doer only if the callee's `[placement]` rules the caller's
+    /// out.)
+    fn dispatch_chained(&mut self, caller: Bytes, key: scheduler::Key, now: Instant) {
+        let Some(next) = self
+            .queues
+            .get_mut(&ServiceKind::Doer)
+            .and_then(|queue| queue.take(key))
+        else {
+            return;
+        };
+        let placement = match self.processes.get_mut(next.item).map(|p| &p.state) {
+            Some(State::Queued { envelope, .. }) => envelope.placement.clone(),
+            _ => return,
+        };
+        let peer = if placement.is_empty() || self.services.matches(&caller, &placement) {
+            caller
+        } else {
+            match self
+                .services
+                .least_loaded_matching(ServiceKind::Doer, &placement)
+            {
+                Some(placed) => placed,
+                None => {
+                    let failure = unplaceable(ServiceKind::Doer, &placement);
+                    return self.fail_queued(next.item, next.charge, failure);
                 }
-                Err(err) => tracing::error!(cause = %err, "cannot encode a header"),
             }
+        };
+        self.send_request(ServiceKind::Doer, peer, next, now);
+    }
+
+    /// Sends a request taken from `target`'s queue to `peer`.
+    fn send_request(
+        &mut self,
+        target: ServiceKind,
+        peer: Bytes,
+        next: scheduler::Dispatched<ProcessId>,
+        now: Instant,
+    ) {
+        let counted = remote::is_link(&peer);
+        let Some((request, mut envelope, body)) =
+            self.processes
+                .run(next.item, &peer, now, next.charge, counted)
+        else {
+            return;
+        };
+        envelope.id = MessageId(next.item);
+        let header = isms_ipc::Header {
+            envelope,
+            kind: Kind::Request(request),
+        };
+        if let Some(instance) = self.services.instance_mut(&peer) {
+            instance.in_flight += 1;
+        }
+        match header.encode() {
+            Ok(header) => {
+                // Only the Doer defers what it holds (see take_back).
+                if target == ServiceKind::Doer {
+                    self.processes
+                        .keep_sent(next.item, [header.clone(), body.clone()]);
+                }
+                self.outbox.push((peer, [header, body]));
+            }
+            Err(err) => tracing::error!(cause = %err, "cannot encode a header"),
         }
     }
 

@@ -204,6 +204,14 @@ impl<T> ReadyQueue<T> {
         self.dispatched(key)
     }
 
+    /// Takes one item, for dispatch out of turn (a chained call).
+    pub fn take(&mut self, key: Key) -> Option<Dispatched<T>> {
+        if !self.tree.remove(&key) {
+            return None;
+        }
+        self.dispatched(key)
+    }
+
     fn dispatched(&mut self, key: Key) -> Option<Dispatched<T>> {
         self.clock = self.clock.max(key.start);
         let entry = self.entries.remove(&key)?;

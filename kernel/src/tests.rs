@@ -239,6 +239,39 @@ fn a_full_service_still_takes_a_newcomers_first_request() {
     assert_eq!(out.len(), 2, "one of each project: {out:?}");
 }
 
+/// A Doee's call of another goes at once to its caller's Doer, full or
+/// not: the caller's Worker waits for it, so behind the queue it could
+/// wait for ever.
+#[test]
+fn a_chained_call_goes_to_its_callers_doer_at_once() {
+    let mut k = setup();
+    register(&mut k, b"doer-b", ServiceKind::Doer, "doer-2", 1);
+    invoke(&mut k, 1, "demo", 60_000);
+    invoke(&mut k, 2, "demo", 60_000);
+    let out = sent(&mut k);
+    assert_eq!(out.len(), 2, "one on each Doer: {out:?}");
+    let caller = out[0].0.clone();
+    invoke(&mut k, 3, "demo", 60_000);
+    assert!(sent(&mut k).is_empty(), "both Doers are full: it waits");
+    send(
+        &mut k,
+        if caller == peer(DOER) {
+            DOER
+        } else {
+            b"doer-b"
+        },
+        Message {
+            envelope: envelope(9, ServiceKind::Doer, Some("demo"), 60_000),
+            body: Body::Request(invoke_request()),
+        },
+    );
+    let out = sent(&mut k);
+    assert!(
+        matches!(&out[..], [(to, Body::Request(_), _)] if *to == caller),
+        "the chained call went to its caller's Doer: {out:?}"
+    );
+}
+
 #[test]
 fn the_origin_is_answered_when_the_deadline_passes() {
     let mut k = setup();

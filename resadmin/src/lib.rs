@@ -373,6 +373,7 @@ impl State {
                 .read_secret(project()?, r.name)
                 .await
                 .map(R::ReadSecret),
+            Request::Resolve(r) => self.resolve(&project()?, &r.doee).await.map(R::Resolve),
             Request::ClaimFiring(r) => self.claim_firing(&project()?, r).await.map(R::ClaimFiring),
             Request::FiringDone(r) => self.firing_done(&project()?, r).await.map(R::FiringDone),
         }

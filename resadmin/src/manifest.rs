@@ -152,6 +152,7 @@ struct RawSchedule {
 struct RawHttp {
     route: String,
     methods: Option<Vec<String>>,
+    pipeline: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +160,7 @@ struct RawHttp {
 struct RawMqtt {
     topic: String,
     reply_topic: Option<String>,
+    pipeline: Option<Vec<String>>,
 }
 
 impl Manifest {
@@ -324,6 +326,7 @@ impl Manifest {
             http.push(HttpTrigger {
                 route: trigger.route,
                 methods,
+                pipeline: parse_pipeline(&format!("triggers.http[{i}]"), trigger.pipeline)?,
             });
         }
         let mut mqtt = Vec::new();
@@ -338,6 +341,7 @@ impl Manifest {
             mqtt.push(MqttTrigger {
                 topic: trigger.topic,
                 reply_topic: trigger.reply_topic,
+                pipeline: parse_pipeline(&format!("triggers.mqtt[{i}]"), trigger.pipeline)?,
             });
         }
         let mut schedule = Vec::new();
@@ -375,6 +379,33 @@ impl Manifest {
             placement,
         })
     }
+}
+
+/// The most stages a pipeline may have.
+pub const MAX_PIPELINE: usize = 8;
+
+/// A trigger's `pipeline`: Doee names, 1 to [`MAX_PIPELINE`] of them.
+fn parse_pipeline(
+    trigger: &str,
+    pipeline: Option<Vec<String>>,
+) -> Result<Vec<DoeeName>, ManifestError> {
+    let Some(names) = pipeline else {
+        return Ok(Vec::new());
+    };
+    if names.is_empty() || names.len() > MAX_PIPELINE {
+        return invalid(format!(
+            "`{trigger}.pipeline` names 1 to {MAX_PIPELINE} Doees of the project (got {})",
+            names.len()
+        ));
+    }
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            DoeeName::new(name)
+                .map_err(|why| ManifestError(format!("`{trigger}.pipeline[{i}]`: {why}")))
+        })
+        .collect()
 }
 
 /// The longest `input` of a schedule.
@@ -687,6 +718,14 @@ catch_up = "none"
             (
                 "name = \"x\"\nlanguage = \"rust\"\n[[triggers.schedule]]\ninput = \"x\"",
                 "needs `cron",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.http]]\nroute = \"/p\"\npipeline = []",
+                "`triggers.http[0].pipeline` names 1 to 8",
+            ),
+            (
+                "name = \"x\"\nlanguage = \"rust\"\n[[triggers.mqtt]]\ntopic = \"x/y\"\npipeline = [\"ok\", \"Not OK\"]",
+                "`triggers.mqtt[0].pipeline[1]`",
             ),
             (
                 "name = \"x\"\nlanguage = \"rust\"\n[[triggers.schedule]]\nevery = \"60s\"\n[[triggers.schedule]]\nevery = \"1m\"",

@@ -3,9 +3,23 @@
 //! of a project from claiming one HTTP route.
 
 use crate::manifest::Manifest;
+use crate::store::ActiveRow;
 use crate::{State, db_failure};
-use isms_ipc::resadmin::{HttpRoute, MqttRoute, RouteTable, ScheduleRoute, Target};
-use isms_ipc::{Failure, FailureKind, ProjectName};
+use isms_ipc::resadmin::{HttpRoute, MqttRoute, RouteTable, ScheduleRoute, Stage, Target};
+use isms_ipc::{DoeeName, Failure, FailureKind, ProjectName};
+use std::collections::HashMap;
+
+/// What invoking an active version takes, from its manifest.
+fn target_of(active: &ActiveRow, manifest: &Manifest) -> Target {
+    Target {
+        project: active.project.clone(),
+        doee: active.doee.clone(),
+        version: active.version,
+        priority: manifest.priority,
+        timeout_ms: manifest.resources.timeout_ms,
+        placement: manifest.placement.clone(),
+    }
+}
 
 impl State {
     pub(crate) async fn routes(&self) -> Result<RouteTable, Failure> {
@@ -13,41 +27,76 @@ impl State {
             topics: self.store.all_topics().await.map_err(db_failure)?,
             ..RouteTable::default()
         };
+        let mut actives = Vec::new();
         for active in self.store.active(None).await.map_err(db_failure)? {
             let Ok(manifest) = serde_json::from_str::<Manifest>(&active.manifest) else {
                 tracing::error!(project = %active.project, doee = %active.doee, "unreadable stored manifest");
                 continue;
             };
-            let target = Target {
-                project: active.project.clone(),
-                doee: active.doee.clone(),
-                version: active.version,
-                priority: manifest.priority,
-                timeout_ms: manifest.resources.timeout_ms,
-                placement: manifest.placement.clone(),
-            };
-            for trigger in manifest.http {
+            actives.push((target_of(&active, &manifest), manifest));
+        }
+        // Pipelines name Doees of their project: their active versions.
+        let targets: HashMap<(&ProjectName, &DoeeName), &Target> = actives
+            .iter()
+            .map(|(target, _)| ((&target.project, &target.doee), target))
+            .collect();
+        let stages = |project: &ProjectName, names: &[DoeeName]| -> Vec<Stage> {
+            names
+                .iter()
+                .map(|doee| Stage {
+                    doee: doee.clone(),
+                    target: targets.get(&(project, doee)).map(|t| (*t).clone()),
+                })
+                .collect()
+        };
+        for (target, manifest) in &actives {
+            for trigger in &manifest.http {
                 table.http.push(HttpRoute {
-                    route: trigger.route,
-                    methods: trigger.methods,
+                    route: trigger.route.clone(),
+                    methods: trigger.methods.clone(),
                     target: target.clone(),
+                    pipeline: stages(&target.project, &trigger.pipeline),
                 });
             }
-            for trigger in manifest.mqtt {
+            for trigger in &manifest.mqtt {
                 table.mqtt.push(MqttRoute {
-                    filter: trigger.topic,
-                    reply_topic: trigger.reply_topic,
+                    filter: trigger.topic.clone(),
+                    reply_topic: trigger.reply_topic.clone(),
                     target: target.clone(),
+                    pipeline: stages(&target.project, &trigger.pipeline),
                 });
             }
-            for trigger in manifest.schedule {
+            for trigger in &manifest.schedule {
                 table.schedules.push(ScheduleRoute {
-                    trigger,
+                    trigger: trigger.clone(),
                     target: target.clone(),
                 });
             }
         }
         Ok(table)
+    }
+
+    /// The active version of a Doee of `project`, for a Doee that calls it.
+    pub(crate) async fn resolve(
+        &self,
+        project: &ProjectName,
+        doee: &DoeeName,
+    ) -> Result<Target, Failure> {
+        let active = self
+            .store
+            .active(Some(project))
+            .await
+            .map_err(db_failure)?
+            .into_iter()
+            .find(|active| &active.doee == doee)
+            .ok_or_else(|| {
+                Failure::not_found(format!(
+                    "project `{project}` has no Doee `{doee}` with a built version"
+                ))
+            })?;
+        let manifest =
+            serde_json::from_str::<Manifest>(&active.manifest).map_err(Failure::internal)?;
+        Ok(target_of(&active, &manifest))
     }
 
     /// Refuses a manifest whose routes another Doee of the project serves.

@@ -165,6 +165,7 @@ impl Model {
                             upper
                         }
                     },
+                    pipeline: Vec::new(),
                 })
                 .collect(),
             mqtt: self
@@ -173,6 +174,7 @@ impl Model {
                 .map(|(topic, reply)| MqttTrigger {
                     topic: topic.clone(),
                     reply_topic: reply.clone(),
+                    pipeline: Vec::new(),
                 })
                 .collect(),
             // Placement has tests of its own below.

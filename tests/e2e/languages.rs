@@ -170,7 +170,7 @@ fn the_c_api_reaches_the_platform() {
     assert_eq!(r.json()["error"], "asked to fail");
 
     // The platform's services answer through the ABI: rows, or a reason.
-    for call in ["sql", "doc", "publish"] {
+    for call in ["sql", "doc", "publish", "invoke"] {
         let r = p.trigger("/capi/c-api", call.as_bytes());
         assert_eq!(r.status, 200, "{call}: {}", r.text());
         let text = r.text();
@@ -181,8 +181,14 @@ fn the_c_api_reaches_the_platform() {
             assert!(reason.trim().len() > 5, "{call}: an empty reason: {text}");
         }
     }
+    let r = p.trigger("/capi/c-api", b"invoke");
+    assert!(
+        r.text().contains("project `capi` has no Doee `nobody`"),
+        "{}",
+        r.text()
+    );
     // And the Worker is still the first one.
-    assert!(get(&p, "/capi/c-api").text().contains("calls=7\n"));
+    assert!(get(&p, "/capi/c-api").text().contains("calls=9\n"));
 
     // A failing initialize fails the invocation with its message.
     let manifest = std::fs::read_to_string(dir.join("doee.toml")).unwrap();

@@ -316,13 +316,17 @@ impl Triggers {
         let trigger = Trigger::Mqtt {
             topic: job.topic.clone(),
         };
-        let (scope, invoke) = route.target.invoke(
+        let ran = crate::pipeline::run(
+            &self.conn,
+            &route.target,
+            &route.pipeline,
             InvocationId::generate(),
             trigger,
             job.payload.clone(),
             self.config.queue_allowance,
-        );
-        match self.conn.call(&scope, invoke).await {
+        )
+        .await;
+        match ran.outcome {
             Ok(outcome) => match outcome.result {
                 Ok(response) => Ok(response.body),
                 Err(failure @ (DoeeFailure::Busy | DoeeFailure::Preempted(_))) => {

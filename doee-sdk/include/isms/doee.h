@@ -73,6 +73,9 @@ typedef struct isms_host_api {
     void (*free)(isms_ctx *ctx, void *p);
     /* Appended: a host whose `size` ends before it has none. */
     int (*secret)(isms_ctx *ctx, const char *name, char **out);
+    /* Appended after `secret`. */
+    int (*invoke)(isms_ctx *ctx, const char *doee, const uint8_t *data, size_t len,
+                  uint8_t **out, size_t *out_len);
 } isms_host_api;
 
 /* What the host hands to every entry point. Treat it as opaque: the host
@@ -166,8 +169,33 @@ static inline int isms_secret(isms_ctx *ctx, const char *name, char **out) {
     return ctx->api->secret(ctx, name, out);
 }
 
-/* Why the last failed isms_sql, isms_doc or isms_publish failed (never
- * NULL; valid until the next such call). */
+/* Whether this platform can invoke Doees (isms_invoke). */
+static inline int isms_can_invoke(isms_ctx *ctx) {
+    return ctx->api->size >= offsetof(isms_host_api, invoke) + sizeof(ctx->api->invoke);
+}
+
+/* Runs another Doee of the project with `len` bytes of input and waits for
+ * it. Returns 0 and sets *out to its output (*out_len bytes, then a NUL;
+ * release it with isms_free), or non-zero with *out NULL and the reason in
+ * isms_last_error(), naming the callee's invocation. The callee is recorded
+ * as this invocation's child; calls nest at most doer.max_chain_depth deep
+ * (8), so a cycle fails there. */
+static inline int isms_invoke(isms_ctx *ctx, const char *doee, const void *data, size_t len,
+                              uint8_t **out, size_t *out_len) {
+    if (out != NULL) {
+        *out = NULL;
+    }
+    if (out_len != NULL) {
+        *out_len = 0;
+    }
+    if (!isms_can_invoke(ctx) || out == NULL || out_len == NULL) {
+        return ISMS_FAILED; /* a platform without it (isms_can_invoke) */
+    }
+    return ctx->api->invoke(ctx, doee, (const uint8_t *)data, len, out, out_len);
+}
+
+/* Why the last failed isms_sql, isms_doc, isms_publish, isms_secret or
+ * isms_invoke failed (never NULL; valid until the next such call). */
 static inline const char *isms_last_error(isms_ctx *ctx) {
     return ctx->api->last_error(ctx);
 }

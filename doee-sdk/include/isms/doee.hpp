@@ -146,6 +146,23 @@ public:
         return take(code, out);
     }
 
+    // Runs another Doee of the project and waits for its output; throws
+    // isms::Error with the callee's failure (naming its invocation).
+    std::string invoke(std::string_view doee, std::string_view input) {
+        if (!isms_can_invoke(raw_)) {
+            throw Error("this platform cannot invoke Doees");
+        }
+        uint8_t *out = nullptr;
+        size_t len = 0;
+        if (isms_invoke(raw_, std::string(doee).c_str(), input.data(), input.size(), &out, &len) !=
+            ISMS_OK) {
+            throw Error(isms_last_error(raw_));
+        }
+        std::string output(reinterpret_cast<const char *>(out), len);
+        isms_free(raw_, out);
+        return output;
+    }
+
     // The C context, for the functions of <isms/doee.h>.
     isms_ctx *raw() const { return raw_; }
 

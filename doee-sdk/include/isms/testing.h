@@ -19,7 +19,8 @@
  * platform's Executor and calls the Doee through the four exported ABI
  * symbols, so the Doee runs exactly the code it runs on the platform.
  * SQL, documents and publishing answer through handlers installed with
- * isms_test_on_sql(), isms_test_on_doc() and isms_test_on_publish();
+ * isms_test_on_sql(), isms_test_on_doc(), isms_test_on_publish() and
+ * isms_test_on_invoke();
  * without one they fail with a clear message.
  *
  * Header-only, C99 or C++11 and later; every function is static inline.
@@ -52,6 +53,11 @@ typedef const char *(*isms_test_doc_fn)(void *user, const char *op, const char *
 /* Answers isms_publish(ctx, topic, data, len): 0 to accept. */
 typedef int (*isms_test_publish_fn)(void *user, const char *topic, const uint8_t *data,
                                     size_t len);
+/* Answers isms_invoke(ctx, doee, data, len, ...): return the callee's output
+ * and set *out_len (the host copies it), or NULL to refuse (set a reason with
+ * isms_test_refuse). */
+typedef const uint8_t *(*isms_test_invoke_fn)(void *user, const char *doee, const uint8_t *data,
+                                              size_t len, size_t *out_len);
 
 typedef struct isms_test_pair {
     char *key;
@@ -84,6 +90,8 @@ typedef struct isms_test {
     isms_test_publish_fn publish;
     void *publish_user;
     isms_test_list secrets;
+    isms_test_invoke_fn invoke;
+    void *invoke_user;
 } isms_test;
 
 static inline char *isms_test_strdup_(const char *s) {
@@ -280,6 +288,35 @@ static inline int isms_test_api_secret_(isms_ctx *ctx, const char *name, char **
     return isms_test_answer_(t, value, out);
 }
 
+static inline int isms_test_api_invoke_(isms_ctx *ctx, const char *doee, const uint8_t *data,
+                                        size_t len, uint8_t **out, size_t *out_len) {
+    isms_test *t = isms_test_host_(ctx);
+    const uint8_t *output;
+    size_t output_len = 0;
+    *out = NULL;
+    *out_len = 0;
+    isms_test_set_last_error_(t, "");
+    if (t->invoke == NULL) {
+        isms_test_set_last_error_(t, "no invoke handler: use isms_test_on_invoke");
+        return ISMS_FAILED;
+    }
+    output = t->invoke(t->invoke_user, doee, data, len, &output_len);
+    if (output == NULL) {
+        if (t->last_error[0] == '\0') {
+            isms_test_set_last_error_(t, "the test's handler refused the call");
+        }
+        return ISMS_FAILED;
+    }
+    *out = (uint8_t *)malloc(output_len + 1);
+    if (*out == NULL) {
+        abort();
+    }
+    memcpy(*out, output, output_len);
+    (*out)[output_len] = 0;
+    *out_len = output_len;
+    return ISMS_OK;
+}
+
 static inline const char *isms_test_api_last_error_(isms_ctx *ctx) {
     isms_test *t = isms_test_host_(ctx);
     return t->last_error ? t->last_error : "";
@@ -307,6 +344,7 @@ static inline const isms_host_api *isms_test_api_(void) {
         isms_test_api_last_error_,
         isms_test_api_free_,
         isms_test_api_secret_,
+        isms_test_api_invoke_,
     };
     return &api;
 }
@@ -352,6 +390,12 @@ static inline void isms_test_on_sql(isms_test *t, isms_test_sql_fn handler, void
 static inline void isms_test_on_doc(isms_test *t, isms_test_doc_fn handler, void *user) {
     t->doc = handler;
     t->doc_user = user;
+}
+
+/* Installs the handler answering isms_invoke. */
+static inline void isms_test_on_invoke(isms_test *t, isms_test_invoke_fn handler, void *user) {
+    t->invoke = handler;
+    t->invoke_user = user;
 }
 
 /* Installs the handler answering isms_publish. */

@@ -151,6 +151,21 @@ pub async fn run(command: DoeeCommand, api: &ApiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// ` → parse | store` for a trigger with a pipeline, else nothing.
+fn pipeline(stages: &serde_json::Value) -> String {
+    let names: Vec<&str> = stages
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str())
+        .collect();
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" → {}", names.join(" | "))
+    }
+}
+
 /// `POST,GET /route, mqtt greenhouse/+/temp, every 30s`.
 fn triggers(triggers: &serde_json::Value) -> String {
     let mut parts = Vec::new();
@@ -162,13 +177,18 @@ fn triggers(triggers: &serde_json::Value) -> String {
             .filter_map(|m| m.as_str())
             .collect();
         parts.push(format!(
-            "{} {}",
+            "{} {}{}",
             methods.join(","),
-            http["route"].as_str().unwrap_or("?")
+            http["route"].as_str().unwrap_or("?"),
+            pipeline(&http["pipeline"])
         ));
     }
     for mqtt in triggers["mqtt"].as_array().into_iter().flatten() {
-        parts.push(format!("mqtt {}", mqtt["topic"].as_str().unwrap_or("?")));
+        parts.push(format!(
+            "mqtt {}{}",
+            mqtt["topic"].as_str().unwrap_or("?"),
+            pipeline(&mqtt["pipeline"])
+        ));
     }
     for schedule in triggers["schedule"].as_array().into_iter().flatten() {
         parts.push(schedule["description"].as_str().unwrap_or("?").to_string());

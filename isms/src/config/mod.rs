@@ -93,6 +93,7 @@ const RANGES: &[(&str, &str, u64, u64)] = &[
     ("doer", "worker_tmp_mb", 1, 65_536),
     ("doer", "max_output_mb", 1, 1024),
     ("doer", "record_output_kb", 0, 16_384),
+    ("doer", "max_chain_depth", 1, 64),
     ("resadmin", "build_timeout_s", 1, 86_400),
     ("resadmin", "token_ttl_hours", 1, 87_600),
     ("resadmin", "records_max_age_hours", 1, 87_600),
@@ -314,6 +315,7 @@ impl Config {
         doer.worker_tmp_mb = self.doer.worker_tmp_mb;
         doer.max_output_bytes = self.doer.max_output_mb << 20;
         doer.record_output_bytes = (self.doer.record_output_kb as usize) << 10;
+        doer.max_chain_depth = self.doer.max_chain_depth;
         // The longest Worker socket path: <data>/doer/workers/<id>/worker.sock.
         check_socket_path(
             &doer

@@ -185,6 +185,8 @@ pub struct DoerSection {
     pub max_output_mb: u32,
     /// Output kept in each invocation's record, KiB.
     pub record_output_kb: u32,
+    /// How deep Doees may call Doees (`ctx.invoke`): a cycle fails there.
+    pub max_chain_depth: u8,
 }
 
 impl Default for DoerSection {
@@ -200,6 +202,7 @@ impl Default for DoerSection {
             worker_tmp_mb: 64,
             max_output_mb: 16,
             record_output_kb: 64,
+            max_chain_depth: 8,
         }
     }
 }

@@ -22,7 +22,7 @@ crate::protocol! {
         trigger: Trigger,
         /// The HTTP body or MQTT payload.
         input: Payload,
-    } -> Outcome, from [CommServer, ControlGate];
+    } -> Outcome, from [CommServer, ControlGate, Doer];
 }
 
 /// What started an invocation.
@@ -44,6 +44,15 @@ pub enum Trigger {
     },
     /// `isms invoke` or the API.
     Cli,
+    /// Another invocation of the project: a Doee's `ctx.invoke`, or the
+    /// stage of a pipeline before this one.
+    Chain {
+        /// The invocation whose call or output started this one (the
+        /// Doee's `meta("parent")`).
+        parent: InvocationId,
+        /// How many invocations lead to this one (1 for a direct call).
+        depth: u8,
+    },
     /// A schedule's firing.
     Schedule {
         /// The moment it was due, ms since the epoch (the Doee's
@@ -53,12 +62,22 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    /// `http`, `mqtt`, `cli` or `schedule`: the Doee's `meta("trigger")`.
+    /// How many invocations lead to this one: 0 unless it is a [`Trigger::Chain`].
+    pub fn depth(&self) -> u8 {
+        match self {
+            Trigger::Chain { depth, .. } => *depth,
+            _ => 0,
+        }
+    }
+
+    /// `http`, `mqtt`, `cli`, `chain` or `schedule`: the Doee's
+    /// `meta("trigger")`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Trigger::Http { .. } => "http",
             Trigger::Mqtt { .. } => "mqtt",
             Trigger::Cli => "cli",
+            Trigger::Chain { .. } => "chain",
             Trigger::Schedule { .. } => "schedule",
         }
     }

@@ -20,7 +20,7 @@ use std::fmt;
 /// 2: a request's header names the request, not only its service.
 /// 3: registrations name their host and labels; links from other hosts.
 /// 4: requests deferred inside a service, and claimed before they start.
-/// 5: schedule triggers.
+/// 5: schedule triggers, chains and pipelines.
 pub const PROTOCOL_VERSION: u8 = 5;
 
 /// What is written on every message's envelope.

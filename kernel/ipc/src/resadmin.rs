@@ -256,6 +256,13 @@ crate::protocol! {
         name: SecretName,
     } -> (), from [ControlGate];
 
+    /// The active version of a Doee of the envelope's project, as a target
+    /// to invoke (a Doee's `ctx.invoke`).
+    Resolve {
+        /// The Doee.
+        doee: DoeeName,
+    } -> Target, from [Doer];
+
     /// Claims the firing of a schedule due at `slot_ms`, durably, before
     /// it runs: of several CommServers, the first to claim a firing runs it
     /// and the others hear `Taken`.
@@ -701,6 +708,11 @@ pub struct HttpTrigger {
     pub route: String,
     /// Allowed methods, upper case.
     pub methods: Vec<String>,
+    /// Doees of the project run in turn instead of this one, each output
+    /// the next one's input; empty: this Doee. (Stored manifests from
+    /// before have none.)
+    #[serde(default)]
+    pub pipeline: Vec<DoeeName>,
 }
 
 /// An MQTT trigger of a manifest.
@@ -710,6 +722,19 @@ pub struct MqttTrigger {
     pub topic: String,
     /// Where the output is published, if anywhere.
     pub reply_topic: Option<String>,
+    /// As [`HttpTrigger::pipeline`].
+    #[serde(default)]
+    pub pipeline: Vec<DoeeName>,
+}
+
+/// One stage of a trigger's pipeline, as routes carry it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// The Doee.
+    pub doee: DoeeName,
+    /// Its active version, if it has one: a pipeline naming a Doee
+    /// without one answers 503 naming it.
+    pub target: Option<Target>,
 }
 
 /// One invocation, as recorded.
@@ -914,8 +939,10 @@ pub struct HttpRoute {
     pub route: String,
     /// Allowed methods, upper case.
     pub methods: Vec<String>,
-    /// What it runs; its project is the first path segment.
+    /// The Doee that declares it; its project is the first path segment.
     pub target: Target,
+    /// What runs instead of `target`, in turn; empty: `target`.
+    pub pipeline: Vec<Stage>,
 }
 
 /// Every active trigger, and where each project may publish and subscribe.
@@ -947,8 +974,10 @@ pub struct MqttRoute {
     pub filter: String,
     /// Where the output is published, if anywhere.
     pub reply_topic: Option<String>,
-    /// What it runs.
+    /// The Doee that declares it.
     pub target: Target,
+    /// What runs instead of `target`, in turn; empty: `target`.
+    pub pipeline: Vec<Stage>,
 }
 
 /// A project's topic namespaces.

@@ -19,8 +19,9 @@ pub enum ToWorker {
     Load(Load),
     /// Run one invocation.
     Execute(Execute),
-    /// The answer to the Worker's last [`HostCall`].
-    HostReply(Result<String, String>),
+    /// The answer to the Worker's last [`HostCall`]: text for most, the
+    /// callee's output for [`HostCall::Invoke`].
+    HostReply(Result<Payload, String>),
     /// Call `terminate` and exit.
     Stop,
 }
@@ -126,6 +127,14 @@ pub enum HostCall {
     Secret {
         /// The secret's name.
         name: String,
+    },
+    /// `ctx.invoke(doee, input)`: runs another Doee of the project and
+    /// waits for its output.
+    Invoke {
+        /// The Doee to run.
+        doee: String,
+        /// Its input.
+        input: Payload,
     },
 }
 

@@ -48,6 +48,9 @@ def execute(ctx, data: bytes):
             ctx.publish("elsewhere/x", b"no")
         except isms.Error as e:
             return f"published; elsewhere: {e}"
+    if word == "invoke":
+        callee, _, data = rest.partition(" ")
+        return b"python got " + ctx.invoke(callee, data)
     if word == "raise":
         raise ValueError("the reading is out of range")
     if word == "exit":

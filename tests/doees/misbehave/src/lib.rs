@@ -72,6 +72,19 @@ impl Doee for Misbehave {
                 }
                 Ok(format!("{} {}", ctx.meta("trigger").unwrap_or("?"), ctx.meta("scheduled").unwrap_or("?")).into_bytes())
             }
+            // A link of a chain: waits `sleep_ms`, calls the Doee named by
+            // `call` (if any) with the input, and wraps what it got in its
+            // own name: `outer(inner(x))`.
+            "chain" => {
+                let sleep_ms: u64 = ctx.param("sleep_ms").unwrap_or("0").parse()?;
+                std::thread::sleep(std::time::Duration::from_millis(sleep_ms));
+                let inner = match ctx.param("call").map(str::to_string) {
+                    Some(callee) => ctx.invoke(&callee, input)?,
+                    None => input.to_vec(),
+                };
+                let name = ctx.meta("doee").unwrap_or("?").to_string();
+                Ok(format!("{name}({})", String::from_utf8_lossy(&inner)).into_bytes())
+            }
             "panic" => panic!("misbehave panics on purpose"),
             "segfault" => {
                 // SAFETY: it is not; that is the point.
