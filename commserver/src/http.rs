@@ -15,9 +15,8 @@ use isms_http::{
 };
 use isms_ipc::connection::Scope;
 use isms_ipc::doer::{Invoke, Trigger};
-use isms_ipc::names::now_ms;
-use isms_ipc::resadmin::{InvocationRecord, InvocationStatus, Record};
-use isms_ipc::{Connection, FailureKind, InvocationId, ProjectName};
+use isms_ipc::resadmin::Record;
+use isms_ipc::{Connection, InvocationId, ProjectName};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,24 +136,7 @@ impl Server {
     /// Control Gate at `/api/v1/invocations/<id>`.
     async fn invoke_async(&self, scope: Scope, project: ProjectName, invoke: Invoke) -> Reply {
         let id = invoke.id;
-        let mut record = InvocationRecord {
-            id,
-            project,
-            doee: invoke.doee.clone(),
-            version: invoke.version,
-            trigger: invoke.trigger.clone(),
-            status: InvocationStatus::Pending,
-            started_ms: now_ms(),
-            duration_us: 0,
-            cold_start: false,
-            http_status: 0,
-            error: None,
-            output: Bytes::new(),
-            output_truncated: false,
-            logs: Vec::new(),
-            instance: String::new(),
-            host: String::new(),
-        };
+        let pending = pipeline::record(project.clone(), &invoke, None);
         // Recorded before it runs, so the result is never older than the
         // pending record: the Doer's record replaces it.
         let recording = Scope::platform(Duration::from_secs(5));
@@ -163,7 +145,7 @@ impl Server {
             .call(
                 &recording,
                 Record {
-                    invocations: vec![record.clone()],
+                    invocations: vec![pending],
                 },
             )
             .await
@@ -179,18 +161,11 @@ impl Server {
             let started = std::time::Instant::now();
             // A Doer records every invocation it runs; one that never
             // reached a Doer is recorded here.
-            let Err(failure) = conn.call(&scope, invoke).await else {
+            let Err(failure) = conn.call(&scope, invoke.clone()).await else {
                 return;
             };
-            record.status = match failure.kind {
-                FailureKind::Busy => InvocationStatus::Busy,
-                FailureKind::Timeout => InvocationStatus::Timeout,
-                _ => InvocationStatus::Unavailable,
-            };
-            record.http_status = failure.kind.http_status();
-            record.duration_us = started.elapsed().as_micros() as u64;
-            record.error = Some(failure.message);
-            let invocations = vec![record];
+            let failed = pipeline::record(project, &invoke, Some((&failure, started.elapsed())));
+            let invocations = vec![failed];
             if let Err(failure) = conn.call(&recording, Record { invocations }).await {
                 tracing::warn!(%id, %failure, "cannot record a failed asynchronous invocation");
             }

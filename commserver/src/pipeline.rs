@@ -4,14 +4,58 @@
 //!
 //! Each stage is an invocation of its own, recorded by the Doer that runs
 //! it; a stage after the first is linked to the one before it
-//! (`Trigger::Chain`). The first failure ends the pipeline and is the
-//! answer, with the failing stage's invocation id.
+//! (`Trigger::Chain`), one level deeper: a stage's place counts towards
+//! `doer.max_chain_depth` for the calls it makes. The first failure ends
+//! the pipeline and is the answer, with the failing stage's invocation id.
+//! An MQTT message whose pipeline failed is run again whole, from the
+//! first stage, like any failed message.
 
 use bytes::Bytes;
-use isms_ipc::doer::{Outcome, Trigger};
-use isms_ipc::resadmin::{Stage, Target};
-use isms_ipc::{Connection, Failure, FailureKind, InvocationId};
+use isms_ipc::doer::{Invoke, Outcome, Trigger};
+use isms_ipc::names::now_ms;
+use isms_ipc::resadmin::{InvocationRecord, InvocationStatus, Record, Stage, Target};
+use isms_ipc::{Connection, Failure, FailureKind, InvocationId, ProjectName};
 use std::time::Duration;
+
+/// The record of an invocation as the CommServer sees it before a Doer
+/// has (a Doer records every invocation it runs): pending, or failed with
+/// `failure` after `took` because no Doer ran it.
+pub fn record(
+    project: ProjectName,
+    invoke: &Invoke,
+    failure: Option<(&Failure, Duration)>,
+) -> InvocationRecord {
+    let mut record = InvocationRecord {
+        id: invoke.id,
+        project,
+        doee: invoke.doee.clone(),
+        version: invoke.version,
+        trigger: invoke.trigger.clone(),
+        status: InvocationStatus::Pending,
+        started_ms: now_ms(),
+        duration_us: 0,
+        cold_start: false,
+        http_status: 0,
+        error: None,
+        output: Bytes::new(),
+        output_truncated: false,
+        logs: Vec::new(),
+        instance: String::new(),
+        host: String::new(),
+    };
+    if let Some((failure, took)) = failure {
+        record.status = match failure.kind {
+            FailureKind::Busy => InvocationStatus::Busy,
+            FailureKind::Timeout => InvocationStatus::Timeout,
+            _ => InvocationStatus::Unavailable,
+        };
+        record.http_status = failure.kind.http_status();
+        record.started_ms = record.started_ms.saturating_sub(took.as_millis() as u64);
+        record.duration_us = took.as_micros() as u64;
+        record.error = Some(failure.message.clone());
+    }
+    record
+}
 
 /// What ran last, and how it ended: the answer.
 pub struct Ran {
@@ -45,14 +89,41 @@ pub async fn run(
     let mut input = input;
     for (depth, stage) in pipeline.iter().enumerate() {
         let Some(target) = &stage.target else {
-            ran.outcome = Err(Failure::new(
+            // Answered with an id of its own, recorded as not run.
+            let failure = Failure::new(
                 FailureKind::Unavailable,
                 format!(
                     "pipeline stage `{}` has no built version in project `{}`",
                     stage.doee, target.project
                 ),
-            ));
-            return ran;
+            );
+            let id = InvocationId::generate();
+            let invoke = Invoke {
+                id,
+                doee: stage.doee.clone(),
+                version: 0,
+                trigger: match depth {
+                    0 => trigger,
+                    _ => Trigger::Chain {
+                        parent: ran.id,
+                        depth: depth as u8,
+                    },
+                },
+                input,
+            };
+            let invocations = vec![record(
+                target.project.clone(),
+                &invoke,
+                Some((&failure, Duration::ZERO)),
+            )];
+            let recording = isms_ipc::Scope::platform(Duration::from_secs(5));
+            if let Err(why) = conn.call(&recording, Record { invocations }).await {
+                tracing::warn!(%id, %why, "cannot record a pipeline stage that did not run");
+            }
+            return Ran {
+                id,
+                outcome: Err(failure),
+            };
         };
         let (id, trigger) = match depth {
             0 => (id, trigger.clone()),

@@ -7,14 +7,17 @@
 //! whether the previous one still runs: then the firing is skipped (and
 //! counted) or waits for it (`overlap = "queue"`, one firing waiting at a
 //! time). After downtime, or a firing later than [`LATE`], the missed
-//! firings follow `catch_up`: the last of them runs once, or none.
+//! firings follow `catch_up`: the last of them runs once, or none. A
+//! firing whose claim could not be made, or whose invocation no Doer took,
+//! does not run: schedules run each firing at most once.
 
+use crate::pipeline;
 use crate::routes::Routes;
 use isms_ipc::connection::Scope;
 use isms_ipc::doer::Trigger;
 use isms_ipc::names::now_ms;
 use isms_ipc::resadmin::{
-    CatchUp, ClaimFiring, Firing, FiringDone, ScheduleRoute, ScheduleTrigger,
+    CatchUp, ClaimFiring, Firing, FiringDone, Record, ScheduleRoute, ScheduleTrigger,
 };
 use isms_ipc::{Connection, InvocationId};
 use isms_schedule::Clock;
@@ -88,7 +91,8 @@ impl Schedule {
             }
         };
         tracing::debug!(project = %target.project, doee = %target.doee, schedule = %self.trigger().when, "schedule armed");
-        // What was missed before this start.
+        // What was missed before this start. (If another CommServer fires
+        // that moment on time, one of the two claims it.)
         let mut last = now_ms();
         if self.trigger().catch_up == CatchUp::Last
             && let Some(slot) = clock.last_at_or_before(last)
@@ -125,6 +129,8 @@ impl Schedule {
     async fn fire(&self, slot: u64, late: bool, stopped: &mut watch::Receiver<bool>) {
         let target = &self.route.target;
         let run = Duration::from_millis(u64::from(target.timeout_ms)) + self.queue_allowance;
+        // Every attempt at this firing claims as one claimant.
+        let id = InvocationId::generate();
         let claim = ClaimFiring {
             doee: target.doee.clone(),
             when: self.trigger().when.clone(),
@@ -132,6 +138,7 @@ impl Schedule {
             late,
             overlap: self.trigger().overlap,
             run_ms: run.as_millis() as u64,
+            claimant: (id.0 >> 64) as u64 ^ id.0 as u64,
         };
         let scope = Scope {
             project: Some(target.project.clone()),
@@ -157,7 +164,7 @@ impl Schedule {
             }
         }
         let (scope, invoke) = target.invoke(
-            InvocationId::generate(),
+            id,
             Trigger::Schedule { slot_ms: slot },
             bytes::Bytes::from(self.trigger().input.clone().into_bytes()),
             self.queue_allowance,
@@ -168,14 +175,26 @@ impl Schedule {
         // moment, and Resadmin skips or queues it while this one runs.
         tokio::spawn(async move {
             let target = &route.target;
-            match conn.call(&scope, invoke).await {
+            let started = std::time::Instant::now();
+            match conn.call(&scope, invoke.clone()).await {
                 Ok(outcome) => {
                     if let Err(failure) = outcome.result {
                         tracing::info!(project = %target.project, doee = %target.doee, failure = %failure.message(), "scheduled invocation failed");
                     }
                 }
+                // A Doer records what it runs; what none ran is recorded here.
                 Err(failure) => {
                     tracing::warn!(project = %target.project, doee = %target.doee, %failure, "scheduled invocation did not run");
+                    let record = pipeline::record(
+                        target.project.clone(),
+                        &invoke,
+                        Some((&failure, started.elapsed())),
+                    );
+                    let recording = Scope::platform(Duration::from_secs(5));
+                    let invocations = vec![record];
+                    if let Err(failure) = conn.call(&recording, Record { invocations }).await {
+                        tracing::warn!(%failure, "cannot record a scheduled invocation that did not run");
+                    }
                 }
             }
             let done = FiringDone {

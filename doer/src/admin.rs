@@ -67,8 +67,8 @@ const RECORD_EVERY: Duration = Duration::from_millis(100);
 pub enum Input {
     /// A version finished preparing.
     Prepared(VersionKey, Result<Prepared, String>),
-    /// A Worker's `ctx.invoke` was answered: it takes its slot back.
-    CalleeReturned(WorkerId),
+    /// A Worker's `ctx.invoke` was answered.
+    CalleeReturned(WorkerId, Result<Bytes, String>),
 }
 
 /// One invocation inside the Doer.
@@ -133,17 +133,9 @@ struct Worker {
     handle: worker::Handle,
     state: WorkerState,
     fresh: bool,
-    /// Waiting for a Doee it called (`ctx.invoke`): meanwhile its slot is
-    /// lent to the callee (it counts against no limit), so Workers that
-    /// all wait for callees cannot leave those callees without one.
+    /// Waiting for a Doee it called (`ctx.invoke`): no task is sent ahead
+    /// to it, which could be the very callee it waits for.
     calling: bool,
-}
-
-impl Worker {
-    /// Whether it holds one of the Doer's slots.
-    fn holds_slot(&self) -> bool {
-        self.state != WorkerState::Stopping && !self.calling
-    }
 }
 
 #[derive(Default)]
@@ -349,9 +341,10 @@ impl Admin {
                     }
                 }
             }
-            Input::CalleeReturned(id) => {
+            Input::CalleeReturned(id, answer) => {
                 if let Some(worker) = self.workers.get_mut(&id) {
                     worker.calling = false;
+                    worker.handle.send(ToWorker::HostReply(answer));
                 }
             }
         }
@@ -363,6 +356,12 @@ impl Admin {
         let key = task.key.clone();
         let id = task.responder.id();
         let queue = self.pending.entry(key.clone()).or_default();
+        // A chained call's caller holds a Worker and waits for it: it goes
+        // first, and may take a Worker past the limits (see spawn_worker).
+        if task.trigger.depth() > 0 {
+            queue.push_front(task);
+            return self.run_pending(&key);
+        }
         if queue.len() >= self.config.queue_per_doee as usize {
             self.fail(task, DoeeFailure::Busy, false, Duration::ZERO);
             return;
@@ -442,18 +441,17 @@ impl Admin {
         let Some(pool) = self.pools.get(key) else {
             return;
         };
-        let busy: Vec<WorkerId> = pool
-            .workers
-            .iter()
-            .copied()
-            .filter(|id| {
-                !self.prefetched.contains_key(id)
-                    && matches!(
-                        self.workers.get(id).map(|w| w.state),
-                        Some(WorkerState::Busy { .. })
-                    )
-            })
-            .collect();
+        let busy: Vec<WorkerId> =
+            pool.workers
+                .iter()
+                .copied()
+                .filter(|id| {
+                    !self.prefetched.contains_key(id)
+                        && self.workers.get(id).is_some_and(|w| {
+                            matches!(w.state, WorkerState::Busy { .. }) && !w.calling
+                        })
+                })
+                .collect();
         for id in busy {
             let Some(task) = self.pop_open(key) else {
                 return;
@@ -492,10 +490,13 @@ impl Admin {
         let room = self.pools.get(key).map_or(0, |pool| {
             pool.workers
                 .iter()
-                .filter(|id| match self.workers.get(id).map(|w| w.state) {
-                    Some(WorkerState::Idle(_) | WorkerState::Starting) => true,
-                    Some(WorkerState::Busy { .. }) => !self.prefetched.contains_key(id),
-                    _ => false,
+                .filter(|id| match self.workers.get(id) {
+                    Some(w) => match w.state {
+                        WorkerState::Idle(_) | WorkerState::Starting => true,
+                        WorkerState::Busy { .. } => !w.calling && !self.prefetched.contains_key(id),
+                        WorkerState::Stopping => false,
+                    },
+                    None => false,
                 })
                 .count()
         });
@@ -627,12 +628,20 @@ impl Admin {
             return false;
         };
         let prepared = prepared.clone();
-        let live = self.pools.get(key).map_or(0, |pool| {
-            pool.workers
-                .iter()
-                .filter(|id| self.workers.get(id).is_some_and(Worker::holds_slot))
-                .count()
-        });
+        // A chained call gets a Worker whatever the limits: its caller (and
+        // any caller of that one) holds a slot and waits for it, so limits
+        // reached by waiting callers would hold it for ever. It costs one
+        // Worker per link of a chain, at most doer.max_chain_depth.
+        let chained = want == Want::Task
+            && self
+                .pending
+                .get(key)
+                .and_then(VecDeque::front)
+                .is_some_and(|task| task.trigger.depth() > 0);
+        let live = self.count(key, |s| s != WorkerState::Stopping);
+        if chained {
+            return self.start_worker(key, &prepared);
+        }
         if live >= prepared.resources.concurrency as usize {
             return false;
         }
@@ -645,6 +654,11 @@ impl Admin {
             }
             return false;
         }
+        self.start_worker(key, &prepared)
+    }
+
+    /// Starts a Worker for `key`, limits aside.
+    fn start_worker(&mut self, key: &VersionKey, prepared: &Prepared) -> bool {
         self.next_worker += 1;
         let id = self.next_worker;
         let cgroup = match &self.cgroups {
@@ -730,14 +744,17 @@ impl Admin {
     }
 
     fn live_workers(&self) -> usize {
-        self.workers.values().filter(|w| w.holds_slot()).count()
+        self.workers
+            .values()
+            .filter(|w| w.state != WorkerState::Stopping)
+            .count()
     }
 
     /// The live Workers, as the slot policy sees them.
     fn slots(&self) -> Vec<Slot<'_>> {
         self.workers
             .iter()
-            .filter(|(_, w)| w.holds_slot())
+            .filter(|(_, w)| w.state != WorkerState::Stopping)
             .map(|(&worker, w)| Slot {
                 project: &w.key.project,
                 worker,
@@ -753,7 +770,7 @@ impl Admin {
     fn held_by(&self, project: &ProjectName) -> usize {
         self.workers
             .values()
-            .filter(|w| w.holds_slot() && &w.key.project == project)
+            .filter(|w| w.state != WorkerState::Stopping && &w.key.project == project)
             .count()
     }
 
@@ -886,7 +903,12 @@ impl Admin {
             return self.requeue(task);
         };
         let started = Instant::now();
-        let deadline = started + Duration::from_millis(u64::from(prepared.resources.timeout_ms));
+        let mut deadline =
+            started + Duration::from_millis(u64::from(prepared.resources.timeout_ms));
+        if task.trigger.depth() > 0 {
+            // Past its caller's deadline nobody waits for a callee.
+            deadline = deadline.min(started + task.deadline.remaining());
+        }
         worker.state = WorkerState::Busy {
             started,
             deadline,
@@ -993,10 +1015,16 @@ impl Admin {
     /// the caller's child, one level deeper, within the caller's deadline.
     /// The caller's slot is lent to the callee until the answer comes.
     fn on_invoke(&mut self, id: WorkerId, doee: String, input: Bytes) {
-        let (Some(worker), Some(task)) = (self.workers.get_mut(&id), self.running.get(&id)) else {
+        let Some(worker) = self.workers.get_mut(&id) else {
             return;
         };
         let handle = worker.handle.clone();
+        let (Some(task), WorkerState::Busy { deadline, .. }) =
+            (self.running.get(&id), worker.state)
+        else {
+            let why = "ctx.invoke works only while an invocation runs, not in initialize";
+            return handle.send(ToWorker::HostReply(Err(why.into())));
+        };
         let depth = task.trigger.depth().saturating_add(1);
         if depth > self.config.max_chain_depth {
             let why = format!(
@@ -1012,7 +1040,10 @@ impl Admin {
         };
         worker.calling = true;
         let project = worker.key.project.clone();
-        let (parent, deadline) = (task.id, task.deadline);
+        // When the caller's Worker is stopped, nobody waits for the callee.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let deadline = task.deadline.min(Deadline::after(left));
+        let parent = task.id;
         let allowance = self.config.start_timeout;
         let conn = self.conn.clone();
         let inputs = self.inputs.clone();
@@ -1021,8 +1052,7 @@ impl Admin {
                 &conn, project, doee, parent, depth, deadline, input, allowance,
             )
             .await;
-            handle.send(ToWorker::HostReply(answer));
-            let _ = inputs.send(Input::CalleeReturned(id));
+            let _ = inputs.send(Input::CalleeReturned(id, answer));
         });
     }
 

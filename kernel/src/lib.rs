@@ -330,6 +330,23 @@ impl Kernel {
         let RawMessage { header, body } = raw;
         let mut envelope = header.envelope;
         envelope.origin = origin;
+        // A chained call from another host's Doer lives no longer than the
+        // invocations the kernel handed it for the project, so it cannot
+        // keep a hold on the project's data by calling itself.
+        if origin == ServiceKind::Doer && target == ServiceKind::Doer && remote::is_link(&peer) {
+            let latest = envelope
+                .project
+                .as_ref()
+                .and_then(|project| self.processes.latest_due_running(&peer, project));
+            let Some(latest) = latest else {
+                let refused = Failure::new(
+                    FailureKind::Forbidden,
+                    "a Doer on another host may call a Doee only while it runs an invocation of its project",
+                );
+                return self.answer(&peer, envelope.id, target, Err(refused));
+            };
+            envelope.deadline = envelope.deadline.min(isms_ipc::Deadline(latest));
+        }
         if target.serves_projects_only() && envelope.project.is_none() {
             let refused =
                 Failure::invalid(format!("a request for the {target} must act for a project"));
@@ -507,6 +524,10 @@ impl Kernel {
         };
         let peer = if placement.is_empty() || self.services.matches(&caller, &placement) {
             caller
+        } else if remote::is_link(&caller) {
+            // Another host's Doer sends work nowhere but to itself.
+            let failure = unplaceable(ServiceKind::Doer, &placement);
+            return self.fail_queued(next.item, next.charge, failure);
         } else {
             match self
                 .services

@@ -314,6 +314,19 @@ impl ProcessTable {
         self.held.contains_key(&(peer.clone(), project.clone()))
     }
 
+    /// The latest deadline of the requests `peer` runs for `project`.
+    pub fn latest_due_running(&self, peer: &Bytes, project: &ProjectName) -> Option<u64> {
+        self.records
+            .values()
+            .filter_map(|p| match &p.state {
+                State::Running {
+                    peer: on, charge, ..
+                } if on == peer && charge.project() == Some(project) => Some(p.due_ms),
+                _ => None,
+            })
+            .max()
+    }
+
     /// How many requests are in the system.
     pub fn len(&self) -> usize {
         self.records.len()

@@ -204,16 +204,21 @@ impl<T> ReadyQueue<T> {
         self.dispatched(key)
     }
 
-    /// Takes one item, for dispatch out of turn (a chained call).
+    /// Takes one item, for dispatch out of turn (a chained call). The
+    /// queue's clock stays: the item's start says nothing of the others'.
     pub fn take(&mut self, key: Key) -> Option<Dispatched<T>> {
         if !self.tree.remove(&key) {
             return None;
         }
-        self.dispatched(key)
+        self.entry_out(key)
     }
 
     fn dispatched(&mut self, key: Key) -> Option<Dispatched<T>> {
         self.clock = self.clock.max(key.start);
+        self.entry_out(key)
+    }
+
+    fn entry_out(&mut self, key: Key) -> Option<Dispatched<T>> {
         let entry = self.entries.remove(&key)?;
         if let Some(state) = self.projects.get_mut(&entry.charge.project) {
             state.queued.remove(&key);

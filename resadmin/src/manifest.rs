@@ -416,14 +416,17 @@ fn parse_schedule(i: usize, raw: RawSchedule) -> Result<ScheduleTrigger, Manifes
     let when = match (raw.cron, raw.every) {
         (Some(expression), None) => {
             let timezone = raw.timezone.unwrap_or_else(|| "UTC".to_string());
-            isms_schedule::check_cron(&expression, &timezone).map_err(|fault| match fault {
-                isms_schedule::CronFault::Expression(why) => {
-                    ManifestError(format!("{} \"{expression}\": {why}", field("cron")))
-                }
-                isms_schedule::CronFault::Timezone(why) => {
-                    ManifestError(format!("{}: {why}", field("timezone")))
-                }
-            })?;
+            let now = isms_ipc::names::now_ms();
+            isms_schedule::check_cron(&expression, &timezone, now).map_err(
+                |fault| match fault {
+                    isms_schedule::CronFault::Expression(why) => {
+                        ManifestError(format!("{} \"{expression}\": {why}", field("cron")))
+                    }
+                    isms_schedule::CronFault::Timezone(why) => {
+                        ManifestError(format!("{}: {why}", field("timezone")))
+                    }
+                },
+            )?;
             When::Cron {
                 expression,
                 timezone,

@@ -30,23 +30,47 @@ fn timing_key(when: &When) -> String {
 
 impl Store {
     /// Claims `claim`'s firing (see [`ClaimFiring`]). The claim is on disk
-    /// before the answer: a power cut after it cannot run the firing twice.
+    /// before the answer (state.db otherwise syncs at checkpoints): a power
+    /// cut after it cannot run the firing twice.
     pub async fn claim_firing(
         &self,
         project: &ProjectName,
         claim: &ClaimFiring,
         now: u64,
     ) -> StoreResult<Firing> {
-        let mut conn = self.pool.acquire().await?;
-        // state.db syncs at checkpoints; this commit must not wait for one.
-        sqlx::query("PRAGMA synchronous = FULL")
-            .execute(&mut *conn)
-            .await?;
-        let outcome = claim_on(&mut conn, project, claim, now).await;
-        sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut *conn)
-            .await?;
-        outcome
+        let mut conn = self.durable.acquire().await?;
+        match claim_on(&mut conn, project, claim, now).await {
+            // The Doee is gone (deleted since the CommServer loaded it).
+            Err(sqlx::Error::Database(err)) if err.is_foreign_key_violation() => Ok(Firing::Taken),
+            outcome => outcome,
+        }
+    }
+
+    /// Forgets the schedules of `doee` that its manifest, now active, no
+    /// longer has: one that comes back later (a rollback) starts afresh
+    /// rather than catching up a firing from when it was not active.
+    pub async fn keep_schedules(
+        &self,
+        project: &ProjectName,
+        doee: &DoeeName,
+        kept: &[When],
+    ) -> StoreResult<()> {
+        let kept: Vec<String> = kept.iter().map(timing_key).collect();
+        let stored: Vec<String> =
+            sqlx::query_scalar("SELECT timing FROM schedules WHERE project = ? AND doee = ?")
+                .bind(project.as_str())
+                .bind(doee.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        for timing in stored.into_iter().filter(|t| !kept.contains(t)) {
+            sqlx::query("DELETE FROM schedules WHERE project = ? AND doee = ? AND timing = ?")
+                .bind(project.as_str())
+                .bind(doee.as_str())
+                .bind(timing)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Marks the firing claimed for `slot_ms` as ended.
@@ -109,7 +133,7 @@ async fn claim_on(
     // not both read the row as unclaimed.
     let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
     let row = sqlx::query(
-        "SELECT last_ms, running_until_ms FROM schedules \
+        "SELECT last_ms, running_until_ms, claimant, running_ms FROM schedules \
          WHERE project = ? AND doee = ? AND timing = ?",
     )
     .bind(project.as_str())
@@ -128,13 +152,14 @@ async fn claim_on(
                 (Firing::Run, Some(claim.slot_ms as i64), running_until)
             };
             sqlx::query(
-                "INSERT INTO schedules (project, doee, timing, last_ms, fired_ms, running_ms, running_until_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO schedules (project, doee, timing, last_ms, claimant, fired_ms, running_ms, running_until_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(project.as_str())
             .bind(claim.doee.as_str())
             .bind(&key)
             .bind(claim.slot_ms as i64)
+            .bind(claim.claimant as i64)
             .bind(fired)
             .bind(claim.slot_ms as i64)
             .bind(until)
@@ -145,7 +170,12 @@ async fn claim_on(
         Some(row) => {
             let last = row.get::<i64, _>(0) as u64;
             let busy = row.get::<i64, _>(1) as u64 > now;
+            // The same claimant asking again (its answer was lost) has it.
+            let again = row.get::<i64, _>(2) as u64 == claim.claimant
+                && row.get::<i64, _>(3) as u64 == claim.slot_ms
+                && claim.slot_ms == last;
             match (claim.slot_ms <= last, busy, claim.overlap) {
+                (true, _, _) if again => Firing::Run,
                 (true, _, _) => Firing::Taken,
                 (false, true, Overlap::Queue) => Firing::Wait,
                 (false, true, Overlap::Skip) => {
@@ -163,14 +193,15 @@ async fn claim_on(
                 }
                 (false, false, _) => {
                     sqlx::query(
-                        "UPDATE schedules SET last_ms = ?1, fired_ms = ?1, running_ms = ?1, running_until_ms = ?2 \
-                         WHERE project = ?3 AND doee = ?4 AND timing = ?5",
+                        "UPDATE schedules SET last_ms = ?1, fired_ms = ?1, running_ms = ?1, running_until_ms = ?2, \
+                         claimant = ?6 WHERE project = ?3 AND doee = ?4 AND timing = ?5",
                     )
                     .bind(claim.slot_ms as i64)
                     .bind(running_until)
                     .bind(project.as_str())
                     .bind(claim.doee.as_str())
                     .bind(&key)
+                    .bind(claim.claimant as i64)
                     .execute(&mut *tx)
                     .await?;
                     Firing::Run
@@ -266,7 +297,13 @@ mod tests {
             late,
             overlap,
             run_ms: 5000,
+            claimant: 1,
         }
+    }
+
+    /// A claim from another CommServer, or another attempt.
+    fn by(claimant: u64, claim: ClaimFiring) -> ClaimFiring {
+        ClaimFiring { claimant, ..claim }
     }
 
     #[tokio::test]
@@ -278,22 +315,28 @@ mod tests {
             Firing::Run
         );
         assert_eq!(
-            store.claim_firing(&project, &first, 1001).await.unwrap(),
+            store
+                .claim_firing(&project, &by(2, first.clone()), 1001)
+                .await
+                .unwrap(),
             Firing::Taken,
             "a second CommServer asking for the same moment"
+        );
+        assert_eq!(
+            store.claim_firing(&project, &first, 1002).await.unwrap(),
+            Firing::Run,
+            "the first asking again, its answer lost"
         );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn of_claims_at_once_one_runs() {
         let (store, project, _) = store_with_doee("race").await;
-        let claims = (0..8).map(|_| {
+        let claims = (0..8).map(|claimant| {
             let (store, project) = (store.clone(), project.clone());
             tokio::spawn(async move {
-                store
-                    .claim_firing(&project, &claim(1000, false, Overlap::Skip), 1000)
-                    .await
-                    .unwrap()
+                let claim = by(claimant + 10, claim(1000, false, Overlap::Skip));
+                store.claim_firing(&project, &claim, 1000).await.unwrap()
             })
         });
         let mut runs = 0;
@@ -382,11 +425,56 @@ mod tests {
             .unwrap();
         assert_eq!(
             store
-                .claim_firing(&project, &claim(9000, true, Overlap::Skip), 9600)
+                .claim_firing(&project, &by(2, claim(9000, true, Overlap::Skip)), 9600)
                 .await
                 .unwrap(),
             Firing::Taken,
             "once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_schedule_no_longer_active_is_forgotten() {
+        let (store, project, doee) = store_with_doee("forget").await;
+        store
+            .claim_firing(&project, &claim(1000, false, Overlap::Skip), 1000)
+            .await
+            .unwrap();
+        store
+            .keep_schedules(&project, &doee, &[When::Every { ms: 1000 }])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.schedule_states(&project, &doee).await.unwrap().len(),
+            1
+        );
+        store
+            .keep_schedules(&project, &doee, &[When::Every { ms: 2000 }])
+            .await
+            .unwrap();
+        assert!(
+            store
+                .schedule_states(&project, &doee)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Back again, it is new: it missed nothing.
+        assert_eq!(
+            store
+                .claim_firing(&project, &claim(9000, true, Overlap::Skip), 9500)
+                .await
+                .unwrap(),
+            Firing::Taken
+        );
+        // And a claim for a Doee deleted since is simply not to run.
+        let gone = ClaimFiring {
+            doee: DoeeName::new("gone").unwrap(),
+            ..claim(1000, false, Overlap::Skip)
+        };
+        assert_eq!(
+            store.claim_firing(&project, &gone, 1000).await.unwrap(),
+            Firing::Taken
         );
     }
 

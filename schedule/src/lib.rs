@@ -18,7 +18,7 @@ use std::time::Duration;
 /// The shortest period of `every`.
 pub const MIN_EVERY: Duration = Duration::from_secs(1);
 
-/// The longest period of `every`: a year and a day.
+/// The longest period of `every`: 366 days (`8784h`).
 pub const MAX_EVERY: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// A schedule's timing, parsed: what computes its moments.
@@ -102,8 +102,9 @@ fn parse_cron(expression: &str) -> Result<Cron, String> {
         .map_err(|err| err.to_string())
 }
 
-/// An IANA time zone name, from the system's database or the copy the
-/// platform carries.
+/// An IANA time zone name, from the copy of the database the platform
+/// carries (the same on every host, so every CommServer computes the same
+/// moments).
 fn parse_timezone(name: &str) -> Result<TimeZone, String> {
     TimeZone::get(name).map_err(|_| {
         format!("\"{name}\" is not a time zone (use an IANA name such as UTC or Europe/Berlin)")
@@ -127,10 +128,22 @@ pub fn parse_every(text: &str) -> Result<u64, String> {
 }
 
 /// Checks a cron expression and its time zone, so a manifest can be
-/// refused naming what is wrong.
-pub fn check_cron(expression: &str, timezone: &str) -> Result<(), CronFault> {
-    parse_cron(expression).map_err(CronFault::Expression)?;
-    parse_timezone(timezone).map_err(CronFault::Timezone)?;
+/// refused naming what is wrong: also one that matches no moment after
+/// `now_ms` (the 30th of February), which would never fire.
+pub fn check_cron(expression: &str, timezone: &str, now_ms: u64) -> Result<(), CronFault> {
+    let cron = parse_cron(expression).map_err(CronFault::Expression)?;
+    let zone = parse_timezone(timezone).map_err(CronFault::Timezone)?;
+    let clock = Clock {
+        kind: Kind::Cron {
+            cron: Box::new(cron),
+            zone,
+        },
+    };
+    if clock.next_after(now_ms).is_none() {
+        return Err(CronFault::Expression(
+            "matches no moment from now on, so it would never fire".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -219,6 +232,8 @@ mod tests {
         assert_eq!(clock.next_after(90_000), Some(120_000));
         assert_eq!(clock.last_at_or_before(89_999), Some(60_000));
         assert_eq!(parse_every("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_every("8784h"), Ok(MAX_EVERY.as_millis() as u64));
+        assert!(parse_every("8785h").unwrap_err().contains("between"));
         assert!(parse_every("500ms").unwrap_err().contains("between"));
         assert!(parse_every("soon").unwrap_err().contains("not a period"));
         assert!(parse_every("-5s").is_err());
@@ -226,19 +241,49 @@ mod tests {
 
     #[test]
     fn faults_say_which_part() {
+        let now = ms("2026-12-05T13:00:00Z");
         assert!(matches!(
-            check_cron("*/5 * * *", "UTC"),
+            check_cron("*/5 * * *", "UTC", now),
             Err(CronFault::Expression(why)) if why.contains("4 fields")
         ));
         assert!(matches!(
-            check_cron("61 * * * *", "UTC"),
+            check_cron("61 * * * *", "UTC", now),
             Err(CronFault::Expression(_))
         ));
         assert!(matches!(
-            check_cron("* * * * *", "Mars/Olympus"),
+            check_cron("* * * * *", "Mars/Olympus", now),
             Err(CronFault::Timezone(why)) if why.contains("Mars/Olympus")
         ));
-        assert_eq!(check_cron("0 0 * * MON-FRI", "America/New_York"), Ok(()));
+        assert!(matches!(
+            check_cron("0 0 30 2 *", "UTC", now),
+            Err(CronFault::Expression(why)) if why.contains("never fire")
+        ));
+        assert_eq!(
+            check_cron("0 0 * * MON-FRI", "America/New_York", now),
+            Ok(())
+        );
+    }
+
+    /// Berlin's clocks go forward at 02:00 on 2026-03-29 and back at 03:00
+    /// on 2026-10-25: a daily 02:30 has no moment on the first day and one
+    /// (the first 02:30) on the second.
+    #[test]
+    fn daylight_saving_skips_the_missing_hour_and_fires_once_in_the_repeated_one() {
+        let clock = cron("30 2 * * *", "Europe/Berlin");
+        let spring: Vec<u64> = ["2026-03-28T00:00:00Z", "2026-03-29T00:00:00Z"]
+            .iter()
+            .map(|from| clock.next_after(ms(from)).unwrap())
+            .collect();
+        assert_eq!(spring[0], ms("2026-03-28T01:30:00Z"));
+        assert_ne!(
+            spring[1],
+            ms("2026-03-29T00:30:00Z"),
+            "02:30 does not exist that day"
+        );
+        let autumn = clock.next_after(ms("2026-10-24T23:00:00Z")).unwrap();
+        assert_eq!(autumn, ms("2026-10-25T00:30:00Z"));
+        let after = clock.next_after(autumn).unwrap();
+        assert!(after >= ms("2026-10-26T00:00:00Z"), "once: {after}");
     }
 
     #[test]

@@ -217,4 +217,34 @@ fn a_chain_completes_when_every_worker_is_busy() {
             "call {i}"
         );
     }
+
+    // A Doee of one Worker calling itself, twice at once: each callee
+    // gets a Worker of its own, none waits behind its own caller.
+    p.deploy_misbehave_with(
+        "busy",
+        "count",
+        "chain",
+        "recurse = \"yes\"\n",
+        "[resources]\ntimeout_ms = 20000\nconcurrency = 1\n",
+    );
+    let answers: Vec<_> = std::thread::scope(|scope| {
+        let calls: Vec<_> = ["2", "3"]
+            .into_iter()
+            .map(|n| {
+                let p = &p;
+                scope.spawn(move || p.trigger("/busy/count", n.as_bytes()))
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert_eq!(
+        answers
+            .iter()
+            .map(|r| (r.status, r.text()))
+            .collect::<Vec<_>>(),
+        [
+            (200, "count(count(count(0)))".to_string()),
+            (200, "count(count(count(count(0))))".to_string())
+        ]
+    );
 }

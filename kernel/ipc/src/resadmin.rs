@@ -282,6 +282,9 @@ crate::protocol! {
         /// How long this firing may run: past it the schedule counts as
         /// idle again even if nobody said it ended.
         run_ms: u64,
+        /// Random, the same for every attempt at this firing: an attempt
+        /// whose answer was lost, asking again, is answered `Run` again.
+        claimant: u64,
     } -> Firing, from [CommServer];
 
     /// The firing claimed for `slot_ms` ended.

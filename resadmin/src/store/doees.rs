@@ -120,7 +120,21 @@ impl Store {
             .bind(doee.as_str())
             .execute(&self.pool)
             .await?;
-        Ok(())
+        let manifest: Option<String> = sqlx::query_scalar(
+            "SELECT manifest FROM versions WHERE project = ? AND doee = ? AND version = ?",
+        )
+        .bind(project.as_str())
+        .bind(doee.as_str())
+        .bind(version as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Ok(manifest) =
+            serde_json::from_str::<Manifest>(manifest.as_deref().unwrap_or_default())
+        else {
+            return Err(decode_err("manifest"));
+        };
+        let timings: Vec<_> = manifest.schedule.into_iter().map(|s| s.when).collect();
+        self.keep_schedules(project, doee, &timings).await
     }
 
     /// Marks builds that were interrupted (the service stopped mid-build) as failed.

@@ -108,6 +108,7 @@ ALTER TABLE versions ADD COLUMN deployed_by TEXT NOT NULL DEFAULT '';
         doee             TEXT NOT NULL,
         timing           TEXT NOT NULL,
         last_ms          INTEGER NOT NULL,
+        claimant         INTEGER NOT NULL DEFAULT 0,
         fired_ms         INTEGER,
         running_ms       INTEGER NOT NULL DEFAULT 0,
         running_until_ms INTEGER NOT NULL DEFAULT 0,
@@ -124,6 +125,9 @@ pub type StoreResult<T> = Result<T, sqlx::Error>;
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: SqlitePool,
+    /// The same file, on a connection whose every commit is on disk
+    /// before it returns: for schedules' claims (see crate::schedules).
+    pub(crate) durable: SqlitePool,
     /// Invocation records and log lines, in their own file.
     pub records: Records,
 }
@@ -152,6 +156,13 @@ impl Store {
             .connect_with(options.clone())
             .await?;
         migrate(&pool, MIGRATIONS).await?;
+        let durable = isms_sqlite::pool_options(1, Some(Duration::from_secs(60)))
+            .connect_with(isms_sqlite::connect_options(
+                &state,
+                isms_sqlite::Durability::EveryCommit,
+                Duration::from_secs(5),
+            ))
+            .await?;
         let records_path = dir.join("records.db");
         let records = Records::open(&records_path).await?;
         // On a connection of its own: the move attaches the records file.
@@ -164,7 +175,11 @@ impl Store {
                 "moved invocation records and log lines to records.db"
             );
         }
-        Ok(Store { pool, records })
+        Ok(Store {
+            pool,
+            durable,
+            records,
+        })
     }
 
     /// Forgets invocations and log lines older than `max_age_ms` or beyond

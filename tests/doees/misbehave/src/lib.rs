@@ -74,15 +74,20 @@ impl Doee for Misbehave {
             }
             // A link of a chain: waits `sleep_ms`, calls the Doee named by
             // `call` (if any) with the input, and wraps what it got in its
-            // own name: `outer(inner(x))`.
+            // own name: `outer(inner(x))`. With `recurse`, an input `n > 0`
+            // calls itself with `n - 1`.
             "chain" => {
                 let sleep_ms: u64 = ctx.param("sleep_ms").unwrap_or("0").parse()?;
                 std::thread::sleep(std::time::Duration::from_millis(sleep_ms));
-                let inner = match ctx.param("call").map(str::to_string) {
-                    Some(callee) => ctx.invoke(&callee, input)?,
-                    None => input.to_vec(),
-                };
                 let name = ctx.meta("doee").unwrap_or("?").to_string();
+                let text = String::from_utf8_lossy(input).to_string();
+                let inner = match (ctx.param("call").map(str::to_string), text.parse::<u32>()) {
+                    (Some(callee), _) => ctx.invoke(&callee, input)?,
+                    (None, Ok(n)) if n > 0 && ctx.param("recurse").is_some() => {
+                        ctx.invoke(&name, (n - 1).to_string().as_bytes())?
+                    }
+                    _ => input.to_vec(),
+                };
                 Ok(format!("{name}({})", String::from_utf8_lossy(&inner)).into_bytes())
             }
             "panic" => panic!("misbehave panics on purpose"),
