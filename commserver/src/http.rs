@@ -11,7 +11,8 @@ use hyper::body::Incoming as Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use isms_http::{
-    HttpError, Reply, invocation_error, invocation_reply, read_body, set_invocation_header,
+    HttpError, MaybeStreamed, Reply, invocation_error, invocation_reply, invocation_stream,
+    read_body, set_invocation_header, wants_events,
 };
 use isms_ipc::connection::Scope;
 use isms_ipc::doer::{Invoke, Trigger};
@@ -42,14 +43,25 @@ fn error(status: StatusCode, message: &str) -> Reply {
     HttpError(status, message.to_string()).reply()
 }
 
-impl isms_http::Handler for Server {
-    type Body = Full<Bytes>;
+/// The answer to a HEAD request: the headers alone.
+fn without_body(mut reply: Reply) -> Reply {
+    *reply.body_mut() = Full::new(Bytes::new());
+    reply
+}
 
-    async fn handle(&self, request: Request<Body>) -> Reply {
+/// A reply in memory, as the trigger port's body.
+fn left(reply: Reply) -> Response<MaybeStreamed> {
+    reply.map(MaybeStreamed::Full)
+}
+
+impl isms_http::Handler for Server {
+    type Body = MaybeStreamed;
+
+    async fn handle(&self, request: Request<Body>) -> Response<MaybeStreamed> {
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or("").to_string();
         let Some((project, route)) = split_path(&path) else {
-            return error(StatusCode::NOT_FOUND, "use /<project>/<route>");
+            return left(error(StatusCode::NOT_FOUND, "use /<project>/<route>"));
         };
         let mut lookup = self.routes.find(project, route);
         if matches!(lookup, Lookup::Missing)
@@ -63,20 +75,21 @@ impl isms_http::Handler for Server {
         let found = match lookup {
             Lookup::Found(found) => found,
             Lookup::NotReady => {
-                return error(
+                return left(error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the platform is starting: routes are not loaded yet",
-                );
+                ));
             }
             Lookup::Missing => {
-                return error(
+                return left(error(
                     StatusCode::NOT_FOUND,
                     &format!("no route {route} in project {project}"),
-                );
+                ));
             }
         };
         let method = request.method().clone();
         let respond_async = prefers_async(&request);
+        let events = wants_events(&request);
         if !found.methods.iter().any(|m| m == method.as_str()) {
             let mut response = error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -85,7 +98,7 @@ impl isms_http::Handler for Server {
             if let Ok(allow) = HeaderValue::from_str(&found.methods.join(", ")) {
                 response.headers_mut().insert(header::ALLOW, allow);
             }
-            return response;
+            return left(response);
         }
         let input = match read_body(
             request,
@@ -95,7 +108,7 @@ impl isms_http::Handler for Server {
         .await
         {
             Ok(input) => input,
-            Err(err) => return err.reply(),
+            Err(err) => return left(err.reply()),
         };
         let id = InvocationId::generate();
         let trigger = Trigger::Http {
@@ -106,11 +119,25 @@ impl isms_http::Handler for Server {
         let target = &found.target;
         // A pipeline answers when its last stage has (a preference the
         // server may decline, RFC 7240).
-        if respond_async && found.pipeline.is_empty() {
-            let (scope, invoke) = target.invoke(id, trigger, input, self.config.queue_allowance);
-            return self
-                .invoke_async(scope, target.project.clone(), invoke)
-                .await;
+        if found.pipeline.is_empty() {
+            let (scope, mut invoke) =
+                target.invoke(id, trigger, input, self.config.queue_allowance);
+            if respond_async {
+                return left(
+                    self.invoke_async(scope, target.project.clone(), invoke)
+                        .await,
+                );
+            }
+            if method == Method::HEAD {
+                let outcome = self.conn.call(&scope, invoke).await;
+                return left(without_body(invocation_reply(id, outcome)));
+            }
+            // What the Doee writes as it goes reaches the client as it comes.
+            invoke.stream = true;
+            return match self.conn.call_streaming(&scope, invoke) {
+                Ok(call) => invocation_stream(id, call, events).await,
+                Err(failure) => left(invocation_reply(id, Err(failure))),
+            };
         }
         let ran = pipeline::run(
             &self.conn,
@@ -122,11 +149,12 @@ impl isms_http::Handler for Server {
             self.config.queue_allowance,
         )
         .await;
-        let mut reply = invocation_reply(ran.id, ran.outcome);
-        if method == Method::HEAD {
-            *reply.body_mut() = Full::new(Bytes::new());
-        }
-        reply
+        let reply = invocation_reply(ran.id, ran.outcome);
+        left(if method == Method::HEAD {
+            without_body(reply)
+        } else {
+            reply
+        })
     }
 }
 

@@ -231,7 +231,12 @@ impl Prepared {
                             broker.revoke(project, device).await;
                         }
                     }
-                    Some(Inbound::Event(_) | Inbound::Claimed { .. }) => {}
+                    Some(
+                        Inbound::Event(_)
+                        | Inbound::Claimed { .. }
+                        | Inbound::Pull(_)
+                        | Inbound::Cancel(_),
+                    ) => {}
                     Some(Inbound::Request(delivery)) => {
                         let triggers = triggers.clone();
                         tokio::spawn(async move { answer(&triggers, delivery).await });

@@ -110,6 +110,7 @@ pub async fn run(
                     },
                 },
                 input,
+                stream: false,
             };
             let invocations = vec![record(
                 target.project.clone(),

@@ -71,8 +71,9 @@ function path(p) {
  * Calls the API. `json` is sent as a JSON body, `body` as is. Resolves to
  * the parsed JSON (or text, or null for 204); rejects with an ApiError.
  */
-export async function call(method, p, { json, body, signal, raw } = {}) {
+export async function call(method, p, { json, body, signal, raw, accept } = {}) {
   const headers = {};
+  if (accept) headers.Accept = accept;
   const current = session();
   if (current) headers.Authorization = `Bearer ${current.token}`;
   if (json !== undefined) {

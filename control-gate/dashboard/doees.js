@@ -297,11 +297,23 @@ function tryIt({ project, signal }, doee) {
     run.disabled = true;
     const started = performance.now();
     try {
-      const response = await call('POST', `projects/${seg(project)}/doees/${seg(doee.name)}/invoke`, { body: input.value, signal, raw: true });
-      const text = await response.text();
+      const response = await call('POST', `projects/${seg(project)}/doees/${seg(doee.name)}/invoke`,
+        { body: input.value, signal, raw: true, accept: 'text/event-stream' });
+      const id = h('code', response.headers.get('x-isms-invocation-id') || '?');
+      const line = h('p', badge('pending'), ` ${response.status}, running… · invocation `, id);
+      const output = h('pre.output');
+      fill(result, line, output);
+      // What the Doee writes as it goes (ctx.write) shows as it comes; an
+      // answer that did not stream is the body itself.
+      let failure = null;
+      if ((response.headers.get('content-type') || '').startsWith('text/event-stream')) {
+        failure = await readEvents(response, (data) => { output.textContent += data; });
+      } else {
+        output.textContent = await response.text();
+      }
       const ms = performance.now() - started;
-      fill(result, h('p', badge('succeeded'), ` ${response.status} in ${formatDuration(ms)} · invocation `,
-        h('code', response.headers.get('x-isms-invocation-id') || '?')), h('pre.output', text));
+      fill(line, badge(failure ? 'error' : 'succeeded'),
+        failure ? ` failed after ${formatDuration(ms)}: ${failure} · invocation ` : ` ${response.status} in ${formatDuration(ms)} · invocation `, id);
     } catch (err) {
       if (err.name === 'AbortError') return;
       const id = err.body && err.body.invocation_id;
@@ -311,6 +323,31 @@ function tryIt({ project, signal }, doee) {
     }
   });
   return form;
+}
+
+/**
+ * Reads Server-Sent Events, handing each piece's data to `onData`; resolves
+ * to the error of an `error` event, or null at `end`.
+ */
+async function readEvents(response, onData) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for (;;) {
+    const { done, value } = await reader.read();
+    buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
+    let end;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const lines = buffer.slice(0, end).split('\n');
+      buffer = buffer.slice(end + 2);
+      const name = (lines.find((l) => l.startsWith('event: ')) || '').slice(7);
+      const data = lines.filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+      if (name === 'error') return JSON.parse(data).error;
+      if (name === 'end') return null;
+      if (!name) onData(data);
+    }
+    if (done) return null;
+  }
 }
 
 export async function triggersTab(body, { project, signal }) {

@@ -87,7 +87,12 @@ impl Prepared {
                     Some(Inbound::Request(delivery)) => {
                         delivery.responder.reply(Err(Failure::invalid("the Control Gate takes no requests")));
                     }
-                    Some(Inbound::Event(_) | Inbound::Claimed { .. }) => {}
+                    Some(
+                        Inbound::Event(_)
+                        | Inbound::Claimed { .. }
+                        | Inbound::Pull(_)
+                        | Inbound::Cancel(_),
+                    ) => {}
                     None => anyhow::bail!("lost the kernel"),
                 },
             }

@@ -262,6 +262,22 @@ static PyObject *ctx_invoke(Context *self, PyObject *args) {
     return output;
 }
 
+static PyObject *ctx_write(Context *self, PyObject *args) {
+    Py_buffer chunk;
+    if (!PyArg_ParseTuple(args, "s*:write", &chunk)) return NULL;
+    isms_ctx *ctx = current(self);
+    int failed = -1;
+    if (ctx) {
+        Py_BEGIN_ALLOW_THREADS
+        failed = isms_write(ctx, chunk.buf, (size_t)chunk.len);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&chunk);
+    if (!ctx) return NULL;
+    if (failed) return host_failed(ctx);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef ctx_methods[] = {
     {"param", (PyCFunction)ctx_param, METH_VARARGS, "A parameter of the manifest's [params], or None."},
     {"meta", (PyCFunction)ctx_meta, METH_VARARGS, "A fact about the invocation (\"method\", \"path\", ...), or None."},
@@ -273,6 +289,7 @@ static PyMethodDef ctx_methods[] = {
     {"publish", (PyCFunction)ctx_publish, METH_VARARGS, "publish(topic, payload): an MQTT message."},
     {"secret", (PyCFunction)ctx_secret, METH_VARARGS, "secret(name): a secret of the project, as str."},
     {"invoke", (PyCFunction)ctx_invoke, METH_VARARGS, "invoke(doee, data): another Doee's output, as bytes."},
+    {"write", (PyCFunction)ctx_write, METH_VARARGS, "write(data): sends a piece of the output now."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -38,6 +38,7 @@ class FakeContext:
         self._meta = dict(meta or {})
         self._topics = list(topics or [])
         self.status = 200
+        self.written = []
         self.headers = {}
         self.logs = []
         self.published = []
@@ -63,6 +64,9 @@ class FakeContext:
             data = data.encode()
         output = self._doees[doee](bytes(data))
         return output.encode() if isinstance(output, str) else bytes(output)
+
+    def write(self, data):
+        self.written.append(data.encode() if isinstance(data, str) else bytes(data))
 
     def set_status(self, status):
         if not 100 <= status <= 999:

@@ -114,4 +114,10 @@ pub struct HostApi {
         *mut *mut u8,
         *mut usize,
     ) -> c_int,
+    /// Sends a piece of the output now, to a client that streams (an HTTP
+    /// trigger, `isms invoke --follow`); elsewhere it is added to the
+    /// output like `output`. 0 on success; non-zero when the client went
+    /// away or the output is too large (`last_error` explains). Waits while
+    /// the client is behind. Appended, like `invoke`.
+    pub write: unsafe extern "C" fn(*mut Ctx, *const u8, usize) -> c_int,
 }

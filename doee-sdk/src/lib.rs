@@ -280,6 +280,25 @@ impl Context {
         Ok(output)
     }
 
+    /// Sends a piece of the output now: an HTTP client (chunked, or
+    /// Server-Sent Events) or `isms invoke --follow` gets it before the
+    /// invocation ends, ahead of the output `execute` returns. Where the
+    /// output is not streamed (MQTT, schedules, chains) the pieces join the
+    /// output. Waits while the client is behind; fails once it went away.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), Error> {
+        let needed = std::mem::offset_of!(abi::HostApi, write) + size_of::<usize>();
+        if (self.api().size as usize) < needed {
+            return Err(Error::new("this platform cannot stream output"));
+        }
+        // SAFETY: a slice that outlives the call; the host has the entry.
+        let code = unsafe { (self.api().write)(self.raw, chunk.as_ptr(), chunk.len()) };
+        if code == abi::OK {
+            Ok(())
+        } else {
+            Err(self.last_error())
+        }
+    }
+
     fn take_result(&mut self, code: c_int, out: *mut c_char) -> Result<String, Error> {
         if code != abi::OK || out.is_null() {
             return Err(self.last_error());

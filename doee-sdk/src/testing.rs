@@ -55,6 +55,8 @@ struct Host {
     doc: Option<DocHandler>,
     publish: Option<PublishHandler>,
     invoke: Option<InvokeHandler>,
+    /// Pieces written with `write`, in order.
+    written: Vec<Vec<u8>>,
     secrets: HashMap<String, String>,
     /// Outputs of `invoke` handed to the Doee, by address, until freed.
     buffers: HashMap<usize, Vec<u8>>,
@@ -77,6 +79,7 @@ static TEST_API: abi::HostApi = abi::HostApi {
     free: host_free,
     secret: host_secret,
     invoke: host_invoke,
+    write: host_write,
 };
 
 impl Default for TestContext {
@@ -102,6 +105,7 @@ impl TestContext {
             doc: None,
             publish: None,
             invoke: None,
+            written: Vec::new(),
             secrets: HashMap::new(),
             buffers: HashMap::new(),
         });
@@ -188,8 +192,16 @@ impl TestContext {
         self.host.logs.clear();
         self.host.error = None;
         self.host.output.clear();
+        self.host.written.clear();
         let mut ctx = self.context();
         doee.execute(&mut ctx, input)
+    }
+
+    /// The pieces the last invocation wrote with [`Context::write`], in
+    /// order (on the platform they reach a streaming client before the
+    /// output `execute` returns).
+    pub fn written(&self) -> &[Vec<u8>] {
+        &self.host.written
     }
 
     /// Calls [`Doee::terminate`].
@@ -263,6 +275,19 @@ unsafe extern "C" fn host_output(ctx: *mut abi::Ctx, data: *const u8, len: usize
     // SAFETY: ABI contract.
     let (host, data) = unsafe { (host(ctx), std::slice::from_raw_parts(data, len)) };
     host.output.extend_from_slice(data);
+}
+
+unsafe extern "C" fn host_write(ctx: *mut abi::Ctx, data: *const u8, len: usize) -> c_int {
+    // SAFETY: ABI contract.
+    let host = unsafe { host(ctx) };
+    let piece = if len == 0 {
+        Vec::new()
+    } else {
+        // SAFETY: ABI contract.
+        unsafe { std::slice::from_raw_parts(data, len) }.to_vec()
+    };
+    host.written.push(piece);
+    abi::OK
 }
 
 unsafe extern "C" fn host_set_status(ctx: *mut abi::Ctx, status: u16) {

@@ -83,6 +83,20 @@ struct Task {
     accepted_ms: u64,
     accepted: Instant,
     gate: Gate,
+    /// Its output goes to the origin in pieces as the Doee writes them.
+    stream: Option<Stream>,
+}
+
+/// The pieces of a streamed invocation's output.
+struct Stream {
+    /// Pieces the origin has room for.
+    credit: u32,
+    /// A piece the Doee wrote beyond that, waiting (its Worker waits too).
+    parked: Option<Bytes>,
+    /// What was sent, for the record, up to `record_output_bytes`.
+    sent: Vec<u8>,
+    /// Whether some of it was left out of `sent`.
+    truncated: bool,
 }
 
 /// Whether a waiting task may start without asking the kernel first.
@@ -239,6 +253,8 @@ impl Admin {
                     }
                     Some(Inbound::Event(_)) => {}
                     Some(Inbound::Claimed { id, granted }) => admin.on_claimed(id, granted),
+                    Some(Inbound::Pull(id)) => admin.on_pull(id),
+                    Some(Inbound::Cancel(id)) => admin.on_cancel(id),
                     None => break Err(anyhow::anyhow!("lost the kernel")),
                 },
                 Some(input) = inputs_rx.recv() => admin.on_input(input),
@@ -289,6 +305,12 @@ impl Admin {
             accepted_ms: isms_ipc::names::now_ms(),
             accepted: Instant::now(),
             gate: Gate::Open,
+            stream: invoke.stream.then(|| Stream {
+                credit: isms_ipc::STREAM_WINDOW,
+                parked: None,
+                sent: Vec::new(),
+                truncated: false,
+            }),
         };
         match self.versions.get_mut(&key) {
             Some(VersionState::Ready(_)) => self.submit(task),
@@ -954,8 +976,10 @@ impl Admin {
     /// project of the Worker it came from: the Doee cannot name another.
     /// The Worker waits for the answer; its invocation's timeout bounds it.
     fn on_host_call(&mut self, id: WorkerId, call: HostCall) {
-        if let HostCall::Invoke { doee, input } = call {
-            return self.on_invoke(id, doee, input);
+        match call {
+            HostCall::Invoke { doee, input } => return self.on_invoke(id, doee, input),
+            HostCall::Write(chunk) => return self.on_write(id, chunk),
+            _ => {}
         }
         let Some(worker) = self.workers.get(&id) else {
             return;
@@ -1002,12 +1026,87 @@ impl Admin {
                         .map(|value| value.0),
                     Err(err) => Err(Failure::invalid(err)),
                 },
-                HostCall::Invoke { .. } => unreachable!("handled by on_invoke"),
+                HostCall::Invoke { .. } | HostCall::Write(_) => {
+                    unreachable!("handled by on_invoke and on_write")
+                }
             };
             handle.send(ToWorker::HostReply(
                 answer.map(Bytes::from).map_err(|f| f.message),
             ));
         });
+    }
+
+    /// A streamed invocation's Doee wrote a piece (`ctx.write`): it goes to
+    /// the origin now if the origin has room, else when it pulls; the
+    /// Worker waits until then, so a reader that stops holds the writer.
+    fn on_write(&mut self, id: WorkerId, chunk: Bytes) {
+        let keep = self.config.record_output_bytes;
+        let (Some(worker), Some(task)) = (self.workers.get(&id), self.running.get_mut(&id)) else {
+            return;
+        };
+        let Some(stream) = task.stream.as_mut() else {
+            let why = "this invocation's output is not streamed";
+            return worker.handle.send(ToWorker::HostReply(Err(why.into())));
+        };
+        let room = keep.saturating_sub(stream.sent.len());
+        stream.truncated |= chunk.len() > room;
+        stream
+            .sent
+            .extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if stream.credit == 0 {
+            stream.parked = Some(chunk);
+            return;
+        }
+        stream.credit -= 1;
+        task.responder.chunk(chunk);
+        worker.handle.send(ToWorker::HostReply(Ok(Bytes::new())));
+    }
+
+    /// The origin of a streamed invocation took a piece: a parked one goes.
+    fn on_pull(&mut self, request: MessageId) {
+        let Some((&worker_id, task)) = self
+            .running
+            .iter_mut()
+            .find(|(_, task)| task.responder.id() == request)
+        else {
+            return;
+        };
+        let Some(stream) = task.stream.as_mut() else {
+            return;
+        };
+        match stream.parked.take() {
+            Some(chunk) => {
+                task.responder.chunk(chunk);
+                if let Some(worker) = self.workers.get(&worker_id) {
+                    worker.handle.send(ToWorker::HostReply(Ok(Bytes::new())));
+                }
+            }
+            None => stream.credit = (stream.credit + 1).min(isms_ipc::STREAM_WINDOW),
+        }
+    }
+
+    /// The origin gave its request up (its client went away): a running
+    /// invocation is stopped, a waiting one dropped.
+    fn on_cancel(&mut self, request: MessageId) {
+        let running = self
+            .running
+            .iter()
+            .find(|(_, task)| task.responder.id() == request)
+            .map(|(&id, _)| id);
+        if let Some(id) = running {
+            tracing::debug!(worker = id, "stopping an invocation whose client went away");
+            let why = "the client went away; the invocation was stopped".to_string();
+            return self.kill_worker(id, DoeeFailure::Error(why));
+        }
+        for queue in self.pending.values_mut() {
+            if let Some(at) = queue.iter().position(|t| t.responder.id() == request) {
+                if let Some(task) = queue.remove(at) {
+                    let why = "the client went away before it started".to_string();
+                    self.fail(task, DoeeFailure::NotStarted(why), false, Duration::ZERO);
+                }
+                return;
+            }
+        }
     }
 
     /// A Doee calls another of its project (`ctx.invoke`): the callee is
@@ -1321,6 +1420,18 @@ impl Admin {
             ),
         };
         let keep = self.config.record_output_bytes;
+        // A streamed output is what was sent, then the answer's own part.
+        let (output, streamed_truncated) = match task.stream {
+            Some(Stream {
+                sent, truncated, ..
+            }) if !sent.is_empty() || truncated => {
+                let room = keep.saturating_sub(sent.len());
+                let mut whole = sent;
+                whole.extend_from_slice(&output[..output.len().min(room)]);
+                (Bytes::from(whole), truncated || output.len() > room)
+            }
+            _ => (output, false),
+        };
         self.done.push(InvocationRecord {
             id: task.id,
             project: task.key.project,
@@ -1333,7 +1444,7 @@ impl Admin {
             cold_start: outcome.cold_start,
             http_status,
             error,
-            output_truncated: output.len() > keep,
+            output_truncated: streamed_truncated || output.len() > keep,
             output: output.slice(..output.len().min(keep)),
             // The caller does not read the logs; the record keeps them.
             logs: std::mem::take(&mut outcome.logs),
@@ -1432,6 +1543,7 @@ fn execute(task: &Task) -> ToWorker {
         id: task.id,
         trigger: task.trigger.clone(),
         input: task.input.clone(),
+        stream: task.stream.is_some(),
     })
 }
 

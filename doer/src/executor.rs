@@ -170,6 +170,7 @@ impl Loaded {
             match host.recv()? {
                 ToWorker::Execute(execute) => {
                     host.begin(Some((&execute.id.to_string(), &execute.trigger)));
+                    host.stream = execute.stream;
                     // SAFETY: a live context and an input slice alive for the call.
                     let code = unsafe {
                         (self.execute)(host.ctx(), execute.input.as_ptr(), execute.input.len())
@@ -252,6 +253,10 @@ struct Host {
     meta: Meta,
     output: Vec<u8>,
     output_overflow: bool,
+    /// Whether `write` sends its pieces now (else they join `output`).
+    stream: bool,
+    /// Bytes sent by `write` in this invocation, against `max_output`.
+    written: usize,
     status: Option<u16>,
     headers: Vec<(String, String)>,
     logs: Vec<LogLine>,
@@ -281,6 +286,7 @@ static HOST_API: HostApi = HostApi {
     free: host_free,
     secret: host_secret,
     invoke: host_invoke,
+    write: host_write,
 };
 
 fn cstring(s: &str) -> CString {
@@ -300,6 +306,8 @@ impl Host {
             meta: Meta::new(load),
             output: Vec::new(),
             output_overflow: false,
+            stream: false,
+            written: 0,
             status: None,
             headers: Vec::new(),
             logs: Vec::new(),
@@ -330,6 +338,8 @@ impl Host {
     fn begin(&mut self, invocation: Option<(&str, &Trigger)>) {
         self.output.clear();
         self.output_overflow = false;
+        self.stream = false;
+        self.written = 0;
         self.status = None;
         self.headers.clear();
         self.logs.clear();
@@ -505,13 +515,45 @@ unsafe extern "C" fn host_output(ctx: *mut Ctx, data: *const u8, len: usize) {
     if len == 0 || data.is_null() {
         return;
     }
-    if host.output.len() + len > host.max_output {
+    if host.written + host.output.len() + len > host.max_output {
         host.output_overflow = true;
         return;
     }
     // SAFETY: ABI contract: `data` points to `len` bytes.
     host.output
         .extend_from_slice(unsafe { std::slice::from_raw_parts(data, len) });
+}
+
+/// `ctx.write`: a piece of the output, sent now when the invocation is
+/// streamed (waiting while the reader is behind), else kept as output.
+unsafe extern "C" fn host_write(ctx: *mut Ctx, data: *const u8, len: usize) -> c_int {
+    // SAFETY: ABI contract.
+    let host = unsafe { host(ctx) };
+    if !host.stream {
+        // SAFETY: ABI contract.
+        unsafe { host_output(ctx, data, len) };
+        return if host.output_overflow {
+            abi::FAILED
+        } else {
+            abi::OK
+        };
+    }
+    if len == 0 || data.is_null() {
+        return abi::OK;
+    }
+    if host.written + host.output.len() + len > host.max_output {
+        host.output_overflow = true;
+        host.last_error = cstring(&format!(
+            "the output is larger than {} bytes",
+            host.max_output
+        ));
+        return abi::FAILED;
+    }
+    host.written += len;
+    // SAFETY: ABI contract: `data` points to `len` bytes.
+    let chunk = Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(data, len) });
+    let result = host.host_call(HostCall::Write(chunk));
+    finish_call(host, result, std::ptr::null_mut())
 }
 
 unsafe extern "C" fn host_set_status(ctx: *mut Ctx, status: u16) {

@@ -13,6 +13,7 @@ mod body;
 mod invocation;
 mod reply;
 mod serve;
+mod stream;
 
 pub use body::read_body;
 pub use invocation::{
@@ -20,3 +21,4 @@ pub use invocation::{
 };
 pub use reply::{HttpError, Reply, json, raw_json};
 pub use serve::{Handler, Limits, serve};
+pub use stream::{MaybeStreamed, invocation_stream, wants_events};

@@ -138,22 +138,50 @@ pub async fn request(
         })?
 }
 
-/// GETs a stream (Server-Sent Events), handing each chunk of the body to
+/// What to send for [`stream`]: GET for Server-Sent Events, or a POST
+/// whose answer streams (an invocation's pieces).
+pub struct StreamRequest<'a> {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The body.
+    pub body: Bytes,
+    /// The `Accept` header.
+    pub accept: &'static str,
+    /// Other headers.
+    pub extra: &'a [(&'a str, String)],
+}
+
+impl StreamRequest<'_> {
+    /// A GET of Server-Sent Events.
+    pub fn events() -> StreamRequest<'static> {
+        StreamRequest {
+            method: "GET",
+            body: Bytes::new(),
+            accept: "text/event-stream",
+            extra: &[],
+        }
+    }
+}
+
+/// Sends a request whose answer streams, handing each chunk of the body to
 /// `on_chunk` as it arrives, until the server ends it or `on_chunk` answers
-/// `false`. A non-2xx answer is returned whole instead.
+/// `false`. A non-2xx answer is returned whole instead; a trailer
+/// `x-isms-error` (a streamed invocation that failed) is an error.
 pub async fn stream(
     url: &str,
     token: Option<&str>,
-    extra: &[(&str, String)],
+    what: StreamRequest<'_>,
     mut on_chunk: impl FnMut(&[u8]) -> bool,
 ) -> Result<Option<Response>, String> {
     let (address, path) = split_url(url)?;
     let mut sender = connect(&address).await?;
     let mut builder = Request::builder()
-        .method("GET")
+        .method(what.method)
         .uri(&path)
         .header(header::HOST, &address)
-        .header(header::ACCEPT, "text/event-stream");
+        .header(header::ACCEPT, what.accept)
+        .header(header::TE, "trailers");
+    let extra = what.extra;
     if let Some(token) = token {
         builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
@@ -161,7 +189,7 @@ pub async fn stream(
         builder = builder.header(*name, value);
     }
     let request = builder
-        .body(Full::new(Bytes::new()))
+        .body(Full::new(what.body))
         .map_err(|e| e.to_string())?;
     let response = sender
         .send_request(request)
@@ -188,6 +216,12 @@ pub async fn stream(
             && !on_chunk(data)
         {
             break;
+        }
+        if let Some(error) = frame
+            .trailers_ref()
+            .and_then(|trailers| trailers.get("x-isms-error"))
+        {
+            return Err(error.to_str().unwrap_or("failed").to_string());
         }
     }
     Ok(None)

@@ -269,6 +269,35 @@ impl Kernel {
                     self.settle_orphan(id.0, &peer, now.instant);
                 }
             }
+            // A piece of a streamed answer goes to the request's origin.
+            Control::Chunk { id, data } => {
+                let origin = match self.processes.get_mut(id.0) {
+                    Some(process) => match &process.state {
+                        State::Running { peer: on, .. } if *on == peer => {
+                            Some((process.origin.clone(), process.origin_id))
+                        }
+                        _ => None,
+                    },
+                    None => None,
+                };
+                if let Some((origin, origin_id)) = origin {
+                    let chunk = Control::Chunk {
+                        id: origin_id,
+                        data,
+                    };
+                    self.send_control(&origin, chunk);
+                }
+            }
+            // What an origin says of its request goes to the instance running it.
+            Control::Pull(origin_id) | Control::Cancel(origin_id) => {
+                if let Some((running, id)) = self.processes.running_for(&peer, origin_id) {
+                    let relayed = match body {
+                        Control::Pull(_) => Control::Pull(MessageId(id)),
+                        _ => Control::Cancel(MessageId(id)),
+                    };
+                    self.send_control(&running, relayed);
+                }
+            }
             Control::Registered
             | Control::Reregister
             | Control::Refused(_)

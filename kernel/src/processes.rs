@@ -91,6 +91,9 @@ pub struct ProcessTable {
     /// `counted` (links from other hosts): what [`ProcessTable::holds_for`]
     /// answers without a scan.
     held: HashMap<(Bytes, ProjectName), u32>,
+    /// Ids by the origin's own id, for what an origin says of its request
+    /// (a streamed answer's pulls, a cancel).
+    by_origin: HashMap<(Bytes, MessageId), ProcessId>,
 }
 
 impl ProcessTable {
@@ -107,6 +110,7 @@ impl ProcessTable {
         let id = self.next_id;
         let due_ms = envelope.deadline.0;
         self.deadlines.insert((due_ms, id));
+        self.by_origin.insert((origin.clone(), envelope.id), id);
         let process = Process {
             origin,
             origin_id: envelope.id,
@@ -238,9 +242,21 @@ impl ProcessTable {
             return None;
         };
         self.deadlines.insert((process.due_ms, new_id));
+        self.by_origin
+            .insert((process.origin.clone(), process.origin_id), new_id);
         self.records.insert(new_id, process);
         self.release(&peer, &charge);
         Some((new_id, charge))
+    }
+
+    /// The instance running the request `origin` knows as `origin_id`,
+    /// and the kernel's id for it.
+    pub fn running_for(&self, origin: &Bytes, origin_id: MessageId) -> Option<(Bytes, ProcessId)> {
+        let id = *self.by_origin.get(&(origin.clone(), origin_id))?;
+        match &self.records.get(&id)?.state {
+            State::Running { peer, .. } => Some((peer.clone(), id)),
+            _ => None,
+        }
     }
 
     /// A record.
@@ -261,6 +277,8 @@ impl ProcessTable {
     pub fn finish(&mut self, id: ProcessId) -> Option<Process> {
         let process = self.records.remove(&id)?;
         self.deadlines.remove(&(process.due_ms, id));
+        self.by_origin
+            .remove(&(process.origin.clone(), process.origin_id));
         if let State::Running { peer, charge, .. } | State::Orphaned { peer, charge, .. } =
             &process.state
         {

@@ -100,6 +100,7 @@ fn invoke_request() -> Request {
         version: 1,
         trigger: Trigger::Cli,
         input: Bytes::from_static(b"x"),
+        stream: false,
     }
     .into_request()
 }

@@ -177,7 +177,12 @@ impl Prepared {
                         let state = state.clone();
                         tokio::spawn(async move { state.handle(delivery).await });
                     }
-                Some(Inbound::Event(_) | Inbound::Claimed { .. }) => {}
+                Some(
+                        Inbound::Event(_)
+                        | Inbound::Claimed { .. }
+                        | Inbound::Pull(_)
+                        | Inbound::Cancel(_),
+                    ) => {}
                     None => anyhow::bail!("lost the kernel"),
                 },
             }

@@ -43,7 +43,9 @@ impl Doee for Greeter {
             name => name,
         };
         ctx.log(Level::Info, &format!("greeted {name}"));
-        Ok(format!("{}, {name}!", self.greeting).into_bytes())
+        // Streamed where the caller streams (the dashboard's Try it box).
+        ctx.write(format!("{}, ", self.greeting).as_bytes())?;
+        Ok(format!("{name}!").into_bytes())
     }
 }
 

@@ -5,9 +5,10 @@ use crate::api;
 use crate::reply::{Reply, boxed, json};
 use crate::request::{Call, doee};
 use crate::router::API_TIMEOUT;
+use http_body_util::BodyExt;
 use hyper::StatusCode;
 use hyper::header::{self, HeaderMap, HeaderValue};
-use isms_http::{HttpError, invocation_reply};
+use isms_http::{HttpError, invocation_reply, invocation_stream, wants_events};
 use isms_ipc::connection::Scope;
 use isms_ipc::doer::{Invoke, Trigger};
 use isms_ipc::resadmin::{Authorize, GetDoee, GetInvocation, ListInvocations, Need, Role};
@@ -18,6 +19,7 @@ impl Gate {
     /// as an HTTP trigger of it would ([`invocation_reply`]).
     pub async fn invoke(&self, call: Call<'_>) -> Result<Reply, HttpError> {
         let (doee, scope) = (doee(call.param("doee"))?, call.scope.clone());
+        let events = wants_events(&call.request);
         let input = call.body(self.config.max_upload_bytes).await?;
         let get = GetDoee { doee: doee.clone() };
         let info = self.conn.call(&scope, get).await?;
@@ -35,15 +37,21 @@ impl Gate {
             version,
             trigger: Trigger::Cli,
             input,
+            // `isms invoke --follow` and the dashboard show pieces as they come.
+            stream: true,
         };
         let scope = Scope {
             placement: info.placement,
             ..scope
         };
-        let outcome = self.conn.call(&scope, invoke).await;
-        let mut reply = invocation_reply(id, outcome);
+        let mut reply = match self.conn.call_streaming(&scope, invoke) {
+            Ok(call) => invocation_stream(id, call, events)
+                .await
+                .map(BodyExt::boxed),
+            Err(failure) => boxed(invocation_reply(id, Err(failure))),
+        };
         confine_to_the_api(reply.headers_mut());
-        Ok(boxed(reply))
+        Ok(reply)
     }
 
     pub async fn list_invocations(&self, call: Call<'_>) -> Result<Reply, HttpError> {

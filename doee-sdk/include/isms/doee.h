@@ -76,6 +76,8 @@ typedef struct isms_host_api {
     /* Appended after `secret`. */
     int (*invoke)(isms_ctx *ctx, const char *doee, const uint8_t *data, size_t len,
                   uint8_t **out, size_t *out_len);
+    /* Appended after `invoke`. */
+    int (*write)(isms_ctx *ctx, const uint8_t *data, size_t len);
 } isms_host_api;
 
 /* What the host hands to every entry point. Treat it as opaque: the host
@@ -194,8 +196,28 @@ static inline int isms_invoke(isms_ctx *ctx, const char *doee, const void *data,
     return ctx->api->invoke(ctx, doee, (const uint8_t *)data, len, out, out_len);
 }
 
-/* Why the last failed isms_sql, isms_doc, isms_publish, isms_secret or
- * isms_invoke failed (never NULL; valid until the next such call). */
+/* Whether this platform can stream output (isms_write). */
+static inline int isms_can_write(isms_ctx *ctx) {
+    return ctx->api->size >= offsetof(isms_host_api, write) + sizeof(ctx->api->write);
+}
+
+/* Sends a piece of the output now: an HTTP client (chunked, or Server-Sent
+ * Events) or `isms invoke --follow` gets it before the invocation ends,
+ * ahead of what isms_output adds. Where the output is not streamed (MQTT,
+ * schedules, chains) the piece joins the output. Waits while the client is
+ * behind. Returns 0, or non-zero once the client went away or the output
+ * is too large (isms_last_error() says which). */
+static inline int isms_write(isms_ctx *ctx, const void *data, size_t len) {
+    if (!isms_can_write(ctx)) {
+        ctx->api->output(ctx, (const uint8_t *)data, len);
+        return ISMS_OK; /* an older platform: it joins the output */
+    }
+    return ctx->api->write(ctx, (const uint8_t *)data, len);
+}
+
+/* Why the last failed isms_sql, isms_doc, isms_publish, isms_secret,
+ * isms_invoke or isms_write failed (never NULL; valid until the next such
+ * call). */
 static inline const char *isms_last_error(isms_ctx *ctx) {
     return ctx->api->last_error(ctx);
 }

@@ -163,6 +163,14 @@ public:
         return output;
     }
 
+    // Sends a piece of the output now (see isms_write); throws isms::Error
+    // once the client went away.
+    void write(std::string_view chunk) {
+        if (isms_write(raw_, chunk.data(), chunk.size()) != ISMS_OK) {
+            throw Error(isms_last_error(raw_));
+        }
+    }
+
     // The C context, for the functions of <isms/doee.h>.
     isms_ctx *raw() const { return raw_; }
 

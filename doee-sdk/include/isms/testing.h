@@ -92,6 +92,7 @@ typedef struct isms_test {
     isms_test_list secrets;
     isms_test_invoke_fn invoke;
     void *invoke_user;
+    size_t writes; /* isms_write calls; their pieces join `output` */
 } isms_test;
 
 static inline char *isms_test_strdup_(const char *s) {
@@ -317,6 +318,13 @@ static inline int isms_test_api_invoke_(isms_ctx *ctx, const char *doee, const u
     return ISMS_OK;
 }
 
+static inline int isms_test_api_write_(isms_ctx *ctx, const uint8_t *data, size_t len) {
+    isms_test *t = isms_test_host_(ctx);
+    t->writes++;
+    isms_test_api_output_(ctx, data, len);
+    return ISMS_OK;
+}
+
 static inline const char *isms_test_api_last_error_(isms_ctx *ctx) {
     isms_test *t = isms_test_host_(ctx);
     return t->last_error ? t->last_error : "";
@@ -345,6 +353,7 @@ static inline const isms_host_api *isms_test_api_(void) {
         isms_test_api_free_,
         isms_test_api_secret_,
         isms_test_api_invoke_,
+        isms_test_api_write_,
     };
     return &api;
 }

@@ -1,4 +1,4 @@
-//! `isms invoke <project>/<doee> [-d DATA | -d @file]`.
+//! `isms invoke <project>/<doee> [-d DATA | -d @file] [--follow]`.
 
 use super::{Api, ApiArgs};
 use anyhow::{Context as _, bail};
@@ -13,6 +13,9 @@ pub struct InvokeArgs {
     /// The input: text, or `@file` to read a file (`@-` for standard input).
     #[arg(short = 'd', long = "data")]
     pub data: Option<String>,
+    /// Print the output as the Doee writes it (`ctx.write`), not at the end.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -35,6 +38,10 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
         },
     };
     let api = Api::new(&args.api)?;
+    let path = format!("/api/v1/projects/{project}/doees/{doee}/invoke");
+    if args.follow {
+        return follow(&api, &path, Bytes::from(input)).await;
+    }
     let response = api
         .post_raw(
             &format!("/api/v1/projects/{project}/doees/{doee}/invoke"),
@@ -60,6 +67,40 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
     stdout.write_all(&response.body)?;
     if !response.body.ends_with(b"\n") && std::io::IsTerminal::is_terminal(&stdout) {
         writeln!(stdout)?;
+    }
+    Ok(())
+}
+
+/// Prints each piece of the output as it comes.
+async fn follow(api: &Api, path: &str, input: Bytes) -> anyhow::Result<()> {
+    let url = format!("{}{path}", api.url());
+    let what = crate::client::StreamRequest {
+        method: "POST",
+        body: input,
+        accept: "*/*",
+        extra: &[("content-type", "application/octet-stream".to_string())],
+    };
+    let mut failed = None;
+    let refused = crate::client::stream(&url, api.token(), what, |piece| {
+        let mut stdout = std::io::stdout().lock();
+        if let Err(err) = stdout.write_all(piece).and_then(|()| stdout.flush()) {
+            failed = Some(err);
+            return false;
+        }
+        true
+    })
+    .await
+    .map_err(anyhow::Error::msg)?;
+    if let Some(err) = failed {
+        return Err(err.into());
+    }
+    if let Some(response) = refused {
+        let id = response
+            .headers
+            .get("x-isms-invocation-id")
+            .and_then(|v| v.to_str().ok())
+            .map_or(String::new(), |id| format!(" (invocation {id})"));
+        bail!("{}{id}", response.error_message());
     }
     Ok(())
 }

@@ -48,26 +48,32 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
         };
         let mut events = Events::default();
         let mut error = None;
-        let result = client::stream(&url, api.token(), &[], |chunk| {
-            for event in events.feed(chunk) {
-                match event.kind.as_str() {
-                    "log" => {
-                        if let Ok(line) = serde_json::from_str::<serde_json::Value>(&event.data) {
-                            println!("{}", format_line(&line));
+        let result = client::stream(
+            &url,
+            api.token(),
+            client::StreamRequest::events(),
+            |chunk| {
+                for event in events.feed(chunk) {
+                    match event.kind.as_str() {
+                        "log" => {
+                            if let Ok(line) = serde_json::from_str::<serde_json::Value>(&event.data)
+                            {
+                                println!("{}", format_line(&line));
+                            }
+                            if let Some(id) = event.id {
+                                cursor = Some(id);
+                            }
                         }
-                        if let Some(id) = event.id {
-                            cursor = Some(id);
+                        "error" => {
+                            error = Some(event.data);
+                            return false;
                         }
+                        _ => {}
                     }
-                    "error" => {
-                        error = Some(event.data);
-                        return false;
-                    }
-                    _ => {}
                 }
-            }
-            true
-        })
+                true
+            },
+        )
         .await;
         if let Some(error) = error {
             anyhow::bail!("{error}");

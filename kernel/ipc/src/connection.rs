@@ -157,6 +157,8 @@ struct Shared {
     service: ServiceKind,
     writer: mpsc::UnboundedSender<Vec<Bytes>>,
     pending: Mutex<PendingMap>,
+    /// Where the pieces of streamed calls' answers go, by call id.
+    streams: Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
     next_id: AtomicU64,
     load: Mutex<Load>,
     alive: AtomicBool,
@@ -198,6 +200,10 @@ pub enum Inbound {
         /// Whether it may start; if not, [`Responder::let_go`] it.
         granted: bool,
     },
+    /// The origin of a streamed request took a piece: one more may go.
+    Pull(MessageId),
+    /// The origin of a request gave it up (its client went away).
+    Cancel(MessageId),
 }
 
 /// A request delivered to this service.
@@ -218,6 +224,96 @@ impl Delivery {
             .project
             .clone()
             .ok_or_else(|| Failure::invalid(format!("{} needs a project", self.request.name())))
+    }
+}
+
+/// A call sent: its id, where its reply comes, and its pieces if streamed.
+type Sent = (
+    u64,
+    oneshot::Receiver<Result<Reply, Failure>>,
+    Option<mpsc::UnboundedReceiver<Bytes>>,
+);
+
+/// A call whose answer may come in pieces before its reply (see
+/// [`Connection::call_streaming`]). Each piece taken tells the service it
+/// may send one more, so a reader that stops reading holds the writer at
+/// [`crate::STREAM_WINDOW`] pieces. Dropped before its reply, it gives the
+/// call up: the service is told to end it.
+pub struct Streaming<C: Call> {
+    conn: Connection,
+    id: u64,
+    deadline: Deadline,
+    reply: oneshot::Receiver<Result<Reply, Failure>>,
+    chunks: Option<mpsc::UnboundedReceiver<Bytes>>,
+    /// The reply, once it came, while pieces before it remain.
+    stashed: Option<Result<Reply, Failure>>,
+    answered: bool,
+    _call: std::marker::PhantomData<C>,
+}
+
+/// What a streamed call yields.
+#[derive(Debug)]
+pub enum Piece<R> {
+    /// A piece of the answer, in order.
+    Chunk(Bytes),
+    /// The reply; the last thing it yields.
+    Reply(Result<R, Failure>),
+}
+
+impl<C: Call> Streaming<C> {
+    /// The next piece, or the reply; after the reply, a failure.
+    pub async fn next(&mut self) -> Piece<C::Reply> {
+        if self.answered {
+            return Piece::Reply(Err(Failure::internal("the call was answered already")));
+        }
+        let reply = match self.stashed.take() {
+            Some(reply) => reply,
+            None => {
+                let late = tokio::time::sleep(self.deadline.remaining() + DEADLINE_GRACE);
+                let chunks = self.chunks.as_mut();
+                tokio::select! {
+                    biased;
+                    Some(chunk) = async { match chunks { Some(c) => c.recv().await, None => None } } => {
+                        return self.took(chunk);
+                    }
+                    reply = &mut self.reply => reply.unwrap_or_else(|_| Err(Failure::new(
+                        FailureKind::Unavailable,
+                        "lost the connection to the kernel",
+                    ))),
+                    () = late => Err(Failure::new(FailureKind::Timeout, "no answer before the deadline")),
+                }
+            }
+        };
+        // Pieces sent before the reply come before it.
+        if let Some(chunk) = self.chunks.as_mut().and_then(|c| c.try_recv().ok()) {
+            self.stashed = Some(reply);
+            return self.took(chunk);
+        }
+        self.finish();
+        Piece::Reply(reply.and_then(|reply| {
+            C::from_reply(reply)
+                .ok_or_else(|| Failure::internal("the reply answers another request"))
+        }))
+    }
+
+    fn took(&mut self, chunk: Bytes) -> Piece<C::Reply> {
+        self.conn.send_control(Control::Pull(MessageId(self.id)));
+        Piece::Chunk(chunk)
+    }
+
+    fn finish(&mut self) {
+        self.answered = true;
+        self.conn.pending().remove(&self.id);
+        self.conn.streams().remove(&self.id);
+    }
+}
+
+impl<C: Call> Drop for Streaming<C> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.finish();
+            self.conn.send_control(Control::Cancel(MessageId(self.id)));
+        }
     }
 }
 
@@ -261,6 +357,15 @@ impl Responder {
     pub fn claim(&self) {
         if let Some(conn) = &self.conn {
             conn.send_control(Control::Claim(self.id));
+        }
+    }
+
+    /// Sends a piece of the answer ahead of it, for an origin that streams
+    /// (see [`Connection::call_streaming`]); at most [`crate::STREAM_WINDOW`]
+    /// beyond those [`Inbound::Pull`] reported.
+    pub fn chunk(&self, data: Bytes) {
+        if let Some(conn) = &self.conn {
+            conn.send_control(Control::Chunk { id: self.id, data });
         }
     }
 
@@ -313,6 +418,7 @@ impl Connection {
                 service: registration.service,
                 writer,
                 pending: Mutex::new(HashMap::new()),
+                streams: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 load: Mutex::new(Load::default()),
                 alive: AtomicBool::new(true),
@@ -429,6 +535,18 @@ impl Connection {
             Body::Control(Control::Claimed { id, granted }) => {
                 let _ = inbound.send(Inbound::Claimed { id, granted });
             }
+            Body::Control(Control::Chunk { id, data }) => {
+                let streams = self.streams();
+                if let Some(sink) = streams.get(&id.0) {
+                    let _ = sink.send(data);
+                }
+            }
+            Body::Control(Control::Pull(id)) => {
+                let _ = inbound.send(Inbound::Pull(id));
+            }
+            Body::Control(Control::Cancel(id)) => {
+                let _ = inbound.send(Inbound::Cancel(id));
+            }
             Body::Control(Control::Registered) => self.registered(Ok(())),
             Body::Control(Control::Refused(reason)) => self.registered(Err(reason)),
             Body::Control(_) => {}
@@ -448,6 +566,13 @@ impl Connection {
         }
     }
 
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::UnboundedSender<Bytes>>> {
+        self.shared
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     fn pending(&self) -> std::sync::MutexGuard<'_, PendingMap> {
         self.shared
             .pending
@@ -457,6 +582,7 @@ impl Connection {
 
     fn shut_down(&self) {
         self.shared.alive.store(false, Ordering::SeqCst);
+        self.streams().clear();
         let waiters: Vec<_> = self.pending().drain().map(|(_, w)| w).collect();
         for waiter in waiters {
             let _ = waiter.send(Err(Failure::new(
@@ -487,6 +613,34 @@ impl Connection {
     }
 
     async fn call_raw(&self, scope: &Scope, request: Request) -> Result<Reply, Failure> {
+        let (id, rx, _) = self.send_call(scope, request, false)?;
+        self.await_reply(id, scope.deadline, rx).await
+    }
+
+    /// Sends a request whose answer may come in pieces first (a Doee's
+    /// `ctx.write`): read them, then the reply, from the [`Streaming`].
+    /// Dropping it before the reply gives the request up.
+    pub fn call_streaming<C: Call>(
+        &self,
+        scope: &Scope,
+        request: C,
+    ) -> Result<Streaming<C>, Failure> {
+        let (id, reply, chunks) = self.send_call(scope, request.into_request(), true)?;
+        Ok(Streaming {
+            conn: self.clone(),
+            id,
+            deadline: scope.deadline,
+            reply,
+            chunks,
+            stashed: None,
+            answered: false,
+            _call: std::marker::PhantomData,
+        })
+    }
+
+    /// Sends a request; its reply will come on the receiver (and, for a
+    /// streamed one, its pieces on a sink registered under the same id).
+    fn send_call(&self, scope: &Scope, request: Request, streamed: bool) -> Result<Sent, Failure> {
         if !self.is_alive() {
             return Err(Failure::new(
                 FailureKind::Unavailable,
@@ -496,6 +650,13 @@ impl Connection {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending().insert(id, tx);
+        // Registered before the request leaves: its first piece may come
+        // before this function returns.
+        let chunks = streamed.then(|| {
+            let (sink, chunks) = mpsc::unbounded_channel();
+            self.streams().insert(id, sink);
+            chunks
+        });
         let message = Message {
             envelope: Envelope {
                 id: MessageId(id),
@@ -509,9 +670,19 @@ impl Connection {
         };
         if let Err(failure) = self.send_message(&message) {
             self.pending().remove(&id);
+            self.streams().remove(&id);
             return Err(failure);
         }
-        match tokio::time::timeout(scope.deadline.remaining() + DEADLINE_GRACE, rx).await {
+        Ok((id, rx, chunks))
+    }
+
+    async fn await_reply(
+        &self,
+        id: u64,
+        deadline: Deadline,
+        rx: oneshot::Receiver<Result<Reply, Failure>>,
+    ) -> Result<Reply, Failure> {
+        match tokio::time::timeout(deadline.remaining() + DEADLINE_GRACE, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Failure::new(
                 FailureKind::Unavailable,

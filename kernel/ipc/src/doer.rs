@@ -22,6 +22,10 @@ crate::protocol! {
         trigger: Trigger,
         /// The HTTP body or MQTT payload.
         input: Payload,
+        /// Whether the origin takes the output in pieces as the Doee
+        /// writes them (`ctx.write`, sent as `Control::Chunk`); if not,
+        /// what the Doee writes is part of the output it answers with.
+        stream: bool,
     } -> Outcome, from [CommServer, ControlGate, Doer];
 }
 

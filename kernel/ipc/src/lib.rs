@@ -28,10 +28,12 @@ pub mod topic;
 pub mod worker;
 pub mod zmtp;
 
-pub use connection::{Connection, Delivery, Endpoint, Inbound, Incoming, Responder, Scope};
+pub use connection::{
+    Connection, Delivery, Endpoint, Inbound, Incoming, Piece, Responder, Scope, Streaming,
+};
 pub use message::{
     Body, Control, Envelope, Failure, FailureKind, Header, Kind, Load, Message, PROTOCOL_VERSION,
-    ProtocolError, RawMessage, Registration,
+    ProtocolError, RawMessage, Registration, STREAM_WINDOW,
 };
 pub use names::{
     Deadline, DeviceName, DoeeName, InvocationId, MessageId, Priority, ProjectName, SecretName,

@@ -10,7 +10,7 @@
 //! untouched, so it never decodes, copies or re-encodes a payload.
 
 use crate::names::{Deadline, MessageId, Priority, ProjectName, ServiceKind};
-use crate::{Event, Reply, Request, RequestKind};
+use crate::{Event, Payload, Reply, Request, RequestKind};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::fmt;
@@ -20,7 +20,7 @@ use std::fmt;
 /// 2: a request's header names the request, not only its service.
 /// 3: registrations name their host and labels; links from other hosts.
 /// 4: requests deferred inside a service, and claimed before they start.
-/// 5: schedule triggers, chains and pipelines.
+/// 5: schedule triggers, chains and pipelines, streamed answers.
 pub const PROTOCOL_VERSION: u8 = 5;
 
 /// What is written on every message's envelope.
@@ -372,7 +372,28 @@ pub enum Control {
         /// Whether it may start.
         granted: bool,
     },
+    /// A piece of the answer to the request with this id, ahead of the
+    /// reply (a Doee's `ctx.write`): from the service that runs it to the
+    /// kernel, and from the kernel to the request's origin under the
+    /// origin's id. At most [`STREAM_WINDOW`] pieces are sent beyond those
+    /// the origin has pulled.
+    Chunk {
+        /// The request.
+        id: MessageId,
+        /// The piece.
+        data: Payload,
+    },
+    /// The origin took a piece of its request's answer: one more may come.
+    /// From the origin (its id) through the kernel to the service (the
+    /// kernel's id).
+    Pull(MessageId),
+    /// The origin gave up its request (its client went away): the service
+    /// ends it. Routed as [`Control::Pull`].
+    Cancel(MessageId),
 }
+
+/// Pieces of a streamed answer in flight beyond those the origin took.
+pub const STREAM_WINDOW: u32 = 16;
 
 /// What a service tells the kernel when it connects.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -930,6 +930,7 @@ impl Target {
             version: self.version,
             trigger,
             input,
+            stream: false,
         };
         (scope, invoke)
     }

@@ -32,6 +32,7 @@ fn invoke(input: &[u8]) -> Request {
             query: "a=1".into(),
         },
         input: Bytes::copy_from_slice(input),
+        stream: true,
     }
     .into_request()
 }
@@ -220,6 +221,7 @@ fn worker_messages_round_trip() {
             topic: "a/b".into(),
         },
         input: Bytes::from_static(b"x"),
+        stream: false,
     });
     assert_eq!(
         ToWorker::decode(&message.encode().unwrap()).unwrap(),

@@ -70,6 +70,9 @@ pub struct Execute {
     pub trigger: Trigger,
     /// The input bytes.
     pub input: Payload,
+    /// Whether `ctx.write` sends its pieces now ([`HostCall::Write`]) or
+    /// adds them to the output.
+    pub stream: bool,
 }
 
 /// From a Worker to the Doer.
@@ -128,6 +131,9 @@ pub enum HostCall {
         /// The secret's name.
         name: String,
     },
+    /// `ctx.write(chunk)` of a streamed invocation: answered once the
+    /// piece is on its way and the origin has room for more.
+    Write(Payload),
     /// `ctx.invoke(doee, input)`: runs another Doee of the project and
     /// waits for its output.
     Invoke {

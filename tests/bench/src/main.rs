@@ -484,6 +484,7 @@ fn kernel(isms: &Path, shape: Shape) -> anyhow::Result<serde_json::Value> {
                     input: Bytes::from_static(
                         b"0123456789012345678901234567890123456789012345678901234567890123",
                     ),
+                    stream: false,
                 };
                 let started = Instant::now();
                 let ok = conn

@@ -90,6 +90,29 @@ impl Doee for Misbehave {
                 };
                 Ok(format!("{name}({})", String::from_utf8_lossy(&inner)).into_bytes())
             }
+            // Streams: writes `first`, waits until the secret the input
+            // names exists (the test sets it once it has read `first`), then
+            // writes `second` and answers `done`.
+            "stream" => {
+                ctx.write(b"first\n")?;
+                let signal = String::from_utf8_lossy(input).trim().to_string();
+                while ctx.secret(&signal).is_err() {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                ctx.write(b"second\n")?;
+                Ok(b"done\n".to_vec())
+            }
+            // Writes `tick <n>` every `every_ms` (100), `count` times (600),
+            // then answers `end`; stops when a write fails (the client left).
+            "drip" => {
+                let every: u64 = ctx.param("every_ms").unwrap_or("100").parse()?;
+                let count: u32 = ctx.param("count").unwrap_or("600").parse()?;
+                for n in 0..count {
+                    ctx.write(format!("tick {n}\n").as_bytes())?;
+                    std::thread::sleep(std::time::Duration::from_millis(every));
+                }
+                Ok(b"end".to_vec())
+            }
             "panic" => panic!("misbehave panics on purpose"),
             "segfault" => {
                 // SAFETY: it is not; that is the point.
