@@ -11,8 +11,8 @@ use hyper::body::Incoming as Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use isms_http::{
-    HttpError, MaybeStreamed, Reply, invocation_error, invocation_reply, invocation_stream,
-    read_body, set_invocation_header, wants_events,
+    HttpError, MaybeStreamed, Reply, Takes, invocation_error, invocation_reply, invocation_stream,
+    read_body, set_invocation_header,
 };
 use isms_ipc::connection::Scope;
 use isms_ipc::doer::{Invoke, Trigger};
@@ -89,7 +89,7 @@ impl isms_http::Handler for Server {
         };
         let method = request.method().clone();
         let respond_async = prefers_async(&request);
-        let events = wants_events(&request);
+        let takes = Takes::of(&request);
         if !found.methods.iter().any(|m| m == method.as_str()) {
             let mut response = error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -135,7 +135,7 @@ impl isms_http::Handler for Server {
             // What the Doee writes as it goes reaches the client as it comes.
             invoke.stream = true;
             return match self.conn.call_streaming(&scope, invoke) {
-                Ok(call) => invocation_stream(id, call, events).await,
+                Ok(call) => invocation_stream(id, call, takes).await,
                 Err(failure) => left(invocation_reply(id, Err(failure))),
             };
         }

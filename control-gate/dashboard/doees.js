@@ -346,7 +346,7 @@ async function readEvents(response, onData) {
       if (name === 'end') return null;
       if (!name) onData(data);
     }
-    if (done) return null;
+    if (done) return 'the stream ended before the invocation did';
   }
 }
 

@@ -107,7 +107,7 @@ struct Gate {
 }
 
 impl isms_http::Handler for Gate {
-    type Body = BoxBody<Bytes, std::convert::Infallible>;
+    type Body = BoxBody<Bytes, reply::BodyError>;
 
     async fn handle(&self, request: Request<Body>) -> reply::Reply {
         match self.route(request).await {

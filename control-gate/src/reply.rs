@@ -9,17 +9,28 @@ use isms_http::HttpError;
 use serde::Serialize;
 use std::convert::Infallible;
 
+/// Why a body ended unfinished: a streamed invocation broke off.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A response of the Control Gate.
-pub type Reply = Response<BoxBody<Bytes, Infallible>>;
+pub type Reply = Response<BoxBody<Bytes, BodyError>>;
 
 /// A body all in memory.
-pub fn full(bytes: Bytes) -> BoxBody<Bytes, Infallible> {
-    BodyExt::boxed(Full::new(bytes))
+pub fn full(bytes: Bytes) -> BoxBody<Bytes, BodyError> {
+    never_fails(Full::new(bytes))
+}
+
+/// A body that cannot fail, as this server's bodies.
+pub fn never_fails<B>(body: B) -> BoxBody<Bytes, BodyError>
+where
+    B: hyper::body::Body<Data = Bytes, Error = Infallible> + Send + Sync + 'static,
+{
+    body.map_err(|never| match never {}).boxed()
 }
 
 /// A reply of [`isms_http`], with the body type of this server's replies.
 pub fn boxed(reply: isms_http::Reply) -> Reply {
-    reply.map(BodyExt::boxed)
+    reply.map(never_fails)
 }
 
 /// `value` as JSON.

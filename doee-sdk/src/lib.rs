@@ -288,7 +288,10 @@ impl Context {
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), Error> {
         let needed = std::mem::offset_of!(abi::HostApi, write) + size_of::<usize>();
         if (self.api().size as usize) < needed {
-            return Err(Error::new("this platform cannot stream output"));
+            // An older platform: the piece joins the output, as in C.
+            // SAFETY: a slice that outlives the call.
+            unsafe { (self.api().output)(self.raw, chunk.as_ptr(), chunk.len()) };
+            return Ok(());
         }
         // SAFETY: a slice that outlives the call; the host has the entry.
         let code = unsafe { (self.api().write)(self.raw, chunk.as_ptr(), chunk.len()) };

@@ -97,6 +97,10 @@ struct Stream {
     sent: Vec<u8>,
     /// Whether some of it was left out of `sent`.
     truncated: bool,
+    /// Bytes sent, against `max_output_bytes`.
+    bytes: usize,
+    /// The origin gave the invocation up before it started: its writes fail.
+    cancelled: bool,
 }
 
 /// Whether a waiting task may start without asking the kernel first.
@@ -310,6 +314,8 @@ impl Admin {
                 parked: None,
                 sent: Vec::new(),
                 truncated: false,
+                bytes: 0,
+                cancelled: false,
             }),
         };
         match self.versions.get_mut(&key) {
@@ -1048,6 +1054,21 @@ impl Admin {
             let why = "this invocation's output is not streamed";
             return worker.handle.send(ToWorker::HostReply(Err(why.into())));
         };
+        // Counted here too: the Executor's count is the Worker's word.
+        stream.bytes += chunk.len();
+        let refused = if stream.cancelled {
+            Some("the client went away".to_string())
+        } else if stream.bytes > self.config.max_output_bytes as usize {
+            Some(format!(
+                "the output is larger than {} bytes",
+                self.config.max_output_bytes
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            return worker.handle.send(ToWorker::HostReply(Err(why)));
+        }
         let room = keep.saturating_sub(stream.sent.len());
         stream.truncated |= chunk.len() > room;
         stream
@@ -1098,14 +1119,20 @@ impl Admin {
             let why = "the client went away; the invocation was stopped".to_string();
             return self.kill_worker(id, DoeeFailure::Error(why));
         }
-        for queue in self.pending.values_mut() {
-            if let Some(at) = queue.iter().position(|t| t.responder.id() == request) {
-                if let Some(task) = queue.remove(at) {
-                    let why = "the client went away before it started".to_string();
-                    self.fail(task, DoeeFailure::NotStarted(why), false, Duration::ZERO);
-                }
-                return;
-            }
+        let waiting = self.pending.values_mut().flatten();
+        let preparing = self.versions.values_mut().flat_map(|v| match v {
+            VersionState::Preparing(tasks) => tasks.iter_mut(),
+            _ => [].iter_mut(),
+        });
+        let sent_ahead = self.prefetched.values_mut();
+        // Not started: it starts, and its first write fails.
+        if let Some(stream) = waiting
+            .chain(preparing)
+            .chain(sent_ahead)
+            .find(|task| task.responder.id() == request)
+            .and_then(|task| task.stream.as_mut())
+        {
+            stream.cancelled = true;
         }
     }
 

@@ -530,13 +530,17 @@ unsafe extern "C" fn host_write(ctx: *mut Ctx, data: *const u8, len: usize) -> c
     // SAFETY: ABI contract.
     let host = unsafe { host(ctx) };
     if !host.stream {
+        let fits = host.written + host.output.len() + len <= host.max_output;
         // SAFETY: ABI contract.
         unsafe { host_output(ctx, data, len) };
-        return if host.output_overflow {
-            abi::FAILED
-        } else {
-            abi::OK
-        };
+        if fits {
+            return abi::OK;
+        }
+        host.last_error = cstring(&format!(
+            "the output is larger than {} bytes",
+            host.max_output
+        ));
+        return abi::FAILED;
     }
     if len == 0 || data.is_null() {
         return abi::OK;

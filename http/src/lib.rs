@@ -21,4 +21,4 @@ pub use invocation::{
 };
 pub use reply::{HttpError, Reply, json, raw_json};
 pub use serve::{Handler, Limits, serve};
-pub use stream::{MaybeStreamed, invocation_stream, wants_events};
+pub use stream::{BrokenOff, MaybeStreamed, Takes, invocation_stream};

@@ -51,8 +51,13 @@ impl Default for Limits {
 
 /// What answers a server's requests.
 pub trait Handler: Send + Sync + 'static {
-    /// The body of its responses.
-    type Body: hyper::body::Body<Data = Bytes, Error = Infallible> + Send + 'static;
+    /// The body of its responses; an error ends the connection without
+    /// ending the body, which is how a client learns that a streamed body
+    /// broke off.
+    type Body: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static;
 
     /// The response to `request`; errors are responses too.
     fn handle(
@@ -103,8 +108,8 @@ async fn connection<H: Handler>(
         let busy = handling.busy();
         async move {
             let response = handler.handle(request).await;
-            drop(busy);
-            Ok::<_, Infallible>(response)
+            // Busy until the body is sent: a stream may be quiet a while.
+            Ok::<_, Infallible>(response.map(|body| Held { body, _busy: busy }))
         }
     });
     let mut builder = http1::Builder::new();
@@ -175,6 +180,33 @@ impl Activity {
 
 /// A request being handled; its connection is not idle meanwhile.
 struct Busy(Arc<Activity>);
+
+/// A response's body, with its request counted as handled until the body
+/// is done (or dropped: the client went away).
+struct Held<B> {
+    body: B,
+    _busy: Busy,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {

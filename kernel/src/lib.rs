@@ -288,14 +288,32 @@ impl Kernel {
                     self.send_control(&origin, chunk);
                 }
             }
-            // What an origin says of its request goes to the instance running it.
+            // What an origin says of its request goes to the instance
+            // running it; a request given up before it ran is dropped.
             Control::Pull(origin_id) | Control::Cancel(origin_id) => {
-                if let Some((running, id)) = self.processes.running_for(&peer, origin_id) {
-                    let relayed = match body {
-                        Control::Pull(_) => Control::Pull(MessageId(id)),
-                        _ => Control::Cancel(MessageId(id)),
-                    };
-                    self.send_control(&running, relayed);
+                let Some(id) = self.processes.id_for(&peer, origin_id) else {
+                    return;
+                };
+                let cancel = matches!(body, Control::Cancel(_));
+                match self.processes.get_mut(id).map(|p| &p.state) {
+                    Some(State::Running { peer: running, .. }) => {
+                        let running = running.clone();
+                        let relayed = if cancel {
+                            Control::Cancel(MessageId(id))
+                        } else {
+                            Control::Pull(MessageId(id))
+                        };
+                        self.send_control(&running, relayed);
+                    }
+                    Some(State::Queued { key, .. }) if cancel => {
+                        let key = *key;
+                        if let Some(process) = self.processes.finish(id)
+                            && let Some(queue) = self.queues.get_mut(&process.target())
+                        {
+                            queue.remove(key);
+                        }
+                    }
+                    _ => {}
                 }
             }
             Control::Registered

@@ -249,14 +249,9 @@ impl ProcessTable {
         Some((new_id, charge))
     }
 
-    /// The instance running the request `origin` knows as `origin_id`,
-    /// and the kernel's id for it.
-    pub fn running_for(&self, origin: &Bytes, origin_id: MessageId) -> Option<(Bytes, ProcessId)> {
-        let id = *self.by_origin.get(&(origin.clone(), origin_id))?;
-        match &self.records.get(&id)?.state {
-            State::Running { peer, .. } => Some((peer.clone(), id)),
-            _ => None,
-        }
+    /// The kernel's id for the request `origin` knows as `origin_id`.
+    pub fn id_for(&self, origin: &Bytes, origin_id: MessageId) -> Option<ProcessId> {
+        self.by_origin.get(&(origin.clone(), origin_id)).copied()
     }
 
     /// A record.

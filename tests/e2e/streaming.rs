@@ -22,6 +22,15 @@ struct Chunked {
 
 impl Chunked {
     fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Chunked {
+        Chunked::send(url, headers, body, "TE: trailers\r\n")
+    }
+
+    /// A client that takes no trailers.
+    fn post_without_te(url: &str) -> Chunked {
+        Chunked::send(url, &[], b"", "")
+    }
+
+    fn send(url: &str, headers: &[(&str, &str)], body: &[u8], te: &str) -> Chunked {
         let rest = url.strip_prefix("http://").unwrap();
         let (host, path) = rest.split_at(rest.find('/').unwrap());
         let mut stream = TcpStream::connect(host).unwrap();
@@ -29,7 +38,7 @@ impl Chunked {
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
         let mut head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nTE: trailers\r\n",
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n{te}",
             body.len()
         );
         for (name, value) in headers {
@@ -61,10 +70,12 @@ impl Chunked {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The next chunk of the body; `None` at its end.
+    /// The next chunk of the body; `None` at its end. Panics if the body
+    /// broke off (see [`Chunked::broke_off`]).
     fn next_chunk(&mut self) -> Option<Vec<u8>> {
         let size = read_line(&mut self.reader);
-        let size = usize::from_str_radix(size.trim().split(';').next().unwrap(), 16).unwrap();
+        let size = usize::from_str_radix(size.trim().split(';').next().unwrap(), 16)
+            .unwrap_or_else(|_| panic!("the body broke off: {size:?}"));
         if size == 0 {
             self.trailers = read_fields(&mut self.reader);
             return None;
@@ -89,6 +100,24 @@ impl Chunked {
     fn rest(&mut self, read: &mut String) {
         while let Some(chunk) = self.next_chunk() {
             read.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Reads chunks until the connection closes without the body's end;
+    /// what came before.
+    fn broke_off(&mut self) -> String {
+        let mut read = String::new();
+        loop {
+            let size = read_line(&mut self.reader);
+            match usize::from_str_radix(size.trim(), 16) {
+                Ok(0) => panic!("the body ended normally after {read:?}"),
+                Ok(size) => {
+                    let mut data = vec![0; size + 2];
+                    self.reader.read_exact(&mut data).unwrap();
+                    read.push_str(&String::from_utf8_lossy(&data[..size]));
+                }
+                Err(_) => return read,
+            }
         }
     }
 }
@@ -237,6 +266,47 @@ fn a_client_that_goes_away_ends_the_invocation() {
         "count = \"2\"\nevery_ms = \"10\"\n",
         "",
     );
+    // A failure after the first piece: the status went with it, so the
+    // end says so: an error event, a trailer, or a body that breaks off.
+    p.deploy_misbehave_with(
+        "drip",
+        "dry",
+        "drip",
+        "count = \"2\"\nevery_ms = \"10\"\nfail = \"yes\"\n",
+        "",
+    );
+    let dry = format!("{}/drip/dry", p.triggers);
+    let mut events = Chunked::post(&dry, &[("Accept", "text/event-stream")], b"");
+    let mut read = String::new();
+    events.rest(&mut read);
+    assert!(
+        read.contains("event: error\ndata: {") && read.contains("dripped dry"),
+        "{read}"
+    );
+    let mut trailed = Chunked::post(&dry, &[], b"");
+    assert_eq!(trailed.header("trailer"), Some("x-isms-error"));
+    let mut read = String::new();
+    trailed.rest(&mut read);
+    assert_eq!(read, "tick 0\ntick 1\n");
+    assert!(
+        trailed
+            .trailers
+            .iter()
+            .any(|(name, value)| name == "x-isms-error" && value.contains("dripped dry")),
+        "{:?}",
+        trailed.trailers
+    );
+    let mut bare = Chunked::post_without_te(&dry);
+    assert_eq!(bare.broke_off(), "tick 0\ntick 1\n");
+    // The CLI's --follow says so too.
+    let follow = p.try_run(&["invoke", "drip/dry", "--follow"]);
+    assert!(!follow.status.success());
+    assert!(
+        String::from_utf8_lossy(&follow.stderr).contains("dripped dry"),
+        "{}",
+        String::from_utf8_lossy(&follow.stderr)
+    );
+
     // Where nobody streams (a chain), the pieces join the output.
     p.deploy_misbehave_with("drip", "caller", "chain", "call = \"short\"\n", "");
     let r = p.trigger("/drip/caller", b"x");

@@ -2,13 +2,13 @@
 
 use crate::Gate;
 use crate::api;
-use crate::reply::{Reply, boxed, json};
+use crate::reply::{BodyError, Reply, boxed, json};
 use crate::request::{Call, doee};
 use crate::router::API_TIMEOUT;
 use http_body_util::BodyExt;
 use hyper::StatusCode;
 use hyper::header::{self, HeaderMap, HeaderValue};
-use isms_http::{HttpError, invocation_reply, invocation_stream, wants_events};
+use isms_http::{HttpError, Takes, invocation_reply, invocation_stream};
 use isms_ipc::connection::Scope;
 use isms_ipc::doer::{Invoke, Trigger};
 use isms_ipc::resadmin::{Authorize, GetDoee, GetInvocation, ListInvocations, Need, Role};
@@ -19,7 +19,10 @@ impl Gate {
     /// as an HTTP trigger of it would ([`invocation_reply`]).
     pub async fn invoke(&self, call: Call<'_>) -> Result<Reply, HttpError> {
         let (doee, scope) = (doee(call.param("doee"))?, call.scope.clone());
-        let events = wants_events(&call.request);
+        // Streamed for a client that can tell a failure after the first
+        // piece (the dashboard's events, `isms invoke --follow`'s trailers);
+        // any other gets the answer whole, with its status.
+        let takes = Takes::of(&call.request);
         let input = call.body(self.config.max_upload_bytes).await?;
         let get = GetDoee { doee: doee.clone() };
         let info = self.conn.call(&scope, get).await?;
@@ -37,17 +40,16 @@ impl Gate {
             version,
             trigger: Trigger::Cli,
             input,
-            // `isms invoke --follow` and the dashboard show pieces as they come.
-            stream: true,
+            stream: takes.events || takes.trailers,
         };
         let scope = Scope {
             placement: info.placement,
             ..scope
         };
         let mut reply = match self.conn.call_streaming(&scope, invoke) {
-            Ok(call) => invocation_stream(id, call, events)
+            Ok(call) => invocation_stream(id, call, takes)
                 .await
-                .map(BodyExt::boxed),
+                .map(|body| body.map_err(BodyError::from).boxed()),
             Err(failure) => boxed(invocation_reply(id, Err(failure))),
         };
         confine_to_the_api(reply.headers_mut());

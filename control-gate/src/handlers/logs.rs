@@ -2,11 +2,10 @@
 
 use crate::Gate;
 use crate::api;
-use crate::reply::{Reply, list};
+use crate::reply::{Reply, list, never_fails};
 use crate::request::Call;
 use crate::sse;
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::Response;
 use hyper::header::{self, HeaderValue};
 use isms_http::HttpError;
@@ -125,7 +124,7 @@ impl Gate {
                 }
             }
         });
-        let mut reply = Response::new(BodyExt::boxed(sse::Events(rx)));
+        let mut reply = Response::new(never_fails(sse::Events(rx)));
         let headers = reply.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

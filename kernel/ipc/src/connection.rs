@@ -158,7 +158,7 @@ struct Shared {
     writer: mpsc::UnboundedSender<Vec<Bytes>>,
     pending: Mutex<PendingMap>,
     /// Where the pieces of streamed calls' answers go, by call id.
-    streams: Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
+    streams: Mutex<HashMap<u64, mpsc::Sender<Bytes>>>,
     next_id: AtomicU64,
     load: Mutex<Load>,
     alive: AtomicBool,
@@ -231,7 +231,7 @@ impl Delivery {
 type Sent = (
     u64,
     oneshot::Receiver<Result<Reply, Failure>>,
-    Option<mpsc::UnboundedReceiver<Bytes>>,
+    Option<mpsc::Receiver<Bytes>>,
 );
 
 /// A call whose answer may come in pieces before its reply (see
@@ -244,7 +244,7 @@ pub struct Streaming<C: Call> {
     id: u64,
     deadline: Deadline,
     reply: oneshot::Receiver<Result<Reply, Failure>>,
-    chunks: Option<mpsc::UnboundedReceiver<Bytes>>,
+    chunks: Option<mpsc::Receiver<Bytes>>,
     /// The reply, once it came, while pieces before it remain.
     stashed: Option<Result<Reply, Failure>>,
     answered: bool,
@@ -535,10 +535,16 @@ impl Connection {
             Body::Control(Control::Claimed { id, granted }) => {
                 let _ = inbound.send(Inbound::Claimed { id, granted });
             }
+            // A piece beyond the window, or for a call given up, ends the
+            // call: the service does not keep to the window, or nobody reads.
             Body::Control(Control::Chunk { id, data }) => {
-                let streams = self.streams();
-                if let Some(sink) = streams.get(&id.0) {
-                    let _ = sink.send(data);
+                let taken = self
+                    .streams()
+                    .get(&id.0)
+                    .is_some_and(|sink| sink.try_send(data).is_ok());
+                if !taken {
+                    self.streams().remove(&id.0);
+                    self.send_control(Control::Cancel(id));
                 }
             }
             Body::Control(Control::Pull(id)) => {
@@ -566,7 +572,7 @@ impl Connection {
         }
     }
 
-    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::UnboundedSender<Bytes>>> {
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Bytes>>> {
         self.shared
             .streams
             .lock()
@@ -653,7 +659,7 @@ impl Connection {
         // Registered before the request leaves: its first piece may come
         // before this function returns.
         let chunks = streamed.then(|| {
-            let (sink, chunks) = mpsc::unbounded_channel();
+            let (sink, chunks) = mpsc::channel(crate::STREAM_WINDOW as usize);
             self.streams().insert(id, sink);
             chunks
         });

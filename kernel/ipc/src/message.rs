@@ -20,8 +20,9 @@ use std::fmt;
 /// 2: a request's header names the request, not only its service.
 /// 3: registrations name their host and labels; links from other hosts.
 /// 4: requests deferred inside a service, and claimed before they start.
-/// 5: schedule triggers, chains and pipelines, streamed answers.
-pub const PROTOCOL_VERSION: u8 = 5;
+/// 5: schedule triggers, chains and pipelines.
+/// 6: streamed answers.
+pub const PROTOCOL_VERSION: u8 = 6;
 
 /// What is written on every message's envelope.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -111,6 +111,9 @@ impl Doee for Misbehave {
                     ctx.write(format!("tick {n}\n").as_bytes())?;
                     std::thread::sleep(std::time::Duration::from_millis(every));
                 }
+                if ctx.param("fail").is_some() {
+                    return Err(Error::new("dripped dry"));
+                }
                 Ok(b"end".to_vec())
             }
             "panic" => panic!("misbehave panics on purpose"),
