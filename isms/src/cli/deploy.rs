@@ -57,12 +57,29 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     }
     follow_build(&api, &args.project, manifest.name.as_str(), version).await?;
     for trigger in &manifest.http {
+        let runs = match trigger.pipeline.as_slice() {
+            [] => String::new(),
+            stages => format!(
+                " → {}",
+                stages
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ),
+        };
         println!(
-            "Serving {} {} at /{}{}",
+            "Serving {} {} at /{}{}{runs}",
             trigger.methods.join("|"),
             trigger.route,
             args.project,
             trigger.route
+        );
+    }
+    for schedule in &manifest.schedule {
+        println!(
+            "Firing {} (`isms doee show {}/{}` lists the next firings)",
+            schedule.when, args.project, manifest.name
         );
     }
     Ok(())
