@@ -32,6 +32,7 @@ use crate::area::WorkerArea;
 use crate::cgroup::{Cgroups, WORKER_OVERHEAD_MB, WorkerLimits};
 use crate::isolation::Isolation;
 use crate::slots::{self, Slot};
+use crate::stream::{Stream, Write};
 use crate::versions::{self, Prepared, VersionKey};
 use crate::worker::{self, WorkerId};
 use bytes::Bytes;
@@ -85,22 +86,6 @@ struct Task {
     gate: Gate,
     /// Its output goes to the origin in pieces as the Doee writes them.
     stream: Option<Stream>,
-}
-
-/// The pieces of a streamed invocation's output.
-struct Stream {
-    /// Pieces the origin has room for.
-    credit: u32,
-    /// A piece the Doee wrote beyond that, waiting (its Worker waits too).
-    parked: Option<Bytes>,
-    /// What was sent, for the record, up to `record_output_bytes`.
-    sent: Vec<u8>,
-    /// Whether some of it was left out of `sent`.
-    truncated: bool,
-    /// Bytes sent, against `max_output_bytes`.
-    bytes: usize,
-    /// The origin gave the invocation up before it started: its writes fail.
-    cancelled: bool,
 }
 
 /// Whether a waiting task may start without asking the kernel first.
@@ -309,14 +294,7 @@ impl Admin {
             accepted_ms: isms_ipc::names::now_ms(),
             accepted: Instant::now(),
             gate: Gate::Open,
-            stream: invoke.stream.then(|| Stream {
-                credit: isms_ipc::STREAM_WINDOW,
-                parked: None,
-                sent: Vec::new(),
-                truncated: false,
-                bytes: 0,
-                cancelled: false,
-            }),
+            stream: invoke.stream.then(Stream::default),
         };
         match self.versions.get_mut(&key) {
             Some(VersionState::Ready(_)) => self.submit(task),
@@ -1046,7 +1024,10 @@ impl Admin {
     /// the origin now if the origin has room, else when it pulls; the
     /// Worker waits until then, so a reader that stops holds the writer.
     fn on_write(&mut self, id: WorkerId, chunk: Bytes) {
-        let keep = self.config.record_output_bytes;
+        let (max_output, keep) = (
+            self.config.max_output_bytes as usize,
+            self.config.record_output_bytes,
+        );
         let (Some(worker), Some(task)) = (self.workers.get(&id), self.running.get_mut(&id)) else {
             return;
         };
@@ -1054,36 +1035,17 @@ impl Admin {
             let why = "this invocation's output is not streamed";
             return worker.handle.send(ToWorker::HostReply(Err(why.into())));
         };
-        // Counted here too: the Executor's count is the Worker's word.
-        stream.bytes += chunk.len();
-        let refused = if stream.cancelled {
-            Some("the client went away".to_string())
-        } else if stream.bytes > self.config.max_output_bytes as usize {
-            Some(format!(
-                "the output is larger than {} bytes",
-                self.config.max_output_bytes
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = refused {
-            return worker.handle.send(ToWorker::HostReply(Err(why)));
+        match stream.write(chunk, max_output, keep) {
+            Write::Send(chunk) => {
+                task.responder.chunk(chunk);
+                worker.handle.send(ToWorker::HostReply(Ok(Bytes::new())));
+            }
+            Write::Wait => {}
+            Write::Refuse(why) => worker.handle.send(ToWorker::HostReply(Err(why))),
         }
-        let room = keep.saturating_sub(stream.sent.len());
-        stream.truncated |= chunk.len() > room;
-        stream
-            .sent
-            .extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if stream.credit == 0 {
-            stream.parked = Some(chunk);
-            return;
-        }
-        stream.credit -= 1;
-        task.responder.chunk(chunk);
-        worker.handle.send(ToWorker::HostReply(Ok(Bytes::new())));
     }
 
-    /// The origin of a streamed invocation took a piece: a parked one goes.
+    /// The origin of a streamed invocation took a piece: a waiting one goes.
     fn on_pull(&mut self, request: MessageId) {
         let Some((&worker_id, task)) = self
             .running
@@ -1092,17 +1054,11 @@ impl Admin {
         else {
             return;
         };
-        let Some(stream) = task.stream.as_mut() else {
-            return;
-        };
-        match stream.parked.take() {
-            Some(chunk) => {
-                task.responder.chunk(chunk);
-                if let Some(worker) = self.workers.get(&worker_id) {
-                    worker.handle.send(ToWorker::HostReply(Ok(Bytes::new())));
-                }
+        if let Some(chunk) = task.stream.as_mut().and_then(Stream::pulled) {
+            task.responder.chunk(chunk);
+            if let Some(worker) = self.workers.get(&worker_id) {
+                worker.handle.send(ToWorker::HostReply(Ok(Bytes::new())));
             }
-            None => stream.credit = (stream.credit + 1).min(isms_ipc::STREAM_WINDOW),
         }
     }
 
@@ -1132,7 +1088,7 @@ impl Admin {
             .find(|task| task.responder.id() == request)
             .and_then(|task| task.stream.as_mut())
         {
-            stream.cancelled = true;
+            stream.cancel();
         }
     }
 
@@ -1448,17 +1404,7 @@ impl Admin {
         };
         let keep = self.config.record_output_bytes;
         // A streamed output is what was sent, then the answer's own part.
-        let (output, streamed_truncated) = match task.stream {
-            Some(Stream {
-                sent, truncated, ..
-            }) if !sent.is_empty() || truncated => {
-                let room = keep.saturating_sub(sent.len());
-                let mut whole = sent;
-                whole.extend_from_slice(&output[..output.len().min(room)]);
-                (Bytes::from(whole), truncated || output.len() > room)
-            }
-            _ => (output, false),
-        };
+        let (output, output_truncated) = task.stream.unwrap_or_default().record(&output, keep);
         self.done.push(InvocationRecord {
             id: task.id,
             project: task.key.project,
@@ -1471,8 +1417,8 @@ impl Admin {
             cold_start: outcome.cold_start,
             http_status,
             error,
-            output_truncated: streamed_truncated || output.len() > keep,
-            output: output.slice(..output.len().min(keep)),
+            output_truncated,
+            output,
             // The caller does not read the logs; the record keeps them.
             logs: std::mem::take(&mut outcome.logs),
             instance: self.config.instance.clone(),

@@ -16,6 +16,7 @@ pub mod executor;
 pub mod isolation;
 pub mod seccomp;
 pub mod slots;
+pub mod stream;
 pub mod versions;
 pub mod worker;
 
