@@ -192,11 +192,7 @@ impl Server {
             let Err(failure) = conn.call(&scope, invoke.clone()).await else {
                 return;
             };
-            let failed = pipeline::record(project, &invoke, Some((&failure, started.elapsed())));
-            let invocations = vec![failed];
-            if let Err(failure) = conn.call(&recording, Record { invocations }).await {
-                tracing::warn!(%id, %failure, "cannot record a failed asynchronous invocation");
-            }
+            pipeline::record_not_run(&conn, project, &invoke, &failure, started.elapsed()).await;
         });
         let body = serde_json::json!({
             "invocation_id": id.to_string(),

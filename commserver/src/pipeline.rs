@@ -57,6 +57,22 @@ pub fn record(
     record
 }
 
+/// Records an invocation no Doer ran (`failure` after `took`); a failure
+/// to record is logged.
+pub async fn record_not_run(
+    conn: &Connection,
+    project: ProjectName,
+    invoke: &Invoke,
+    failure: &Failure,
+    took: Duration,
+) {
+    let invocations = vec![record(project, invoke, Some((failure, took)))];
+    let recording = isms_ipc::Scope::platform(Duration::from_secs(5));
+    if let Err(why) = conn.call(&recording, Record { invocations }).await {
+        tracing::warn!(id = %invoke.id, %why, "cannot record an invocation that did not run");
+    }
+}
+
 /// What ran last, and how it ended: the answer.
 pub struct Ran {
     /// The invocation that answers: the last stage, or the one that failed.
@@ -82,14 +98,18 @@ pub async fn run(
         let outcome = conn.call(&scope, invoke).await;
         return Ran { id, outcome };
     }
-    let mut ran = Ran {
-        id,
-        outcome: Err(Failure::internal("an empty pipeline")),
-    };
-    let mut input = input;
+    let (mut id, mut trigger, mut input) = (id, trigger, input);
     for (depth, stage) in pipeline.iter().enumerate() {
-        let Some(target) = &stage.target else {
-            // Answered with an id of its own, recorded as not run.
+        if depth > 0 {
+            (id, trigger) = (
+                InvocationId::generate(),
+                Trigger::Chain {
+                    parent: id,
+                    depth: depth as u8,
+                },
+            );
+        }
+        let Some(stage_target) = &stage.target else {
             let failure = Failure::new(
                 FailureKind::Unavailable,
                 format!(
@@ -97,62 +117,45 @@ pub async fn run(
                     stage.doee, target.project
                 ),
             );
-            let id = InvocationId::generate();
             let invoke = Invoke {
                 id,
                 doee: stage.doee.clone(),
                 version: 0,
-                trigger: match depth {
-                    0 => trigger,
-                    _ => Trigger::Chain {
-                        parent: ran.id,
-                        depth: depth as u8,
-                    },
-                },
+                trigger,
                 input,
                 stream: false,
             };
-            let invocations = vec![record(
+            record_not_run(
+                conn,
                 target.project.clone(),
                 &invoke,
-                Some((&failure, Duration::ZERO)),
-            )];
-            let recording = isms_ipc::Scope::platform(Duration::from_secs(5));
-            if let Err(why) = conn.call(&recording, Record { invocations }).await {
-                tracing::warn!(%id, %why, "cannot record a pipeline stage that did not run");
-            }
+                &failure,
+                Duration::ZERO,
+            )
+            .await;
             return Ran {
                 id,
                 outcome: Err(failure),
             };
         };
-        let (id, trigger) = match depth {
-            0 => (id, trigger.clone()),
-            _ => (
-                InvocationId::generate(),
-                Trigger::Chain {
-                    parent: ran.id,
-                    depth: depth as u8,
-                },
-            ),
-        };
-        let (scope, invoke) = target.invoke(id, trigger, input, allowance);
-        ran = Ran {
-            id,
-            outcome: conn.call(&scope, invoke).await.map_err(|failure| {
-                Failure::new(
-                    failure.kind,
-                    format!("pipeline stage `{}`: {}", stage.doee, failure.message),
-                )
-            }),
-        };
-        input = match &ran.outcome {
+        let (scope, invoke) = stage_target.invoke(id, trigger.clone(), input, allowance);
+        let outcome = conn.call(&scope, invoke).await.map_err(|failure| {
+            Failure::new(
+                failure.kind,
+                format!("pipeline stage `{}`: {}", stage.doee, failure.message),
+            )
+        });
+        input = match &outcome {
             Ok(Outcome {
                 result: Ok(response),
                 ..
-            }) => response.body.clone(),
-            _ => return ran,
+            }) if depth + 1 < pipeline.len() => response.body.clone(),
+            _ => return Ran { id, outcome },
         };
     }
-    ran
+    // Not reached: the last stage answers.
+    Ran {
+        id,
+        outcome: Err(Failure::internal("an empty pipeline")),
+    }
 }

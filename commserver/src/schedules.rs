@@ -17,7 +17,7 @@ use isms_ipc::connection::Scope;
 use isms_ipc::doer::Trigger;
 use isms_ipc::names::now_ms;
 use isms_ipc::resadmin::{
-    CatchUp, ClaimFiring, Firing, FiringDone, Record, ScheduleRoute, ScheduleTrigger,
+    CatchUp, ClaimFiring, Firing, FiringDone, ScheduleRoute, ScheduleTrigger,
 };
 use isms_ipc::{Connection, InvocationId};
 use isms_schedule::Clock;
@@ -140,10 +140,7 @@ impl Schedule {
             run_ms: run.as_millis() as u64,
             claimant: (id.0 >> 64) as u64 ^ id.0 as u64,
         };
-        let scope = Scope {
-            project: Some(target.project.clone()),
-            ..Scope::platform(Duration::from_secs(5))
-        };
+        let scope = Scope::project(target.project.clone(), Duration::from_secs(5));
         let give_up = tokio::time::Instant::now() + CLAIM_PATIENCE;
         loop {
             let pause = match self.conn.call(&scope, claim.clone()).await {
@@ -185,16 +182,9 @@ impl Schedule {
                 // A Doer records what it runs; what none ran is recorded here.
                 Err(failure) => {
                     tracing::warn!(project = %target.project, doee = %target.doee, %failure, "scheduled invocation did not run");
-                    let record = pipeline::record(
-                        target.project.clone(),
-                        &invoke,
-                        Some((&failure, started.elapsed())),
-                    );
-                    let recording = Scope::platform(Duration::from_secs(5));
-                    let invocations = vec![record];
-                    if let Err(failure) = conn.call(&recording, Record { invocations }).await {
-                        tracing::warn!(%failure, "cannot record a scheduled invocation that did not run");
-                    }
+                    let took = started.elapsed();
+                    let project = target.project.clone();
+                    pipeline::record_not_run(&conn, project, &invoke, &failure, took).await;
                 }
             }
             let done = FiringDone {
@@ -202,10 +192,7 @@ impl Schedule {
                 when: route.trigger.when.clone(),
                 slot_ms: slot,
             };
-            let scope = Scope {
-                project: Some(target.project.clone()),
-                ..Scope::platform(Duration::from_secs(5))
-            };
+            let scope = Scope::project(target.project.clone(), Duration::from_secs(5));
             if let Err(failure) = conn.call(&scope, done).await {
                 tracing::debug!(%failure, "could not report a firing's end; it counts as ended when its time is up");
             }

@@ -8,11 +8,11 @@
 use isms_ipc::commserver::DeadLetter;
 use isms_ipc::doer::Trigger;
 use isms_ipc::kernel::ServiceStatus;
-use isms_ipc::resadmin::{CatchUp, DeviceInfo, NewDevice, Overlap, ScheduleInfo, SecretInfo, When};
 use isms_ipc::resadmin::{
     Deployed, DoeeInfo, InvocationRecord, InvocationStatus, LogEntry, LogSource, Member,
     ProjectDetail, ProjectInfo, Quotas, Session, TokenInfo, UserInfo, VersionInfo,
 };
+use isms_ipc::resadmin::{DeviceInfo, NewDevice, ScheduleInfo, SecretInfo, When};
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/auth/login`.
@@ -180,14 +180,8 @@ impl From<ScheduleInfo> for ScheduleTriggerView {
             timezone,
             every_ms,
             input: trigger.input,
-            catch_up: match trigger.catch_up {
-                CatchUp::Last => "last",
-                CatchUp::None => "none",
-            },
-            overlap: match trigger.overlap {
-                Overlap::Skip => "skip",
-                Overlap::Queue => "queue",
-            },
+            catch_up: trigger.catch_up.as_str(),
+            overlap: trigger.overlap.as_str(),
             next_ms: info.next_ms,
             last_ms: info.last_ms,
             skipped: info.skipped,

@@ -529,19 +529,6 @@ unsafe extern "C" fn host_output(ctx: *mut Ctx, data: *const u8, len: usize) {
 unsafe extern "C" fn host_write(ctx: *mut Ctx, data: *const u8, len: usize) -> c_int {
     // SAFETY: ABI contract.
     let host = unsafe { host(ctx) };
-    if !host.stream {
-        let fits = host.written + host.output.len() + len <= host.max_output;
-        // SAFETY: ABI contract.
-        unsafe { host_output(ctx, data, len) };
-        if fits {
-            return abi::OK;
-        }
-        host.last_error = cstring(&format!(
-            "the output is larger than {} bytes",
-            host.max_output
-        ));
-        return abi::FAILED;
-    }
     if len == 0 || data.is_null() {
         return abi::OK;
     }
@@ -553,10 +540,14 @@ unsafe extern "C" fn host_write(ctx: *mut Ctx, data: *const u8, len: usize) -> c
         ));
         return abi::FAILED;
     }
-    host.written += len;
     // SAFETY: ABI contract: `data` points to `len` bytes.
-    let chunk = Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(data, len) });
-    let result = host.host_call(HostCall::Write(chunk));
+    let piece = unsafe { std::slice::from_raw_parts(data, len) };
+    if !host.stream {
+        host.output.extend_from_slice(piece);
+        return abi::OK;
+    }
+    host.written += len;
+    let result = host.host_call(HostCall::Write(Bytes::copy_from_slice(piece)));
     finish_call(host, result, std::ptr::null_mut())
 }
 

@@ -44,12 +44,6 @@ impl std::fmt::Display for BrokenOff {
 
 impl std::error::Error for BrokenOff {}
 
-impl From<Full<Bytes>> for MaybeStreamed {
-    fn from(body: Full<Bytes>) -> Self {
-        MaybeStreamed::Full(body)
-    }
-}
-
 impl Body for MaybeStreamed {
     type Data = Bytes;
     type Error = BrokenOff;

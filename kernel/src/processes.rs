@@ -91,8 +91,8 @@ pub struct ProcessTable {
     /// `counted` (links from other hosts): what [`ProcessTable::holds_for`]
     /// answers without a scan.
     held: HashMap<(Bytes, ProjectName), u32>,
-    /// Ids by the origin's own id, for what an origin says of its request
-    /// (a streamed answer's pulls, a cancel).
+    /// Ids of requests for the Doer by the origin's own id, for what an
+    /// origin says of its request (a streamed answer's pulls, a cancel).
     by_origin: HashMap<(Bytes, MessageId), ProcessId>,
 }
 
@@ -110,7 +110,10 @@ impl ProcessTable {
         let id = self.next_id;
         let due_ms = envelope.deadline.0;
         self.deadlines.insert((due_ms, id));
-        self.by_origin.insert((origin.clone(), envelope.id), id);
+        // Only invocations stream, and only they are cancelled.
+        if request.target() == ServiceKind::Doer {
+            self.by_origin.insert((origin.clone(), envelope.id), id);
+        }
         let process = Process {
             origin,
             origin_id: envelope.id,

@@ -463,24 +463,22 @@ fn parse_schedule(i: usize, raw: RawSchedule) -> Result<ScheduleTrigger, Manifes
         ));
     }
     let catch_up = match raw.catch_up.as_deref() {
-        None | Some("last") => CatchUp::Last,
-        Some("none") => CatchUp::None,
-        Some(other) => {
-            return invalid(format!(
-                "{}: \"{other}\" is not \"none\" or \"last\"",
+        None => CatchUp::default(),
+        Some(name) => CatchUp::named(name).ok_or_else(|| {
+            ManifestError(format!(
+                "{}: \"{name}\" is not \"none\" or \"last\"",
                 field("catch_up")
-            ));
-        }
+            ))
+        })?,
     };
     let overlap = match raw.overlap.as_deref() {
-        None | Some("skip") => Overlap::Skip,
-        Some("queue") => Overlap::Queue,
-        Some(other) => {
-            return invalid(format!(
-                "{}: \"{other}\" is not \"skip\" or \"queue\"",
+        None => Overlap::default(),
+        Some(name) => Overlap::named(name).ok_or_else(|| {
+            ManifestError(format!(
+                "{}: \"{name}\" is not \"skip\" or \"queue\"",
                 field("overlap")
-            ));
-        }
+            ))
+        })?,
     };
     Ok(ScheduleTrigger {
         when,

@@ -84,11 +84,9 @@ impl State {
     ) -> Result<Target, Failure> {
         let active = self
             .store
-            .active(Some(project))
+            .active_doee(project, doee)
             .await
             .map_err(db_failure)?
-            .into_iter()
-            .find(|active| &active.doee == doee)
             .ok_or_else(|| {
                 Failure::not_found(format!(
                     "project `{project}` has no Doee `{doee}` with a built version"

@@ -43,14 +43,7 @@ impl Clock {
                 zone: parse_timezone(timezone)?,
             },
             When::Every { ms } => {
-                let period = Duration::from_millis(*ms);
-                if !(MIN_EVERY..=MAX_EVERY).contains(&period) {
-                    return Err(format!(
-                        "must be between {}s and {} days",
-                        MIN_EVERY.as_secs(),
-                        MAX_EVERY.as_secs() / 86_400
-                    ));
-                }
+                check_period(Duration::from_millis(*ms))?;
                 Kind::Every { ms: *ms }
             }
         };
@@ -117,14 +110,20 @@ pub fn parse_every(text: &str) -> Result<u64, String> {
         || format!("\"{text}\" is not a period (write it as 30s, 5m, 1h or 1h30m; ms, s, m, h, d)");
     let period: jiff::SignedDuration = text.trim().parse().map_err(|_| wrong())?;
     let period = Duration::try_from(period).map_err(|_| wrong())?;
-    if !(MIN_EVERY..=MAX_EVERY).contains(&period) {
-        return Err(format!(
-            "\"{text}\" must be between {}s and {} days",
-            MIN_EVERY.as_secs(),
-            MAX_EVERY.as_secs() / 86_400
-        ));
-    }
+    check_period(period).map_err(|why| format!("\"{text}\" {why}"))?;
     u64::try_from(period.as_millis()).map_err(|_| wrong())
+}
+
+/// A period `every` may have.
+fn check_period(period: Duration) -> Result<(), String> {
+    if (MIN_EVERY..=MAX_EVERY).contains(&period) {
+        return Ok(());
+    }
+    Err(format!(
+        "must be between {}s and {} days",
+        MIN_EVERY.as_secs(),
+        MAX_EVERY.as_secs() / 86_400
+    ))
 }
 
 /// Checks a cron expression and its time zone, so a manifest can be

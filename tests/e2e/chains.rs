@@ -17,19 +17,6 @@ fn link(p: &Platform, project: &str, name: &str, call: Option<&str>, extra: &str
     p.deploy_misbehave_with(project, name, "chain", &params, extra);
 }
 
-fn record(p: &Platform, id: &str) -> serde_json::Value {
-    let token = p.admin_token();
-    eventually(Duration::from_secs(10), "the record", || {
-        let r = p.call_api(
-            "GET",
-            &format!("/api/v1/invocations/{id}"),
-            Some(&token),
-            b"",
-        );
-        (r.status == 200).then(|| r.json())
-    })
-}
-
 #[test]
 fn doees_call_doees_and_pipelines_pass_outputs_along() {
     let p = Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR")).start();
@@ -88,7 +75,7 @@ fn doees_call_doees_and_pipelines_pass_outputs_along() {
         .unwrap();
     assert_ne!(broken_id, caller_id);
     assert_eq!(
-        record(&p, broken_id)["trigger_detail"]["parent"],
+        p.invocation(broken_id)["trigger_detail"]["parent"],
         caller_id.as_str()
     );
 

@@ -2,33 +2,7 @@
 //! never shown back, and nowhere on disk or in an answer in clear.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 
-use isms_test_support::{Options, Platform, copy_dir, fixtures};
-use std::io::Write;
-use std::process::Stdio;
-
-/// `isms secret set <project> <name>` with `value` on stdin.
-fn set_secret(p: &Platform, project: &str, name: &str, value: &str) {
-    let mut child = p
-        .cli()
-        .args(["secret", "set", project, name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{value}\n").as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
+use isms_test_support::{Options, copy_dir, fixtures};
 
 #[test]
 fn secrets_reach_their_projects_doees_and_nothing_else() {
@@ -37,7 +11,7 @@ fn secrets_reach_their_projects_doees_and_nothing_else() {
     p.run(&["project", "create", "demo"]);
     p.run(&["project", "create", "other"]);
     let value = format!("isms-secret-{}-f00d", std::process::id());
-    set_secret(&p, "demo", "API_TOKEN", &value);
+    p.set_secret("demo", "API_TOKEN", &value);
     p.deploy_misbehave("demo", "reader", "secret", "");
     p.deploy_misbehave("other", "reader", "secret", "");
     let described = |v: &str| format!("{} bytes ending in {}", v.len(), &v[v.len() - 2..]);
@@ -51,7 +25,7 @@ fn secrets_reach_their_projects_doees_and_nothing_else() {
     assert!(r.text().contains("has no secret API_TOKEN"), "{}", r.text());
     // A new value takes effect at the next invocation, without a redeploy.
     let changed = format!("{value}-2");
-    set_secret(&p, "demo", "API_TOKEN", &changed);
+    p.set_secret("demo", "API_TOKEN", &changed);
     assert_eq!(
         p.trigger("/demo/reader", b"API_TOKEN").text(),
         described(&changed)

@@ -5,7 +5,7 @@
 //! output.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 
-use isms_test_support::{Options, Platform, eventually};
+use isms_test_support::Options;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio;
@@ -141,31 +141,6 @@ fn read_fields(reader: &mut BufReader<TcpStream>) -> Vec<(String, String)> {
     }
 }
 
-fn set_secret(p: &Platform, project: &str, name: &str) {
-    let mut child = p
-        .cli()
-        .args(["secret", "set", project, name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
-fn record(p: &Platform, id: &str) -> serde_json::Value {
-    let token = p.admin_token();
-    eventually(Duration::from_secs(10), "the record", || {
-        let r = p.call_api(
-            "GET",
-            &format!("/api/v1/invocations/{id}"),
-            Some(&token),
-            b"",
-        );
-        (r.status == 200 && r.json()["status"] != "pending").then(|| r.json())
-    })
-}
-
 #[test]
 fn pieces_reach_the_client_while_the_doee_runs() {
     let p = Options::new(env!("CARGO_BIN_EXE_isms"), env!("CARGO_TARGET_TMPDIR")).start();
@@ -189,11 +164,11 @@ fn pieces_reach_the_client_while_the_doee_runs() {
     let mut read = String::new();
     response.until(&mut read, "first\n");
     assert_eq!(read, "first\n");
-    set_secret(&p, "live", "GO_CHUNKED");
+    p.set_secret("live", "GO_CHUNKED", "go");
     response.rest(&mut read);
     assert_eq!(read, "first\nsecond\ndone\n");
     // The record keeps the whole output.
-    let r = record(&p, &id);
+    let r = p.invocation(&id);
     assert_eq!(r["status"], "succeeded", "{r}");
     assert_eq!(r["output"], "first\nsecond\ndone\n");
 
@@ -202,7 +177,7 @@ fn pieces_reach_the_client_while_the_doee_runs() {
     assert_eq!(events.header("content-type"), Some("text/event-stream"));
     let mut read = String::new();
     events.until(&mut read, "data: first\ndata: \n\n");
-    set_secret(&p, "live", "GO_EVENTS");
+    p.set_secret("live", "GO_EVENTS", "go");
     events.rest(&mut read);
     assert!(
         read.starts_with(
@@ -224,7 +199,7 @@ fn pieces_reach_the_client_while_the_doee_runs() {
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "first\n");
-    set_secret(&p, "live", "GO_FOLLOW");
+    p.set_secret("live", "GO_FOLLOW", "go");
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
     assert_eq!(rest, "second\ndone\n");
@@ -244,7 +219,7 @@ fn a_client_that_goes_away_ends_the_invocation() {
     response.until(&mut read, "tick 1\n");
     let left = Instant::now();
     drop(response);
-    let r = record(&p, &id);
+    let r = p.invocation(&id);
     assert_eq!(r["status"], "error", "{r}");
     assert!(
         r["error"]

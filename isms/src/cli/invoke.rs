@@ -43,11 +43,7 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
         return follow(&api, &path, Bytes::from(input)).await;
     }
     let response = api
-        .post_raw(
-            &format!("/api/v1/projects/{project}/doees/{doee}/invoke"),
-            "application/octet-stream",
-            Bytes::from(input),
-        )
+        .post_raw(&path, "application/octet-stream", Bytes::from(input))
         .await?;
     let invocation = response
         .headers

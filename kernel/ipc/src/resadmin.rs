@@ -667,6 +667,23 @@ pub enum CatchUp {
     Last,
 }
 
+impl CatchUp {
+    /// Its name in a manifest: `none` or `last`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatchUp::None => "none",
+            CatchUp::Last => "last",
+        }
+    }
+
+    /// The value a manifest names.
+    pub fn named(name: &str) -> Option<CatchUp> {
+        [CatchUp::None, CatchUp::Last]
+            .into_iter()
+            .find(|c| c.as_str() == name)
+    }
+}
+
 /// What a firing does while the previous one still runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Overlap {
@@ -675,6 +692,23 @@ pub enum Overlap {
     Skip,
     /// It waits for the previous one to end.
     Queue,
+}
+
+impl Overlap {
+    /// Its name in a manifest: `skip` or `queue`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::Queue => "queue",
+        }
+    }
+
+    /// The value a manifest names.
+    pub fn named(name: &str) -> Option<Overlap> {
+        [Overlap::Skip, Overlap::Queue]
+            .into_iter()
+            .find(|o| o.as_str() == name)
+    }
 }
 
 /// A schedule as `isms doee show` lists it.

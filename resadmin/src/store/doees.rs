@@ -275,12 +275,31 @@ impl Store {
 
     /// Every Doee's active version, optionally within one project.
     pub async fn active(&self, project: Option<&ProjectName>) -> StoreResult<Vec<ActiveRow>> {
+        self.active_where(project, None).await
+    }
+
+    /// The active version of one Doee, if it has one.
+    pub async fn active_doee(
+        &self,
+        project: &ProjectName,
+        doee: &DoeeName,
+    ) -> StoreResult<Option<ActiveRow>> {
+        Ok(self.active_where(Some(project), Some(doee)).await?.pop())
+    }
+
+    async fn active_where(
+        &self,
+        project: Option<&ProjectName>,
+        doee: Option<&DoeeName>,
+    ) -> StoreResult<Vec<ActiveRow>> {
         let rows = sqlx::query(
             "SELECT d.project, d.name, d.active_version, v.manifest FROM doees d \
              JOIN versions v ON v.project = d.project AND v.doee = d.name AND v.version = d.active_version \
-             WHERE ?1 IS NULL OR d.project = ?1 ORDER BY d.project, d.name",
+             WHERE (?1 IS NULL OR d.project = ?1) AND (?2 IS NULL OR d.name = ?2) \
+             ORDER BY d.project, d.name",
         )
         .bind(project.map(ProjectName::as_str))
+        .bind(doee.map(DoeeName::as_str))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()

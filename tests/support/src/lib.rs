@@ -568,6 +568,44 @@ impl Platform {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// `isms secret set <project> <name>` with `value` on stdin.
+    pub fn set_secret(&self, project: &str, name: &str, value: &str) {
+        let mut child = self
+            .cli()
+            .args(["secret", "set", project, name])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(
+            &mut child.stdin.take().unwrap(),
+            format!("{value}\n").as_bytes(),
+        )
+        .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The record of invocation `id`, once it is there and no longer
+    /// pending (`GET /api/v1/invocations/<id>`).
+    pub fn invocation(&self, id: &str) -> serde_json::Value {
+        let token = self.admin_token();
+        eventually(Duration::from_secs(10), "the invocation's record", || {
+            let r = self.call_api(
+                "GET",
+                &format!("/api/v1/invocations/{id}"),
+                Some(&token),
+                b"",
+            );
+            (r.status == 200 && r.json()["status"] != "pending").then(|| r.json())
+        })
+    }
+
     /// `isms device create <project> <name>`: the device's MQTT password.
     pub fn create_device(&self, project: &str, name: &str) -> String {
         self.run(&["device", "create", project, name])
