@@ -273,17 +273,6 @@ fn a_chained_call_goes_to_its_callers_doer_at_once() {
     );
 }
 
-fn control(k: &mut Kernel, from: &'static [u8], control: Control) {
-    send(
-        k,
-        from,
-        Message {
-            envelope: envelope(0, ServiceKind::Kernel, None, 0),
-            body: Body::Control(control),
-        },
-    );
-}
-
 /// Pieces of an answer go to the origin under its id; its pulls go to the
 /// instance under the kernel's; a request given up while queued is gone.
 #[test]
@@ -293,7 +282,7 @@ fn streamed_pieces_and_pulls_are_relayed_and_a_queued_cancel_drops_the_request()
     let dispatched = sent(&mut k);
     let kernel_id = dispatched[0].2.id;
     let data = bytes::Bytes::from_static(b"25%");
-    control(
+    control_from(
         &mut k,
         DOER,
         Control::Chunk {
@@ -308,7 +297,7 @@ fn streamed_pieces_and_pulls_are_relayed_and_a_queued_cancel_drops_the_request()
         "{out:?}"
     );
     // Another instance cannot speak for it.
-    control(
+    control_from(
         &mut k,
         COMM,
         Control::Chunk {
@@ -317,7 +306,7 @@ fn streamed_pieces_and_pulls_are_relayed_and_a_queued_cancel_drops_the_request()
         },
     );
     assert!(sent(&mut k).is_empty());
-    control(&mut k, COMM, Control::Pull(MessageId(1)));
+    control_from(&mut k, COMM, Control::Pull(MessageId(1)));
     let out = sent(&mut k);
     assert!(
         matches!(&out[..], [(to, Body::Control(Control::Pull(id)), _)] if to == &peer(DOER) && *id == kernel_id),
@@ -326,7 +315,7 @@ fn streamed_pieces_and_pulls_are_relayed_and_a_queued_cancel_drops_the_request()
     // Queued behind it (capacity 1), then given up: never dispatched.
     invoke(&mut k, 2, "demo", 60_000);
     assert!(sent(&mut k).is_empty());
-    control(&mut k, COMM, Control::Cancel(MessageId(2)));
+    control_from(&mut k, COMM, Control::Cancel(MessageId(2)));
     reply_from_doer(&mut k, kernel_id);
     let out = sent(&mut k);
     assert!(

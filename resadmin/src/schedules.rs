@@ -301,6 +301,11 @@ mod tests {
         }
     }
 
+    /// `store`'s answer to `claim` at `now`.
+    async fn answer(store: &Store, project: &ProjectName, claim: ClaimFiring, now: u64) -> Firing {
+        store.claim_firing(project, &claim, now).await.unwrap()
+    }
+
     /// A claim from another CommServer, or another attempt.
     fn by(claimant: u64, claim: ClaimFiring) -> ClaimFiring {
         ClaimFiring { claimant, ..claim }
@@ -311,19 +316,16 @@ mod tests {
         let (store, project, _) = store_with_doee("once").await;
         let first = claim(1000, false, Overlap::Skip);
         assert_eq!(
-            store.claim_firing(&project, &first, 1000).await.unwrap(),
+            answer(&store, &project, first.clone(), 1000).await,
             Firing::Run
         );
         assert_eq!(
-            store
-                .claim_firing(&project, &by(2, first.clone()), 1001)
-                .await
-                .unwrap(),
+            answer(&store, &project, by(2, first.clone()), 1001).await,
             Firing::Taken,
             "a second CommServer asking for the same moment"
         );
         assert_eq!(
-            store.claim_firing(&project, &first, 1002).await.unwrap(),
+            answer(&store, &project, first.clone(), 1002).await,
             Firing::Run,
             "the first asking again, its answer lost"
         );
@@ -350,22 +352,13 @@ mod tests {
     async fn a_firing_while_the_last_runs_is_skipped_or_waits() {
         let (store, project, doee) = store_with_doee("overlap").await;
         let when = When::Every { ms: 1000 };
-        store
-            .claim_firing(&project, &claim(1000, false, Overlap::Skip), 1000)
-            .await
-            .unwrap();
+        answer(&store, &project, claim(1000, false, Overlap::Skip), 1000).await;
         assert_eq!(
-            store
-                .claim_firing(&project, &claim(2000, false, Overlap::Queue), 2000)
-                .await
-                .unwrap(),
+            answer(&store, &project, claim(2000, false, Overlap::Queue), 2000).await,
             Firing::Wait
         );
         assert_eq!(
-            store
-                .claim_firing(&project, &claim(2000, false, Overlap::Skip), 2000)
-                .await
-                .unwrap(),
+            answer(&store, &project, claim(2000, false, Overlap::Skip), 2000).await,
             Firing::Skipped
         );
         store
@@ -377,18 +370,12 @@ mod tests {
         assert_eq!((state.fired_ms, state.skipped), (Some(1000), 1));
         // The skipped firing's moment is not a running one: the next runs.
         assert_eq!(
-            store
-                .claim_firing(&project, &claim(3000, false, Overlap::Skip), 3000)
-                .await
-                .unwrap(),
+            answer(&store, &project, claim(3000, false, Overlap::Skip), 3000).await,
             Firing::Run
         );
         // A firing nobody reports ended stops counting once its time is up.
         assert_eq!(
-            store
-                .claim_firing(&project, &claim(9000, false, Overlap::Skip), 8001)
-                .await
-                .unwrap(),
+            answer(&store, &project, claim(9000, false, Overlap::Skip), 8001).await,
             Firing::Run
         );
     }
@@ -398,10 +385,7 @@ mod tests {
         let (store, project, doee) = store_with_doee("late").await;
         let when = When::Every { ms: 1000 };
         assert_eq!(
-            store
-                .claim_firing(&project, &claim(5000, true, Overlap::Skip), 5500)
-                .await
-                .unwrap(),
+            answer(&store, &project, claim(5000, true, Overlap::Skip), 5500).await,
             Firing::Taken,
             "a new schedule missed nothing"
         );
@@ -412,10 +396,7 @@ mod tests {
             "and has not fired"
         );
         assert_eq!(
-            store
-                .claim_firing(&project, &claim(9000, true, Overlap::Skip), 9500)
-                .await
-                .unwrap(),
+            answer(&store, &project, claim(9000, true, Overlap::Skip), 9500).await,
             Firing::Run,
             "one that has fired runs the last it missed"
         );
@@ -424,10 +405,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            store
-                .claim_firing(&project, &by(2, claim(9000, true, Overlap::Skip)), 9600)
-                .await
-                .unwrap(),
+            answer(
+                &store,
+                &project,
+                by(2, claim(9000, true, Overlap::Skip)),
+                9600
+            )
+            .await,
             Firing::Taken,
             "once"
         );
@@ -436,10 +420,7 @@ mod tests {
     #[tokio::test]
     async fn a_schedule_no_longer_active_is_forgotten() {
         let (store, project, doee) = store_with_doee("forget").await;
-        store
-            .claim_firing(&project, &claim(1000, false, Overlap::Skip), 1000)
-            .await
-            .unwrap();
+        answer(&store, &project, claim(1000, false, Overlap::Skip), 1000).await;
         store
             .keep_schedules(&project, &doee, &[When::Every { ms: 1000 }])
             .await
@@ -461,10 +442,7 @@ mod tests {
         );
         // Back again, it is new: it missed nothing.
         assert_eq!(
-            store
-                .claim_firing(&project, &claim(9000, true, Overlap::Skip), 9500)
-                .await
-                .unwrap(),
+            answer(&store, &project, claim(9000, true, Overlap::Skip), 9500).await,
             Firing::Taken
         );
         // And a claim for a Doee deleted since is simply not to run.
@@ -472,19 +450,13 @@ mod tests {
             doee: DoeeName::new("gone").unwrap(),
             ..claim(1000, false, Overlap::Skip)
         };
-        assert_eq!(
-            store.claim_firing(&project, &gone, 1000).await.unwrap(),
-            Firing::Taken
-        );
+        assert_eq!(answer(&store, &project, gone, 1000).await, Firing::Taken);
     }
 
     #[tokio::test]
     async fn schedules_go_with_their_doee() {
         let (store, project, doee) = store_with_doee("cascade").await;
-        store
-            .claim_firing(&project, &claim(1000, false, Overlap::Skip), 1000)
-            .await
-            .unwrap();
+        answer(&store, &project, claim(1000, false, Overlap::Skip), 1000).await;
         sqlx::query("DELETE FROM doees")
             .execute(&store.pool)
             .await
